@@ -1,0 +1,525 @@
+"""The one configuration type, the registry of released Swin models, and the stage plan.
+
+Everything that depends only on the configuration and the input size lives here and is computed once:
+the per-stage token grid, the official clamp rule (a stage whose resolution is not larger than the window uses
+a window equal to its resolution and no shift), and the zero padding that makes a stage divisible by its window.
+The forward pass, the shape trace and every FLOP convention read the same `StagePlan`, so they cannot disagree.
+
+This module imports nothing heavier than the standard library: the analysis commands must answer quickly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from swinref.errors import ConfigError
+
+__all__ = [
+    "SwinConfig",
+    "StagePlan",
+    "PatchEmbedPlan",
+    "ModelPlan",
+    "REGISTRY",
+    "ALIASES",
+    "get_config",
+    "list_configs",
+    "plan",
+    "parse_size",
+    "parse_int_list",
+]
+
+IMAGENET_1K = 1000
+IMAGENET_22K = 21841
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """A Swin architecture. Field names follow the official repository's model arguments.
+
+    `img_size` is (H, W) in pixels; `window_size` is M in tokens; V2 models set `version=2` and, when they were
+    fine-tuned from a smaller window, `pretrained_window_sizes` (one per stage, 0 meaning "none").
+    """
+
+    name: str = "custom"
+    version: int = 1
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 4
+    in_chans: int = 3
+    num_classes: int = IMAGENET_1K
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    patch_norm: bool = True
+    layer_norm_eps: float = 1e-5
+    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        # Normalise sequences to tuples so the config stays hashable (the plan is cached on it).
+        object.__setattr__(self, "img_size", _pair(self.img_size, "img_size"))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        pws = tuple(int(w) for w in self.pretrained_window_sizes)
+        if len(pws) != len(self.depths) and not any(pws):
+            pws = (0,) * len(self.depths)
+        object.__setattr__(self, "pretrained_window_sizes", pws)
+        _validate(self)
+
+    # Derived quantities, named as in the paper and the official code.
+    @property
+    def num_layers(self) -> int:
+        """Number of stages."""
+        return len(self.depths)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last stage: C * 2**(num_layers-1)."""
+        return self.embed_dim * 2 ** (self.num_layers - 1)
+
+    def stage_dim(self, i: int) -> int:
+        """Channels of stage i: C * 2**i."""
+        return self.embed_dim * 2**i
+
+    def replace(self, **overrides: Any) -> SwinConfig:
+        """A copy with some fields changed (validated again). Accepts the short CLI names too (img, window, ...)."""
+        return _apply_overrides(self, overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["img_size"] = list(self.img_size)
+        d["depths"] = list(self.depths)
+        d["num_heads"] = list(self.num_heads)
+        d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SwinConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d)
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    if isinstance(value, str):
+        return parse_size(value)
+    if isinstance(value, int):
+        return (value, value)
+    try:
+        h, w = value
+        return (int(h), int(w))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be an int or a pair (H, W), got {value!r}") from None
+
+
+def _validate(cfg: SwinConfig) -> None:
+    if cfg.version not in (1, 2):
+        raise ConfigError(f"version must be 1 or 2, got {cfg.version}")
+    for fname in ("patch_size", "in_chans", "num_classes", "embed_dim", "window_size"):
+        value = getattr(cfg, fname)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if fname == "num_classes" else 1):
+            lowest = "0 (no head)" if fname == "num_classes" else "1"
+            raise ConfigError(f"{fname} must be an integer >= {lowest}, got {value!r}")
+    if not cfg.depths:
+        raise ConfigError("depths must list at least one stage, e.g. --depths 2,2,6,2")
+    if len(cfg.depths) != len(cfg.num_heads):
+        raise ConfigError(
+            f"depths has {len(cfg.depths)} stages but num_heads has {len(cfg.num_heads)}: give one head count per "
+            f"stage (e.g. --depths 2,2,6,2 --heads 3,6,12,24)"
+        )
+    if any(d < 1 for d in cfg.depths):
+        raise ConfigError(f"every stage needs at least one block, got depths {list(cfg.depths)}")
+    if any(h < 1 for h in cfg.num_heads):
+        raise ConfigError(f"every stage needs at least one head, got num_heads {list(cfg.num_heads)}")
+    for i, heads in enumerate(cfg.num_heads):
+        dim = cfg.stage_dim(i)
+        if dim % heads:
+            divisors = sorted((h for h in range(1, dim + 1) if dim % h == 0), key=lambda h: (abs(h - heads), h))[:4]
+            raise ConfigError(
+                f"stage {i} has {dim} channels (embed_dim {cfg.embed_dim} * 2**{i}), which {heads} heads do not "
+                f"divide; choose a head count that divides {dim} (nearest to {heads}: {sorted(divisors)}) or change --embed-dim"
+            )
+    if not (cfg.mlp_ratio > 0):
+        raise ConfigError(f"mlp_ratio must be positive, got {cfg.mlp_ratio}")
+    if not (0 < cfg.layer_norm_eps < 1):
+        raise ConfigError(f"layer_norm_eps must be in (0, 1), got {cfg.layer_norm_eps}")
+    h, w = cfg.img_size
+    if h < cfg.patch_size or w < cfg.patch_size:
+        raise ConfigError(
+            f"image {h}x{w} is smaller than one {cfg.patch_size}x{cfg.patch_size} patch; use an image of at least "
+            f"{cfg.patch_size}x{cfg.patch_size} pixels or a smaller --patch"
+        )
+    if len(cfg.pretrained_window_sizes) != cfg.num_layers:
+        raise ConfigError(
+            f"pretrained_window_sizes needs one entry per stage ({cfg.num_layers}), got "
+            f"{list(cfg.pretrained_window_sizes)}"
+        )
+    if any(p < 0 for p in cfg.pretrained_window_sizes):
+        raise ConfigError(f"pretrained_window_sizes must be >= 0, got {list(cfg.pretrained_window_sizes)}")
+    if cfg.version == 1 and any(cfg.pretrained_window_sizes):
+        raise ConfigError("pretrained_window_sizes only applies to Swin V2 (version=2)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registry of released configurations, with the names used by the official repository and timm.
+
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_LARGE = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
+
+
+def _v1(name: str, size: dict, img: int, window: int, classes: int = IMAGENET_1K) -> SwinConfig:
+    return SwinConfig(name=name, img_size=(img, img), window_size=window, num_classes=classes, **size)
+
+
+def _v2(name: str, size: dict, img: int, window: int, classes: int = IMAGENET_1K, pretrained=(0, 0, 0, 0)):
+    return SwinConfig(
+        name=name, version=2, img_size=(img, img), window_size=window, num_classes=classes,
+        pretrained_window_sizes=pretrained, **size,
+    )
+
+
+def _build_registry() -> dict[str, SwinConfig]:
+    v1 = [
+        _v1("swin_tiny_patch4_window7_224", _TINY, 224, 7),
+        _v1("swin_small_patch4_window7_224", _SMALL, 224, 7),
+        _v1("swin_base_patch4_window7_224", _BASE, 224, 7),
+        _v1("swin_large_patch4_window7_224", _LARGE, 224, 7),
+        _v1("swin_base_patch4_window12_384", _BASE, 384, 12),
+        _v1("swin_large_patch4_window12_384", _LARGE, 384, 12),
+        # The "c24" model: Swin-T widths with 24 channels per head (4 heads in the first stage), window 8 at 256.
+        SwinConfig(name="swin_tiny_c24_patch4_window8_256", img_size=(256, 256), window_size=8,
+                   embed_dim=96, depths=(2, 2, 6, 2), num_heads=(4, 8, 16, 32)),
+        # ImageNet-22K heads (21841 classes), as released by the official repository.
+        _v1("swin_tiny_patch4_window7_224_22k", _TINY, 224, 7, IMAGENET_22K),
+        _v1("swin_small_patch4_window7_224_22k", _SMALL, 224, 7, IMAGENET_22K),
+        _v1("swin_base_patch4_window7_224_22k", _BASE, 224, 7, IMAGENET_22K),
+        _v1("swin_large_patch4_window7_224_22k", _LARGE, 224, 7, IMAGENET_22K),
+        _v1("swin_base_patch4_window12_384_22k", _BASE, 384, 12, IMAGENET_22K),
+        _v1("swin_large_patch4_window12_384_22k", _LARGE, 384, 12, IMAGENET_22K),
+    ]
+    ft = (12, 12, 12, 6)
+    v2 = [
+        _v2("swinv2_tiny_patch4_window8_256", _TINY, 256, 8),
+        _v2("swinv2_tiny_patch4_window16_256", _TINY, 256, 16),
+        _v2("swinv2_small_patch4_window8_256", _SMALL, 256, 8),
+        _v2("swinv2_small_patch4_window16_256", _SMALL, 256, 16),
+        _v2("swinv2_base_patch4_window8_256", _BASE, 256, 8),
+        _v2("swinv2_base_patch4_window16_256", _BASE, 256, 16),
+        _v2("swinv2_base_patch4_window12_192_22k", _BASE, 192, 12, IMAGENET_22K),
+        _v2("swinv2_large_patch4_window12_192_22k", _LARGE, 192, 12, IMAGENET_22K),
+        _v2("swinv2_base_patch4_window12to16_192to256_22kto1k_ft", _BASE, 256, 16, pretrained=ft),
+        _v2("swinv2_base_patch4_window12to24_192to384_22kto1k_ft", _BASE, 384, 24, pretrained=ft),
+        _v2("swinv2_large_patch4_window12to16_192to256_22kto1k_ft", _LARGE, 256, 16, pretrained=ft),
+        _v2("swinv2_large_patch4_window12to24_192to384_22kto1k_ft", _LARGE, 384, 24, pretrained=ft),
+    ]
+    return {cfg.name: cfg for cfg in v1 + v2}
+
+
+REGISTRY: dict[str, SwinConfig] = _build_registry()
+
+ALIASES: dict[str, str] = {
+    "T": "swin_tiny_patch4_window7_224",
+    "S": "swin_small_patch4_window7_224",
+    "B": "swin_base_patch4_window7_224",
+    "L": "swin_large_patch4_window7_224",
+    "B384": "swin_base_patch4_window12_384",
+    "L384": "swin_large_patch4_window12_384",
+    "V2-T": "swinv2_tiny_patch4_window8_256",
+    "V2-S": "swinv2_small_patch4_window8_256",
+    "V2-B": "swinv2_base_patch4_window8_256",
+}
+
+
+def list_configs() -> list[str]:
+    return list(REGISTRY)
+
+
+def _canonical_name(name: str) -> str:
+    """Map the spellings people use to a registry name.
+
+    Accepts an alias (T, S, B, L: any case), a timm name with a pretrained tag (`swin_tiny_patch4_window7_224.ms_in1k`),
+    and a Hugging Face id (`microsoft/swin-tiny-patch4-window7-224`).
+    """
+    raw = name.strip()
+    for alias, target in ALIASES.items():
+        if raw.upper() == alias:
+            return target
+    key = raw.split("/")[-1].split(".")[0].lower().replace("-", "_")
+    if key in REGISTRY:
+        return key
+    return raw
+
+
+# CLI and keyword spellings of the config fields.
+_OVERRIDE_NAMES = {
+    "img": "img_size", "image_size": "img_size", "img_size": "img_size",
+    "window": "window_size", "window_size": "window_size",
+    "embed_dim": "embed_dim", "dim": "embed_dim",
+    "depths": "depths",
+    "heads": "num_heads", "num_heads": "num_heads",
+    "classes": "num_classes", "num_classes": "num_classes",
+    "patch": "patch_size", "patch_size": "patch_size",
+    "in_chans": "in_chans", "mlp_ratio": "mlp_ratio", "qkv_bias": "qkv_bias", "patch_norm": "patch_norm",
+    "version": "version", "layer_norm_eps": "layer_norm_eps", "name": "name",
+    "pretrained_window_sizes": "pretrained_window_sizes",
+}
+
+
+def _apply_overrides(cfg: SwinConfig, overrides: dict[str, Any]) -> SwinConfig:
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        target = _OVERRIDE_NAMES.get(key)
+        if target is None:
+            close = difflib.get_close_matches(key, list(_OVERRIDE_NAMES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config override {key!r}{hint} (known: {sorted(set(_OVERRIDE_NAMES))})")
+        if target in ("depths", "num_heads", "pretrained_window_sizes") and isinstance(value, str):
+            value = parse_int_list(value, target)
+        changes[target] = value
+    if not changes:
+        return cfg
+    if "name" not in changes:
+        changes["name"] = cfg.name
+    # A V2 model fine-tuned from smaller windows keeps its pretrained window sizes when depths stay the same.
+    if "depths" in changes and len(changes["depths"]) != len(cfg.depths) and "pretrained_window_sizes" not in changes:
+        changes["pretrained_window_sizes"] = (0,) * len(changes["depths"])
+    return dataclasses.replace(cfg, **changes)
+
+
+def get_config(name: str | SwinConfig = "T", **overrides: Any) -> SwinConfig:
+    """A registered configuration by name or alias, with any fields overridden.
+
+    >>> get_config("T", img="800x1333").img_size
+    (800, 1333)
+    """
+    if isinstance(name, SwinConfig):
+        return _apply_overrides(name, overrides)
+    key = _canonical_name(str(name))
+    if key not in REGISTRY:
+        candidates = list(REGISTRY) + list(ALIASES)
+        close = difflib.get_close_matches(key.lower(), [c.lower() for c in candidates], n=3, cutoff=0.5)
+        if close:
+            lookup = {c.lower(): c for c in candidates}
+            hint = "did you mean " + " or ".join(repr(lookup[c]) for c in close) + "?"
+        else:
+            hint = "run `swinref configs` to list the registered names"
+        raise ConfigError(f"unknown configuration {name!r}; {hint}")
+    return _apply_overrides(REGISTRY[key], overrides)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'224' -> (224, 224); '800x1333' -> (800, 1333) as H x W."""
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise ConfigError(f"cannot read image size {text!r}: write one number (224) or H x W (800x1333)")
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else h
+    if h < 1 or w < 1:
+        raise ConfigError(f"image size must be positive, got {text!r}")
+    return (h, w)
+
+
+def parse_int_list(text: str, what: str = "list") -> tuple[int, ...]:
+    """'2,2,6,2' -> (2, 2, 6, 2)."""
+    parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers like 2,2,6,2, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{what} must not be empty (e.g. 2,2,6,2)")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan: what every stage does to a given input size.
+
+
+@dataclass(frozen=True)
+class PatchEmbedPlan:
+    """Patch partition and linear embedding: image (H, W) -> token grid (H/p, W/p)."""
+
+    image: tuple[int, int]  # (H, W) pixels given
+    pad: tuple[int, int]  # zeros added (bottom, right) so the patch divides the image
+    grid: tuple[int, int]  # token grid (H', W') = ceil(H/p), ceil(W/p)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage at a given input size.
+
+    `resolution` is the token grid (h, w) the stage works on; `window` is the effective window M after the clamp
+    rule; `shift` is the shift of the odd blocks (0 when clamped); `pad` is the (bottom, right) zero padding that
+    makes the grid divisible by the window, so attention runs on `padded` = (h + pad_b, w + pad_r).
+    `merge_pad` is the (bottom, right) padding the following patch merging adds to make the grid even.
+    """
+
+    index: int
+    depth: int
+    dim: int  # C_i
+    heads: int  # nH
+    resolution: tuple[int, int]  # (h, w) tokens
+    window: int  # M (effective)
+    configured_window: int  # the config's window before the clamp rule
+    shift: int  # s for odd blocks
+    clamped: bool
+    pad: tuple[int, int]  # (bottom, right)
+    padded: tuple[int, int]
+    pretrained_window: int = 0  # V2 only
+    merge_pad: tuple[int, int] | None = None  # None for the last stage (no merging after it)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def tokens(self) -> int:
+        """Real tokens h*w (padding excluded)."""
+        return self.resolution[0] * self.resolution[1]
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.padded[0] * self.padded[1]
+
+    @property
+    def window_tokens(self) -> int:
+        """N = M*M tokens per window."""
+        return self.window * self.window
+
+    @property
+    def windows(self) -> int:
+        """nW, windows per image (on the padded grid)."""
+        return (self.padded[0] // self.window) * (self.padded[1] // self.window)
+
+    @property
+    def needs_padding(self) -> bool:
+        return self.pad != (0, 0)
+
+    def block_shift(self, j: int) -> int:
+        """Shift of block j: 0 for even blocks (W-MSA), s for odd blocks (SW-MSA)."""
+        return self.shift if j % 2 == 1 else 0
+
+    @property
+    def merged_resolution(self) -> tuple[int, int]:
+        """Token grid after the patch merging that follows this stage."""
+        h, w = self.resolution
+        return ((h + 1) // 2, (w + 1) // 2)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    config: SwinConfig
+    embed: PatchEmbedPlan
+    stages: tuple[StagePlan, ...] = field(default_factory=tuple)
+
+    @property
+    def needs_padding(self) -> bool:
+        return self.embed.pad != (0, 0) or any(
+            s.needs_padding or (s.merge_pad not in (None, (0, 0))) for s in self.stages
+        )
+
+
+def _ceil_to(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _effective_window(resolution: tuple[int, int], window: int) -> tuple[int, int, bool]:
+    """The official clamp rule: if min(h, w) <= M, use M = min(h, w) and no shift; else M and shift M // 2."""
+    if min(resolution) <= window:
+        return min(resolution), 0, True
+    return window, window // 2, False
+
+
+@functools.lru_cache(maxsize=512)
+def plan(cfg: SwinConfig, image: tuple[int, int] | None = None) -> ModelPlan:
+    """The stage plan of `cfg` for an image of size (H, W) (default: the config's img_size).
+
+    Padding rule: the image is zero-padded bottom/right to a multiple of the patch; each stage's grid is padded to
+    a multiple of its effective window for attention (then cropped back); each merge pads an odd grid to even.
+    This is what the official detection backbone, Hugging Face and torchvision do; see docs for the differences.
+    """
+    H, W = cfg.img_size if image is None else _pair(image, "image size")
+    p = cfg.patch_size
+    if H < p or W < p:
+        raise ConfigError(
+            f"image {H}x{W} is smaller than one {p}x{p} patch; give an image of at least {p}x{p} pixels"
+        )
+    embed = PatchEmbedPlan(
+        image=(H, W), pad=(_ceil_to(H, p) - H, _ceil_to(W, p) - W), grid=(-(-H // p), -(-W // p))
+    )
+    stages = []
+    resolution = embed.grid
+    for i in range(cfg.num_layers):
+        window, shift, clamped = _effective_window(resolution, cfg.window_size)
+        padded = (_ceil_to(resolution[0], window), _ceil_to(resolution[1], window))
+        last = i == cfg.num_layers - 1
+        merge_pad = None if last else (resolution[0] % 2, resolution[1] % 2)
+        stages.append(
+            StagePlan(
+                index=i, depth=cfg.depths[i], dim=cfg.stage_dim(i), heads=cfg.num_heads[i], resolution=resolution,
+                window=window, configured_window=cfg.window_size, shift=shift, clamped=clamped,
+                pad=(padded[0] - resolution[0], padded[1] - resolution[1]), padded=padded,
+                pretrained_window=cfg.pretrained_window_sizes[i], merge_pad=merge_pad,
+            )
+        )
+        if not last:
+            resolution = ((resolution[0] + 1) // 2, (resolution[1] + 1) // 2)
+    return ModelPlan(config=cfg, embed=embed, stages=tuple(stages))
+
+
+def nearest_unpadded_sizes(cfg: SwinConfig, image: tuple[int, int], count: int = 2) -> list[tuple[int, int]]:
+    """The closest image sizes (per axis, below and above) that need no padding anywhere: used in error messages."""
+    H, W = image
+
+    def ok(n: int, axis: int) -> bool:
+        size = (n, n)
+        try:
+            mp = plan(cfg, size)
+        except ConfigError:
+            return False
+        return mp.embed.pad[axis] == 0 and all(
+            s.pad[axis] == 0 and (s.merge_pad is None or s.merge_pad[axis] == 0) for s in mp.stages
+        )
+
+    def around(n: int, axis: int) -> list[int]:
+        found = []
+        below = next((k for k in range(n, 0, -1) if ok(k, axis)), None)
+        above = next((k for k in range(n, n + 64 * cfg.patch_size * cfg.window_size + 1) if ok(k, axis)), None)
+        for k in (below, above):
+            if k is not None and k not in found:
+                found.append(k)
+        return found
+
+    hs, ws = around(H, 0), around(W, 1)
+    # The per-axis search assumed a square image; keep only the pairs whose full plan really needs no padding.
+    pairs = [(h, w) for h in hs for w in ws if not plan(cfg, (h, w)).needs_padding]
+    return pairs[: max(count, 1) * 2]
+
+
+def describe(cfg: SwinConfig) -> str:
+    """One line: 'swin_tiny_patch4_window7_224: V1, 224x224, C=96, depths 2,2,6,2, heads 3,6,12,24, M=7'."""
+    h, w = cfg.img_size
+    parts = [
+        f"V{cfg.version}", f"{h}x{w}", f"patch {cfg.patch_size}", f"C={cfg.embed_dim}",
+        "depths " + ",".join(map(str, cfg.depths)), "heads " + ",".join(map(str, cfg.num_heads)),
+        f"M={cfg.window_size}", f"{cfg.num_classes} classes",
+    ]
+    if any(cfg.pretrained_window_sizes):
+        parts.append("pretrained windows " + ",".join(map(str, cfg.pretrained_window_sizes)))
+    return f"{cfg.name}: " + ", ".join(parts)
+
