@@ -1,0 +1,84 @@
+"""swinref's canonical parameter layout: the official repository's state-dict names and shapes.
+
+Every checkpoint format is translated to this layout in one place (swinref.checkpoints); the forward pass reads
+only these names. Derived buffers of the official model (relative_position_index, attn_mask, V2's
+relative_coords_table) are not parameters and are not part of the layout: swinref recomputes them.
+
+Pure Python (no NumPy), so the analysis commands can count parameters from the config alone.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from swinref.config import SwinConfig, plan
+
+__all__ = ["param_shapes", "block_prefix", "CPB_HIDDEN"]
+
+# Width of the hidden layer of Swin V2's continuous position bias MLP (official: Linear(2, 512) - ReLU - Linear).
+CPB_HIDDEN = 512
+
+
+def block_prefix(stage: int, block: int) -> str:
+    return f"layers.{stage}.blocks.{block}."
+
+
+@functools.lru_cache(maxsize=128)
+def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every learned parameter of `cfg`, in the official state dict's order.
+
+    Linear weights are [out, in] as in PyTorch; qkv rows are q | k | v, each head-major. The V1 relative position
+    bias table is [(2M-1)^2, nH] for the stage's effective window M (after the clamp rule at the config's image
+    size, as the official model is built).
+    """
+    p, C = cfg.patch_size, cfg.embed_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "patch_embed.proj.weight": (C, cfg.in_chans, p, p),
+        "patch_embed.proj.bias": (C,),
+    }
+    if cfg.patch_norm:
+        shapes["patch_embed.norm.weight"] = (C,)
+        shapes["patch_embed.norm.bias"] = (C,)
+    hidden_ratio = cfg.mlp_ratio
+    for stage in plan(cfg).stages:
+        dim, nH, M = stage.dim, stage.heads, stage.window
+        hidden = int(dim * hidden_ratio)
+        for j in range(stage.depth):
+            b = block_prefix(stage.index, j)
+            shapes[b + "norm1.weight"] = (dim,)
+            shapes[b + "norm1.bias"] = (dim,)
+            if cfg.version == 1:
+                shapes[b + "attn.relative_position_bias_table"] = ((2 * M - 1) ** 2, nH)
+                shapes[b + "attn.qkv.weight"] = (3 * dim, dim)
+                if cfg.qkv_bias:
+                    shapes[b + "attn.qkv.bias"] = (3 * dim,)
+            else:
+                shapes[b + "attn.logit_scale"] = (nH, 1, 1)
+                shapes[b + "attn.cpb_mlp.0.weight"] = (CPB_HIDDEN, 2)
+                shapes[b + "attn.cpb_mlp.0.bias"] = (CPB_HIDDEN,)
+                shapes[b + "attn.cpb_mlp.2.weight"] = (nH, CPB_HIDDEN)
+                shapes[b + "attn.qkv.weight"] = (3 * dim, dim)
+                if cfg.qkv_bias:
+                    shapes[b + "attn.q_bias"] = (dim,)
+                    shapes[b + "attn.v_bias"] = (dim,)
+            shapes[b + "attn.proj.weight"] = (dim, dim)
+            shapes[b + "attn.proj.bias"] = (dim,)
+            shapes[b + "norm2.weight"] = (dim,)
+            shapes[b + "norm2.bias"] = (dim,)
+            shapes[b + "mlp.fc1.weight"] = (hidden, dim)
+            shapes[b + "mlp.fc1.bias"] = (hidden,)
+            shapes[b + "mlp.fc2.weight"] = (dim, hidden)
+            shapes[b + "mlp.fc2.bias"] = (dim,)
+        if stage.merge_pad is not None:
+            d = f"layers.{stage.index}.downsample."
+            # V1 normalises the 4C concat before reducing; V2 reduces first, then normalises 2C.
+            norm_dim = 4 * dim if cfg.version == 1 else 2 * dim
+            shapes[d + "reduction.weight"] = (2 * dim, 4 * dim)
+            shapes[d + "norm.weight"] = (norm_dim,)
+            shapes[d + "norm.bias"] = (norm_dim,)
+    shapes["norm.weight"] = (cfg.num_features,)
+    shapes["norm.bias"] = (cfg.num_features,)
+    if cfg.num_classes > 0:
+        shapes["head.weight"] = (cfg.num_classes, cfg.num_features)
+        shapes["head.bias"] = (cfg.num_classes,)
+    return shapes
