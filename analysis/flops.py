@@ -1,0 +1,450 @@
+"""FLOP counts of a Swin configuration under named conventions, itemised per layer, from the config alone.
+
+Two words are kept apart everywhere: a MAC is one multiply-add; a FLOP is one floating-point operation, and a
+multiply-add is 2 FLOPs. The official repository's `flops()` counts multiply-adds and calls them FLOPs; its README
+"GFLOPs" are GMACs. Each convention below itemises what it counts as `Item`s, so differences can be read line by
+line (docs/flops.md walks through them):
+
+- `official`: the official repository's `flops()` term for term (V1 and V2), quirks included: the window count
+  nW = H*W/M/M is a float, LayerNorm counts 1 per element as if it were a MAC, and the final norm is
+  C_L*H0*W0 // 2**num_layers (a quarter of the real count, since the last stage has H0*W0/4**(L-1) tokens).
+- `corrected`: what swinref's forward pass executes: attention on the padded grid with the real number of
+  windows, the final norm on the real token count, V2's position-bias MLP; matrix products are MACs, and the
+  elementwise work (biases, LayerNorm, softmax, GELU, masks, residuals, pooling) is itemised separately in FLOPs.
+- `torchvision`, `fvcore`, `ptflops`, `calflops`: the subsets that those published figures and counters count.
+
+Numbers are exact: integers where the count is an integer, Fractions reduced to a float only when the official
+float window count makes a term fractional.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Iterable
+
+from swinref.config import ModelPlan, StagePlan, SwinConfig, plan
+from swinref.errors import ConfigError
+from swinref.layout import CPB_HIDDEN
+
+__all__ = ["Item", "FlopReport", "Convention", "CONVENTIONS", "count_flops", "complexity", "sweep", "parse_sweep"]
+
+Number = int | float
+
+
+@dataclass(frozen=True)
+class Item:
+    """One counted term. `macs` are multiply-adds; `flops` = 2*macs for matrix products, or the elementwise FLOPs."""
+
+    name: str  # official module path of the op, e.g. layers.0.blocks.1.attn.qkv
+    part: str  # embed | attention | mlp | norm | merge | pool | head
+    op: str  # conv | linear | matmul | layernorm | elementwise
+    macs: Number
+    flops: Number
+    stage: int | None = None
+    block: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "part": self.part, "op": self.op, "macs": self.macs, "flops": self.flops}
+        if self.stage is not None:
+            d["stage"] = self.stage
+        if self.block is not None:
+            d["block"] = self.block
+        return d
+
+
+@dataclass(frozen=True)
+class Convention:
+    name: str
+    summary: str
+    includes: tuple[str, ...]  # the documented list of counted terms
+    excludes: tuple[str, ...]
+    items: Callable[[SwinConfig, ModelPlan], list[Item]] = field(repr=False)
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    config: SwinConfig
+    image: tuple[int, int]
+    batch: int
+    convention: Convention
+    items: tuple[Item, ...]
+    params: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def macs(self) -> Number:
+        return _num(sum((Fraction(i.macs) for i in self.items), Fraction(0))) * self.batch
+
+    @property
+    def flops(self) -> Number:
+        return _num(sum((Fraction(i.flops) for i in self.items), Fraction(0))) * self.batch
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Per-stage totals; the stem (patch embedding) and the tail (final norm, pooling, head) are their own rows."""
+        rows: dict[Any, dict[str, Any]] = {}
+        for it in self.items:
+            key = it.stage if it.stage is not None else ("embed" if it.part == "embed" else "tail")
+            row = rows.setdefault(key, {"stage": key, "macs": Fraction(0), "flops": Fraction(0), "parts": {}})
+            row["macs"] += Fraction(it.macs)
+            row["flops"] += Fraction(it.flops)
+            part = row["parts"].setdefault(it.part, {"macs": Fraction(0), "flops": Fraction(0)})
+            part["macs"] += Fraction(it.macs)
+            part["flops"] += Fraction(it.flops)
+        mp = plan(self.config, self.image)
+        order = ["embed", *range(self.config.num_layers), "tail"]
+        out = []
+        for key in order:
+            if key not in rows:
+                continue
+            row = rows[key]
+            entry: dict[str, Any] = {"stage": key, "macs": _num(row["macs"]) * self.batch,
+                                     "flops": _num(row["flops"]) * self.batch}
+            if isinstance(key, int):
+                s = mp.stages[key]
+                entry.update(resolution=list(s.resolution), dim=s.dim, depth=s.depth, window=s.window,
+                             windows=s.windows, tokens=s.tokens, pad=list(s.pad))
+            entry["parts"] = {k: {"macs": _num(v["macs"]) * self.batch, "flops": _num(v["flops"]) * self.batch}
+                              for k, v in row["parts"].items()}
+            out.append(entry)
+        return out
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """Per-block totals (attention and MLP apart), plus one row per patch merging."""
+        rows: dict[tuple, dict[str, Any]] = {}
+        for it in self.items:
+            if it.stage is None:
+                continue
+            key = (it.stage, it.block if it.block is not None else "downsample")
+            name = f"layers.{it.stage}." + (f"blocks.{it.block}" if it.block is not None else "downsample")
+            row = rows.setdefault(key, {"name": name, "stage": it.stage, "macs": Fraction(0), "flops": Fraction(0),
+                                        "attention": Fraction(0), "mlp": Fraction(0), "norm": Fraction(0)})
+            row["macs"] += Fraction(it.macs)
+            row["flops"] += Fraction(it.flops)
+            if it.part in ("attention", "mlp", "norm"):
+                row[it.part] += Fraction(it.macs)
+        return [{k: (_num(v) * self.batch if isinstance(v, Fraction) else v) for k, v in r.items()}
+                for r in rows.values()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.name,
+            "image": list(self.image),
+            "batch": self.batch,
+            "convention": self.convention.name,
+            "summary": self.convention.summary,
+            "includes": list(self.convention.includes),
+            "excludes": list(self.convention.excludes),
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "gmacs": self.macs / 1e9,
+            "gflops": self.flops / 1e9,
+            "stages": self.stages(),
+            "blocks": self.blocks(),
+            "items": [{**i.to_dict(), "macs": _num(Fraction(i.macs) * self.batch),
+                       "flops": _num(Fraction(i.flops) * self.batch)} for i in self.items],
+            "notes": list(self.notes),
+        }
+
+
+def _num(x: Fraction | int | float) -> Number:
+    """An exact count as an int when it is whole, else a float (the official float window count)."""
+    x = Fraction(x)
+    return x.numerator if x.denominator == 1 else float(x)
+
+
+def _mac(name: str, part: str, op: str, macs: Fraction | int, stage=None, block=None) -> Item:
+    return Item(name, part, op, _num(macs), _num(2 * Fraction(macs)), stage, block)
+
+
+def _ew(name: str, part: str, flops: int, stage=None, block=None, op: str = "elementwise") -> Item:
+    return Item(name, part, op, 0, flops, stage, block)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# official: microsoft/Swin-Transformer models/swin_transformer.py and swin_transformer_v2.py, flops() methods.
+
+
+def _official_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+    items = []
+    Ho, Wo = mp.embed.grid
+    C0, p = cfg.embed_dim, cfg.patch_size
+    # PatchEmbed.flops: Ho*Wo*embed_dim*in_chans*(p*p), plus Ho*Wo*embed_dim for the norm.
+    items.append(_mac("patch_embed.proj", "embed", "conv", Ho * Wo * C0 * cfg.in_chans * p * p))
+    if cfg.patch_norm:
+        items.append(_mac("patch_embed.norm", "embed", "layernorm", Ho * Wo * C0))
+    ratio = Fraction(cfg.mlp_ratio)  # exact value of the float the official code multiplies by
+    for s in mp.stages:
+        i, (H, W), dim, nH = s.index, s.resolution, s.dim, s.heads
+        M = s.window
+        N = M * M
+        # The official nW = H * W / window / window: a float, fractional when the grid does not divide.
+        nW = Fraction(H * W, M * M)
+        d = dim // nH
+        for j in range(s.depth):
+            b = f"layers.{i}.blocks.{j}"
+            items += [
+                _mac(f"{b}.norm1", "norm", "layernorm", dim * H * W, i, j),
+                _mac(f"{b}.attn.qkv", "attention", "linear", nW * (N * dim * 3 * dim), i, j),
+                _mac(f"{b}.attn.qk", "attention", "matmul", nW * (nH * N * d * N), i, j),
+                _mac(f"{b}.attn.av", "attention", "matmul", nW * (nH * N * N * d), i, j),
+                _mac(f"{b}.attn.proj", "attention", "linear", nW * (N * dim * dim), i, j),
+                # mlp: 2 * H * W * dim * dim * mlp_ratio, one half per linear layer.
+                _mac(f"{b}.mlp.fc1", "mlp", "linear", H * W * dim * dim * ratio, i, j),
+                _mac(f"{b}.mlp.fc2", "mlp", "linear", H * W * dim * dim * ratio, i, j),
+                _mac(f"{b}.norm2", "norm", "layernorm", dim * H * W, i, j),
+            ]
+        if s.merge_pad is not None:
+            dsn = f"layers.{i}.downsample"
+            reduction = _mac(f"{dsn}.reduction", "merge", "linear", (H // 2) * (W // 2) * 4 * dim * 2 * dim, i)
+            if cfg.version == 1:
+                # V1 PatchMerging.flops: H*W*dim for LayerNorm(4C) on H/2*W/2 tokens.
+                items += [_mac(f"{dsn}.norm", "merge", "layernorm", H * W * dim, i), reduction]
+            else:
+                # V2 PatchMerging.flops: H*W*dim//2 for LayerNorm(2C) after the reduction.
+                items += [reduction, _mac(f"{dsn}.norm", "merge", "layernorm", H * W * dim // 2, i)]
+    # SwinTransformer.flops: num_features * H0 * W0 // 2**num_layers (the last stage has H0*W0 / 4**(L-1) tokens).
+    items.append(_mac("norm", "norm", "layernorm", cfg.num_features * Ho * Wo // 2**cfg.num_layers))
+    # num_features * num_classes: the head without its bias.
+    items.append(_mac("head", "head", "linear", cfg.num_features * cfg.num_classes))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# corrected: what executes in swinref's forward pass (the plan's padding, real windows).
+
+# FLOPs per element of the elementwise steps, each primitive (add, multiply, divide, exp, erf, max) counted once.
+LAYERNORM_FLOPS = 7  # mean (add), centre (sub), square (mul), variance (add), scale by 1/std (mul), affine (mul, add)
+SOFTMAX_FLOPS = 5  # running max, subtract, exp, sum, divide
+GELU_FLOPS = 5  # 0.5 * x * (1 + erf(x / sqrt 2)): divide, erf, add, multiply, multiply
+L2NORM_FLOPS = 3  # V2 cosine attention, per element of q and k: square, sum, divide
+
+
+def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+    items = []
+    h0, w0 = mp.embed.grid
+    C0, p = cfg.embed_dim, cfg.patch_size
+    T0 = h0 * w0
+    items.append(_mac("patch_embed.proj", "embed", "conv", T0 * C0 * cfg.in_chans * p * p))
+    items.append(_ew("patch_embed.proj.bias", "embed", T0 * C0))
+    if cfg.patch_norm:
+        items.append(_ew("patch_embed.norm", "embed", LAYERNORM_FLOPS * T0 * C0, op="layernorm"))
+    hidden_ratio = cfg.mlp_ratio
+    for s in mp.stages:
+        i, C, nH, M = s.index, s.dim, s.heads, s.window
+        T, Tp, nW, N, d = s.tokens, s.padded_tokens, s.windows, s.window_tokens, s.head_dim
+        hidden = int(C * hidden_ratio)
+        scores = nW * nH * N * N  # one attention score per (window, head, query, key), padding included
+        for j in range(s.depth):
+            b = f"layers.{i}.blocks.{j}"
+            blk = [
+                _ew(f"{b}.norm1", "norm", LAYERNORM_FLOPS * T * C, i, j, op="layernorm"),
+                # qkv and proj run on every window token, the zero padding included (it is cropped afterwards).
+                _mac(f"{b}.attn.qkv", "attention", "linear", Tp * C * 3 * C, i, j),
+            ]
+            if cfg.qkv_bias:
+                blk.append(_ew(f"{b}.attn.qkv.bias", "attention", Tp * 3 * C, i, j))
+            if cfg.version == 1:
+                blk.append(_ew(f"{b}.attn.scale", "attention", Tp * C, i, j))  # q * d**-0.5
+            else:
+                blk.append(_ew(f"{b}.attn.normalize", "attention", L2NORM_FLOPS * 2 * Tp * C, i, j))
+            blk.append(_mac(f"{b}.attn.qk", "attention", "matmul", scores * d, i, j))
+            if cfg.version == 2:
+                # Continuous position bias: an MLP over the (2M-1)^2 relative coordinates, run every forward
+                # (it depends on the weights only, so a caching implementation could skip it).
+                table = (2 * M - 1) ** 2
+                blk += [
+                    _mac(f"{b}.attn.cpb_mlp", "attention", "linear", table * (2 * CPB_HIDDEN + CPB_HIDDEN * nH), i, j),
+                    _ew(f"{b}.attn.cpb_mlp.bias_relu", "attention", table * 2 * CPB_HIDDEN, i, j),
+                    _ew(f"{b}.attn.logit_scale", "attention", scores, i, j),
+                    _ew(f"{b}.attn.sigmoid16", "attention", 2 * nH * N * N, i, j),  # 16 * sigmoid(bias)
+                ]
+            blk.append(_ew(f"{b}.attn.bias_add", "attention", scores, i, j))
+            if s.block_shift(j):
+                blk.append(_ew(f"{b}.attn.mask_add", "attention", scores, i, j))
+            blk += [
+                _ew(f"{b}.attn.softmax", "attention", SOFTMAX_FLOPS * scores, i, j),
+                _mac(f"{b}.attn.av", "attention", "matmul", scores * d, i, j),
+                _mac(f"{b}.attn.proj", "attention", "linear", Tp * C * C, i, j),
+                _ew(f"{b}.attn.proj.bias", "attention", Tp * C, i, j),
+                _ew(f"{b}.residual1", "attention", T * C, i, j),
+                _ew(f"{b}.norm2", "norm", LAYERNORM_FLOPS * T * C, i, j, op="layernorm"),
+                _mac(f"{b}.mlp.fc1", "mlp", "linear", T * C * hidden, i, j),
+                _ew(f"{b}.mlp.fc1.bias", "mlp", T * hidden, i, j),
+                _ew(f"{b}.mlp.act", "mlp", GELU_FLOPS * T * hidden, i, j),
+                _mac(f"{b}.mlp.fc2", "mlp", "linear", T * hidden * C, i, j),
+                _ew(f"{b}.mlp.fc2.bias", "mlp", T * C, i, j),
+                _ew(f"{b}.residual2", "mlp", T * C, i, j),
+            ]
+            items += blk
+        if s.merge_pad is not None:
+            dsn = f"layers.{i}.downsample"
+            h2, w2 = s.merged_resolution
+            T2 = h2 * w2  # the odd grid is padded to even, so every merged token is computed
+            norm_dim = 4 * C if cfg.version == 1 else 2 * C
+            norm = _ew(f"{dsn}.norm", "merge", LAYERNORM_FLOPS * T2 * norm_dim, i, op="layernorm")
+            red = _mac(f"{dsn}.reduction", "merge", "linear", T2 * 4 * C * 2 * C, i)
+            items += [norm, red] if cfg.version == 1 else [red, norm]
+    last = mp.stages[-1]
+    CL = cfg.num_features
+    items.append(_ew("norm", "norm", LAYERNORM_FLOPS * last.tokens * CL, op="layernorm"))
+    items.append(_ew("pooled", "pool", last.tokens * CL))  # (T-1)*C adds + C divides
+    if cfg.num_classes > 0:
+        items.append(_mac("head", "head", "linear", CL * cfg.num_classes))
+        items.append(_ew("head.bias", "head", cfg.num_classes))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Published figures of other tools, as subsets of the terms above.
+
+
+def _matmul_items(cfg: SwinConfig, mp: ModelPlan, *, cpb: bool = False) -> list[Item]:
+    """The matrix products only (conv, linear, q@k^T, attn@v, head), at the executed (padded) shapes."""
+    keep = {"conv", "linear", "matmul"}
+    return [it for it in _corrected_items(cfg, mp) if it.op in keep and (cpb or not it.name.endswith("cpb_mlp"))]
+
+
+def _torchvision_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+    # torchvision's `_ops` count the matrix products; V2's position-bias MLP is among them (it is a Linear).
+    return _matmul_items(cfg, mp, cpb=True)
+
+
+CONVENTIONS: dict[str, Convention] = {
+    "official": Convention(
+        "official",
+        "the official repository's flops() term for term: multiply-adds (its README calls them FLOPs)",
+        includes=(
+            "patch embedding convolution (no bias)", "patch LayerNorm, 1 per element",
+            "per block: norm1 and norm2, 1 per element", "qkv and proj linears, nW = H*W/M/M windows (a float)",
+            "q@k^T and attn@v", "MLP fc1 and fc2 (2*H*W*C*C*mlp_ratio)",
+            "patch merging: LayerNorm 1 per element (V1: H*W*C before, V2: H*W*C//2 after) and the 4C->2C linear",
+            "final norm as C_L*H0*W0 // 2**num_layers (the official over-division: a quarter of the real count)",
+            "head weight (num_features * num_classes)",
+        ),
+        excludes=("all biases", "softmax", "GELU", "attention scale", "relative position bias and mask adds",
+                  "residual adds", "average pooling", "V2 position-bias MLP, cosine normalisation, logit scale",
+                  "padding (the official classifier refuses sizes that need it)"),
+        items=_official_items,
+        sources=("microsoft/Swin-Transformer models/swin_transformer.py flops()",
+                 "microsoft/Swin-Transformer models/swin_transformer_v2.py flops()"),
+    ),
+    "corrected": Convention(
+        "corrected",
+        "what swinref executes: matrix products as MACs (padding and real window counts included), "
+        "elementwise work itemised in FLOPs",
+        includes=(
+            "MACs: patch convolution, qkv, q@k^T, attn@v and proj on the padded window grid (real nW), "
+            "fc1, fc2, patch-merging reduction, head weight, V2 position-bias MLP",
+            f"FLOPs: every bias add; LayerNorm {LAYERNORM_FLOPS}/element (incl. the final norm on the real "
+            f"tokens); attention scale (V1) or L2 normalisation of q, k ({L2NORM_FLOPS}/element, V2); "
+            f"relative position bias add; shift-mask add (SW-MSA blocks); softmax {SOFTMAX_FLOPS}/score; "
+            f"GELU {GELU_FLOPS}/element; both residual adds; average pooling; V2 logit scale and 16*sigmoid",
+        ),
+        excludes=("data movement: roll, pad, crop, window partition/reverse, concat (0 FLOPs)",
+                  "index gathers of the bias table"),
+        items=_corrected_items,
+    ),
+    "torchvision": Convention(
+        "torchvision",
+        "torchvision's published `_ops` (Swin_T_Weights.meta etc.): matrix-product MACs only",
+        includes=("patch convolution", "qkv, proj, fc1, fc2, merging reduction and head linears",
+                  "q@k^T and attn@v", "V2: the position-bias MLP linears"),
+        excludes=("every LayerNorm", "biases", "softmax, GELU, elementwise adds, pooling"),
+        items=_torchvision_items,
+        sources=("torchvision.models.Swin_{T,S,B}_Weights.IMAGENET1K_V1.meta['_ops']",
+                 "torchvision.models.Swin_V2_{T,S,B}_Weights.IMAGENET1K_V1.meta['_ops']"),
+    ),
+}
+
+
+def count_flops(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, convention: str = "official",
+                batch: int = 1) -> FlopReport:
+    """Itemised FLOP count of `cfg` on an image of size `image` (default: the config's) under `convention`."""
+    from analysis.params import count_params
+    from analysis.trace import as_size
+
+    conv = get_convention(convention)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
+    mp = plan(cfg, as_size(image))
+    notes = []
+    if convention == "official" and mp.needs_padding:
+        notes.append(
+            "this size needs padding, which the official classifier refuses; the official formulas are applied to "
+            "swinref's padded plan (their float window count H*W/M/M is then fractional): see --convention corrected"
+        )
+    return FlopReport(cfg, mp.embed.image, batch, conv, tuple(conv.items(cfg, mp)), count_params(cfg).total,
+                      tuple(notes))
+
+
+def get_convention(name: str) -> Convention:
+    if name not in CONVENTIONS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(CONVENTIONS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown FLOP convention {name!r}; {hint}choose one of {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's complexity formulas (Swin paper, eq. 1 and 2) and how they grow with the input.
+
+
+def complexity(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None) -> list[dict[str, Any]]:
+    """Per stage, one block's Omega(MSA) = 4hwC^2 + 2(hw)^2 C and Omega(W-MSA) = 4hwC^2 + 2 M^2 hw C, in MACs.
+
+    h, w are the stage's real token grid and M its effective window (after the clamp rule), as in the paper.
+    """
+    from analysis.trace import as_size
+
+    mp = plan(cfg, as_size(image))
+    rows = []
+    for s in mp.stages:
+        (h, w), C, M = s.resolution, s.dim, s.window
+        hw = h * w
+        msa = 4 * hw * C * C + 2 * hw * hw * C
+        wmsa = 4 * hw * C * C + 2 * M * M * hw * C
+        rows.append({
+            "stage": s.index, "resolution": [h, w], "dim": C, "window": M, "depth": s.depth,
+            "msa": msa, "wmsa": wmsa, "ratio": msa / wmsa,
+            "msa_stage": msa * s.depth, "wmsa_stage": wmsa * s.depth,
+        })
+    return rows
+
+
+def parse_sweep(text: str) -> list[int]:
+    """'224:1024:32' -> [224, 256, ..., 1024] (the stop is included when the step reaches it)."""
+    try:
+        parts = [int(x) for x in str(text).split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1) or parts[0] < 1 or parts[1] < parts[0]:
+        raise ConfigError(f"cannot read sweep {text!r}: write START:STOP[:STEP] with 1 <= START <= STOP, "
+                          f"e.g. --sweep 224:1024:32")
+    start, stop = parts[0], parts[1]
+    step = parts[2] if len(parts) == 3 else 32
+    sizes = list(range(start, stop + 1, step))
+    if len(sizes) > 1000:
+        raise ConfigError(f"sweep {text!r} has {len(sizes)} sizes; use a larger step (at most 1000 sizes)")
+    return sizes
+
+
+def sweep(cfg: SwinConfig, sizes: Iterable[int]) -> list[dict[str, Any]]:
+    """For square inputs of each size: attention cost of the whole model with global MSA vs windowed W-MSA."""
+    rows = []
+    for n in sizes:
+        stages = complexity(cfg, (n, n))
+        msa = sum(r["msa_stage"] for r in stages)
+        wmsa = sum(r["wmsa_stage"] for r in stages)
+        rows.append({
+            "size": n, "tokens": stages[0]["resolution"][0] * stages[0]["resolution"][1],
+            "msa": msa, "wmsa": wmsa, "ratio": msa / wmsa,
+            "padding": plan(cfg, (n, n)).needs_padding,
+            "stages": [{"stage": r["stage"], "msa": r["msa_stage"], "wmsa": r["wmsa_stage"], "ratio": r["ratio"]}
+                       for r in stages],
+        })
+    return rows

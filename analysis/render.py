@@ -1,0 +1,172 @@
+"""rich tables for the CLI. Imported only when a table is printed (never by `import analysis`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from analysis.memory import human_bytes
+from swinref.config import SwinConfig, describe, plan
+
+_console: Console | None = None
+
+
+def _out() -> Console:
+    global _console
+    if _console is None:
+        import sys
+
+        # Piped output has no terminal width; 80 columns would fold the shape column, so print wide.
+        width = None if sys.stdout.isatty() else 160
+        _console = Console(highlight=False, soft_wrap=False, width=width)
+    return _console
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(x) for x in shape) + "]"
+
+
+def _g(n: float) -> str:
+    return f"{n / 1e9:.4f}"
+
+
+def _m(n: float) -> str:
+    return f"{n / 1e6:.3f}"
+
+
+def configs(rows: list[dict[str, Any]]) -> None:
+    t = Table(title="Registered configurations (swinref configs --json for all fields)")
+    for col in ("name", "alias", "V", "img", "C", "depths", "heads", "M", "classes", "params"):
+        t.add_column(col, justify="right" if col in ("C", "M", "classes", "params") else "left")
+    for r in rows:
+        t.add_row(r["name"], r["alias"] or "", str(r["version"]), "x".join(map(str, r["img_size"])),
+                  str(r["embed_dim"]), ",".join(map(str, r["depths"])), ",".join(map(str, r["num_heads"])),
+                  str(r["window_size"]), str(r["num_classes"]), f"{r['params']:,}")
+    _out().print(t)
+
+
+def trace(cfg: SwinConfig, steps) -> None:
+    c = _out()
+    c.print(describe(cfg))
+    t = Table(title="Shape trace (names with * are recorded by the forward pass)")
+    for col in ("step", "shape", "op", "M", "shift", "nW", "N", "pad"):
+        t.add_column(col, justify="right" if col in ("M", "shift", "nW", "N") else "left")
+    for s in steps:
+        pad = "" if s.pad is None or s.pad == (0, 0) else f"+{s.pad[0]} bottom, +{s.pad[1]} right"
+        t.add_row(s.name + (" *" if s.runtime else ""), _shape(s.shape), s.op,
+                  "" if s.window is None else str(s.window), "" if s.shift is None else str(s.shift),
+                  "" if s.windows is None else str(s.windows), "" if s.window_tokens is None else str(s.window_tokens),
+                  pad)
+    c.print(t)
+    stages = Table(title="Tokens and windows per stage")
+    for col in ("stage", "grid h x w", "tokens", "C", "heads", "M", "shift", "padded grid", "windows", "N"):
+        stages.add_column(col, justify="right")
+    mp = plan(cfg)
+    for s in mp.stages:
+        stages.add_row(str(s.index), f"{s.resolution[0]}x{s.resolution[1]}", str(s.tokens), str(s.dim),
+                       str(s.heads), f"{s.window}" + (" (clamped)" if s.clamped else ""), str(s.shift),
+                       f"{s.padded[0]}x{s.padded[1]}", str(s.windows), str(s.window_tokens))
+    c.print(stages)
+
+
+def flops(cfg: SwinConfig, report, data: dict[str, Any], *, show_items: bool, show_blocks: bool) -> None:
+    c = _out()
+    conv = report.convention
+    c.print(describe(cfg) + f"; image {data['image'][0]}x{data['image'][1]}, batch {data['batch']}")
+    c.print(f"convention [bold]{conv.name}[/bold]: {conv.summary}")
+    t = Table(title="Per stage (G = 1e9)")
+    for col in ("stage", "grid", "C", "M", "nW", "GMACs", "GFLOPs", "attention GMACs", "MLP GMACs", "share"):
+        t.add_column(col, justify="right")
+    for r in data["stages"]:
+        parts = r["parts"]
+        grid = f"{r['resolution'][0]}x{r['resolution'][1]}" if "resolution" in r else ""
+        t.add_row(str(r["stage"]), grid, str(r.get("dim", "")), str(r.get("window", "")), str(r.get("windows", "")),
+                  _g(r["macs"]), _g(r["flops"]), _g(parts.get("attention", {}).get("macs", 0)),
+                  _g(parts.get("mlp", {}).get("macs", 0)),
+                  f"{100 * r['flops'] / data['flops']:.1f}%" if data["flops"] else "")
+    t.add_row("total", "", "", "", "", _g(data["macs"]), _g(data["flops"]), "", "", "", style="bold")
+    c.print(t)
+    if show_blocks:
+        b = Table(title="Per block and patch merging (MACs, G)")
+        for col in ("layer", "GMACs", "attention", "MLP", "norms", "GFLOPs"):
+            b.add_column(col, justify="right")
+        for r in data["blocks"]:
+            b.add_row(r["name"], _g(r["macs"]), _g(r["attention"]), _g(r["mlp"]), _g(r["norm"]), _g(r["flops"]))
+        c.print(b)
+    if show_items:
+        it = Table(title="Every counted term")
+        for col in ("term", "op", "MACs", "FLOPs"):
+            it.add_column(col, justify="right" if col in ("MACs", "FLOPs") else "left")
+        for i in report.items:
+            it.add_row(i.name, i.op, f"{i.macs * report.batch:,}", f"{i.flops * report.batch:,}")
+        c.print(it)
+    p = Table(title="Paper complexity per block: Omega(MSA) = 4hwC^2 + 2(hw)^2 C vs Omega(W-MSA) = 4hwC^2 + 2M^2 hwC")
+    for col in ("stage", "h x w", "C", "M", "MSA GMACs", "W-MSA GMACs", "MSA / W-MSA"):
+        p.add_column(col, justify="right")
+    for r in data["complexity"]:
+        p.add_row(str(r["stage"]), f"{r['resolution'][0]}x{r['resolution'][1]}", str(r["dim"]), str(r["window"]),
+                  _g(r["msa"]), _g(r["wmsa"]), f"{r['ratio']:.2f}")
+    c.print(p)
+    c.print(f"params {data['params']:,}   MACs {data['macs']:,}   FLOPs {data['flops']:,} (2 per MAC"
+            + (" + elementwise FLOPs)" if conv.name == "corrected" else ")"))
+    for note in data["notes"]:
+        c.print(f"[yellow]note:[/yellow] {note}")
+    c.print("counted: " + "; ".join(conv.includes))
+    c.print("not counted: " + "; ".join(conv.excludes))
+
+
+def sweep(cfg: SwinConfig, rows: list[dict[str, Any]]) -> None:
+    c = _out()
+    c.print(describe(cfg))
+    t = Table(title="Attention cost over square input sizes, all blocks (paper formulas, GMACs)")
+    for col in ("size", "tokens", "MSA", "W-MSA", "MSA / W-MSA", "padding"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(str(r["size"]), f"{r['tokens']:,}", _g(r["msa"]), _g(r["wmsa"]), f"{r['ratio']:.2f}",
+                  "yes" if r["padding"] else "")
+    c.print(t)
+    c.print("MSA grows with the square of the tokens, W-MSA linearly: the ratio grows with the input size.")
+
+
+def params(cfg: SwinConfig, report, *, show_tensors: bool) -> None:
+    c = _out()
+    c.print(describe(cfg))
+    t = Table(title="Parameters per component")
+    for col in ("stage", "component", "tensors", "params", "M"):
+        t.add_column(col, justify="right")
+    for r in report.by_component():
+        t.add_row(str(r["stage"]), r["component"], str(r["tensors"]), f"{r['params']:,}", _m(r["params"]))
+    t.add_row("total", "", str(len(report.shapes)), f"{report.total:,}", _m(report.total), style="bold")
+    c.print(t)
+    if show_tensors:
+        tt = Table(title="Parameter tensors (official names)")
+        tt.add_column("name")
+        tt.add_column("shape")
+        tt.add_column("params", justify="right")
+        for name, shape in report.shapes.items():
+            n = 1
+            for x in shape:
+                n *= x
+            tt.add_row(name, _shape(shape), f"{n:,}")
+        c.print(tt)
+
+
+def memory(cfg: SwinConfig, report) -> None:
+    c = _out()
+    c.print(describe(cfg) + f"; image {report.image[0]}x{report.image[1]}, batch {report.batch}, {report.dtype}")
+    t = Table(title="Largest live set of one block, per stage (all windows at once, inference)")
+    for col in ("stage", "grid", "nW", "N", "heads", "scores [B*nW,nH,N,N]", "tokens", "qkv", "MLP hidden",
+                "block peak", "phase"):
+        t.add_column(col, justify="right")
+    for s in report.stages:
+        t.add_row(str(s["stage"]), f"{s['resolution'][0]}x{s['resolution'][1]}", str(s["windows"]),
+                  str(s["tokens_per_window"]), str(s["heads"]), human_bytes(s["scores_bytes"]),
+                  human_bytes(s["tokens_bytes"]), human_bytes(s["qkv_bytes"]), human_bytes(s["mlp_hidden_bytes"]),
+                  human_bytes(s["peak_bytes"]), s["peak_phase"])
+    c.print(t)
+    c.print(f"weights {human_bytes(report.weights_bytes)}; peak activations {human_bytes(report.peak_activation_bytes)}"
+            f"; peak with weights {human_bytes(report.peak_bytes)}")
+    c.print("counted: block input, padded windows, qkv, scores and softmax output (or x, norm2(x), hidden, GELU) "
+            "and the shift mask; not counted: allocator overhead, workspaces, the input image")

@@ -1,0 +1,223 @@
+"""The `swinref` command line: parse, call the library, render. Data goes to stdout, messages to stderr.
+
+Every command that describes a model takes the same options (one reusable parent parser, `model_parser()`): a
+model name positionally or with --variant, and any config field overridden (--img 800x1333, --window 12, ...).
+Bad input is a SwinrefError: its message goes to stderr and the exit code is 2, like argparse's own errors.
+
+This module imports nothing heavy at start-up: rich is imported when a table is rendered, and commands that need
+NumPy import it inside their handler, so `swinref trace` and `swinref flops` answer quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from swinref.config import SwinConfig, get_config
+from swinref.errors import ConfigError, SwinrefError
+
+__all__ = ["main", "model_parser", "config_from_args", "build_parser"]
+
+DEFAULT_VARIANT = "T"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model options, shared by every command that takes a model (later: predict, convert, golden).
+
+
+def model_parser(positional: bool = True) -> argparse.ArgumentParser:
+    """A parent parser with the model choice and the config overrides; resolve it with `config_from_args`."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("model")
+    if positional:
+        g.add_argument("model", nargs="?", default=None,
+                       help="model name: T/S/B/L alias, registry name, timm name or Hugging Face id (default T)")
+    g.add_argument("--variant", default=None, metavar="NAME", help="the model, as an option (default T)")
+    g.add_argument("--img", default=None, metavar="SIZE", help="image size: 224, or H x W as 800x1333")
+    g.add_argument("--window", type=int, default=None, metavar="M", help="window size M in tokens")
+    g.add_argument("--embed-dim", type=int, default=None, metavar="C", help="channels of the first stage")
+    g.add_argument("--depths", default=None, metavar="LIST", help="blocks per stage, e.g. 2,2,6,2")
+    g.add_argument("--heads", default=None, metavar="LIST", help="heads per stage, e.g. 3,6,12,24")
+    g.add_argument("--classes", type=int, default=None, metavar="K", help="classes of the head (0: no head)")
+    g.add_argument("--patch", type=int, default=None, metavar="P", help="patch size in pixels")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SwinConfig:
+    positional = getattr(args, "model", None)
+    variant = getattr(args, "variant", None)
+    if positional and variant and get_config(positional).name != get_config(variant).name:
+        raise ConfigError(f"two models given: {positional!r} and --variant {variant!r}; give only one")
+    name = positional or variant or DEFAULT_VARIANT
+    return get_config(
+        name, img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths, heads=args.heads,
+        classes=args.classes, patch=args.patch,
+    )
+
+
+def _batch(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batch must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"batch must be a positive integer, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands: each returns data (a dict or list) and renders it, or prints JSON.
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from analysis.params import count_params
+    from swinref.config import ALIASES, REGISTRY
+
+    aliases = {v: k for k, v in ALIASES.items()}
+    rows = []
+    for name, cfg in REGISTRY.items():
+        rows.append({**cfg.to_dict(), "alias": aliases.get(name), "params": count_params(cfg).total})
+    if args.json:
+        return _print_json(rows)
+    from analysis import render
+
+    render.configs(rows)
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from analysis.trace import trace
+
+    cfg = config_from_args(args)
+    steps = trace(cfg, batch=args.batch)
+    if args.json:
+        return _print_json([s.to_dict() for s in steps])
+    from analysis import render
+
+    render.trace(cfg, steps)
+    return 0
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    from analysis.flops import complexity, count_flops, parse_sweep, sweep
+
+    cfg = config_from_args(args)
+    sizes = parse_sweep(args.sweep) if args.sweep else None
+    report = count_flops(cfg, convention=args.convention, batch=args.batch)
+    data = report.to_dict()
+    data["complexity"] = complexity(cfg)
+    if sizes is not None:
+        data["sweep"] = sweep(cfg, sizes)
+    if args.json:
+        if not args.items:
+            data.pop("items")
+        return _print_json(data)
+    from analysis import render
+
+    if sizes is not None:
+        render.sweep(cfg, data["sweep"])
+        return 0
+    render.flops(cfg, report, data, show_items=args.items, show_blocks=args.blocks)
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from analysis.flops import count_flops
+    from analysis.params import count_params
+
+    cfg = config_from_args(args)
+    report = count_params(cfg)
+    data = report.to_dict()
+    if not args.tensors:
+        data.pop("tensors")
+    flops = count_flops(cfg)
+    data["macs"], data["flops"] = flops.macs, flops.flops
+    if args.json:
+        return _print_json(data)
+    from analysis import render
+
+    render.params(cfg, report, show_tensors=args.tensors)
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from analysis.flops import count_flops
+    from analysis.memory import memory
+
+    cfg = config_from_args(args)
+    report = memory(cfg, batch=args.batch, dtype=args.dtype)
+    data = report.to_dict()
+    flops = count_flops(cfg, batch=args.batch)
+    data["params"], data["macs"], data["flops"] = flops.params, flops.macs, flops.flops
+    if args.json:
+        return _print_json(data)
+    from analysis import render
+
+    render.memory(cfg, report)
+    return 0
+
+
+def _print_json(data: Any) -> int:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from analysis.flops import CONVENTIONS
+    from analysis.memory import DTYPE_BYTES
+
+    parser = argparse.ArgumentParser(
+        prog="swinref", description="Swin Transformer reference: shape traces, parameter, FLOP and memory counts.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    models = model_parser()
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--json", action="store_true", help="print JSON to stdout instead of tables")
+    batch = argparse.ArgumentParser(add_help=False)
+    batch.add_argument("--batch", type=_batch, default=1, metavar="B", help="batch size (default 1)")
+
+    p = sub.add_parser("configs", parents=[out], help="list the registered configurations")
+    p.set_defaults(handler=cmd_configs)
+    p = sub.add_parser("trace", parents=[models, out, batch], help="the shape after every step of the model")
+    p.set_defaults(handler=cmd_trace)
+    p = sub.add_parser("flops", parents=[models, out, batch],
+                       help="MACs and FLOPs per layer and stage, under a chosen convention")
+    p.add_argument("--convention", default="official", choices=list(CONVENTIONS),
+                   help="what to count (default official); see docs/flops.md")
+    p.add_argument("--blocks", action="store_true", help="also show one row per block")
+    p.add_argument("--items", action="store_true", help="show (and put in --json) every counted term")
+    p.add_argument("--sweep", default=None, metavar="START:STOP[:STEP]",
+                   help="paper complexity of MSA vs W-MSA over square sizes, e.g. 224:1024:32")
+    p.set_defaults(handler=cmd_flops)
+    p = sub.add_parser("params", parents=[models, out], help="exact parameter counts per component")
+    p.add_argument("--tensors", action="store_true", help="list every parameter tensor")
+    p.set_defaults(handler=cmd_params)
+    p = sub.add_parser("memory", parents=[models, out, batch],
+                       help="attention scores and activations per stage: the largest live set of one block")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPE_BYTES), help="element type (default float32)")
+    p.set_defaults(handler=cmd_memory)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message already on stderr)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except SwinrefError as exc:
+        sys.stderr.write(f"swinref: error: {exc}\n")
+        return 2
+    except BrokenPipeError:  # `swinref trace | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
