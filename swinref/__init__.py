@@ -26,9 +26,11 @@ _LAZY = {
     "forward": "swinref.model",
     "features": "swinref.model",
     "forward_trace": "swinref.model",
+    "point_names": "swinref.model",
     "load": "swinref.api",
     "Model": "swinref.api",
-    "load_state_dict": "swinref.checkpoints",
+    "from_params": "swinref.api",
+    "random_model": "swinref.api",
     "init_params": "swinref.params",
 }
 

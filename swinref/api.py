@@ -1,0 +1,111 @@
+"""The public entry points: `load` a checkpoint into a `Model`, or build one from params or a seed.
+
+A Model is a config plus a params dict on one device in one dtype; calling it runs the functional forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any, Iterable
+
+from swinref.backend import Backend
+from swinref.config import SwinConfig, get_config
+from swinref.device import resolve_device
+from swinref.errors import InputError
+from swinref import model as _model
+
+__all__ = ["Model", "load", "from_params", "random_model", "DTYPES"]
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded Swin model. `model(x)` -> logits; `model.features(x)` -> stage outputs; `model.trace(x)` -> points."""
+
+    config: SwinConfig
+    params: dict[str, Any]
+    dtype: str = "float32"
+    device: str = "cpu"
+    padding: str = "pad"
+    info: dict[str, Any] = field(default_factory=dict)
+    backend: Backend | None = field(default=None, repr=False, compare=False)
+
+    def _prepare(self, x: Any) -> Any:
+        be = self.backend
+        if be is None or be.name == "numpy":
+            import numpy as np
+
+            if not isinstance(x, np.ndarray):
+                if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+                    raise InputError("the model is on the CPU but the input is a CuPy array; use x.get() or load "
+                                     "the model with device='cuda'")
+                x = np.asarray(x)
+            return x
+        # GPU model: a NumPy input is moved to the device once.
+        return be.asarray(x)
+
+    def __call__(self, x: Any) -> Any:
+        return _model.forward(self.params, self._prepare(x), self.config, padding=self.padding)
+
+    def features(self, x: Any, layout: str = "NCHW") -> list[Any]:
+        return _model.features(self.params, self._prepare(x), self.config, padding=self.padding, layout=layout)
+
+    def trace(self, x: Any, attn_probs: Iterable[str] = ()) -> dict[str, Any]:
+        return _model.forward_trace(self.params, self._prepare(x), self.config, padding=self.padding,
+                                    attn_probs=attn_probs)
+
+
+def _check_dtype(dtype: str) -> str:
+    name = str(getattr(dtype, "__name__", dtype))
+    if name not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return name
+
+
+def from_params(params: dict[str, Any], config: SwinConfig | str, *, dtype: str = "float32", device: str = "cpu",
+                padding: str = "pad", info: dict[str, Any] | None = None) -> Model:
+    """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`."""
+    import numpy as np
+
+    cfg = config if isinstance(config, SwinConfig) else get_config(config)
+    dtype = _check_dtype(dtype)
+    if padding not in _model.PADDING_POLICIES:
+        raise InputError(f"unknown padding policy {padding!r}; choose one of {', '.join(_model.PADDING_POLICIES)}")
+    be = resolve_device(device)
+    placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+    return Model(config=cfg, params=placed, dtype=dtype, device=str(device), padding=padding,
+                 info=dict(info or {}), backend=be)
+
+
+def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
+                 padding: str = "pad") -> Model:
+    """A Model with the deterministic counter-based weights of swinref.params (no checkpoint needed)."""
+    from swinref.params import init_params
+
+    cfg = config if isinstance(config, SwinConfig) else get_config(config)
+    params = init_params(cfg, seed=seed, dtype="float64")
+    return from_params(params, cfg, dtype=dtype, device=device, padding=padding,
+                       info={"source": f"swinref.params seed {seed}"})
+
+
+def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype: str = "float32",
+         device: str = "cpu", padding: str = "pad") -> Model:
+    """Load any supported checkpoint (official, timm, Hugging Face, torchvision, swinref) without PyTorch.
+
+    The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection.
+    """
+    from swinref.checkpoints import load_state_dict
+
+    cfg = config if (config is None or isinstance(config, SwinConfig)) else get_config(config)
+    params, cfg, info = _load_with_info(load_state_dict, path, cfg)
+    return from_params(params, cfg, dtype=dtype, device=device, padding=padding, info=info)
+
+
+def _load_with_info(load_state_dict: Any, path: Any, cfg: SwinConfig | None) -> tuple[dict, SwinConfig, dict]:
+    result = load_state_dict(path, config=cfg)
+    if len(result) == 3:
+        return result
+    params, cfg = result
+    return params, cfg, {"path": str(path)}
