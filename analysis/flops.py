@@ -43,6 +43,7 @@ class Item:
     flops: Number
     stage: int | None = None
     block: int | None = None
+    elements: int = 0  # elementwise steps: the elements touched (peer counters weigh them differently)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "part": self.part, "op": self.op, "macs": self.macs, "flops": self.flops}
@@ -159,8 +160,9 @@ def _mac(name: str, part: str, op: str, macs: Fraction | int, stage=None, block=
     return Item(name, part, op, _num(macs), _num(2 * Fraction(macs)), stage, block)
 
 
-def _ew(name: str, part: str, flops: int, stage=None, block=None, op: str = "elementwise") -> Item:
-    return Item(name, part, op, 0, flops, stage, block)
+def _ew(name: str, part: str, elements: int, per: int = 1, stage=None, block=None, op: str = "elementwise") -> Item:
+    """An elementwise step over `elements` values costing `per` FLOPs each."""
+    return Item(name, part, op, 0, elements * per, stage, block, elements)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,60 +225,63 @@ L2NORM_FLOPS = 3  # V2 cosine attention, per element of q and k: square, sum, di
 
 
 def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+    LN, SM, GELU, L2 = LAYERNORM_FLOPS, SOFTMAX_FLOPS, GELU_FLOPS, L2NORM_FLOPS
     items = []
     h0, w0 = mp.embed.grid
     C0, p = cfg.embed_dim, cfg.patch_size
     T0 = h0 * w0
     items.append(_mac("patch_embed.proj", "embed", "conv", T0 * C0 * cfg.in_chans * p * p))
-    items.append(_ew("patch_embed.proj.bias", "embed", T0 * C0))
+    items.append(_ew("patch_embed.proj.bias", "embed", T0 * C0, op="bias"))
     if cfg.patch_norm:
-        items.append(_ew("patch_embed.norm", "embed", LAYERNORM_FLOPS * T0 * C0, op="layernorm"))
-    hidden_ratio = cfg.mlp_ratio
+        items.append(_ew("patch_embed.norm", "embed", T0 * C0, LN, op="layernorm"))
     for s in mp.stages:
         i, C, nH, M = s.index, s.dim, s.heads, s.window
         T, Tp, nW, N, d = s.tokens, s.padded_tokens, s.windows, s.window_tokens, s.head_dim
-        hidden = int(C * hidden_ratio)
+        hidden = int(C * cfg.mlp_ratio)
         scores = nW * nH * N * N  # one attention score per (window, head, query, key), padding included
         for j in range(s.depth):
             b = f"layers.{i}.blocks.{j}"
             blk = [
-                _ew(f"{b}.norm1", "norm", LAYERNORM_FLOPS * T * C, i, j, op="layernorm"),
+                _ew(f"{b}.norm1", "norm", T * C, LN, i, j, op="layernorm"),
                 # qkv and proj run on every window token, the zero padding included (it is cropped afterwards).
                 _mac(f"{b}.attn.qkv", "attention", "linear", Tp * C * 3 * C, i, j),
             ]
             if cfg.qkv_bias:
-                blk.append(_ew(f"{b}.attn.qkv.bias", "attention", Tp * 3 * C, i, j))
+                # V2 adds cat(q_bias, 0, v_bias): still one add per qkv element.
+                blk.append(_ew(f"{b}.attn.qkv.bias", "attention", Tp * 3 * C, 1, i, j, op="bias"))
             if cfg.version == 1:
-                blk.append(_ew(f"{b}.attn.scale", "attention", Tp * C, i, j))  # q * d**-0.5
+                blk.append(_ew(f"{b}.attn.scale", "attention", Tp * C, 1, i, j))  # q * d**-0.5
             else:
-                blk.append(_ew(f"{b}.attn.normalize", "attention", L2NORM_FLOPS * 2 * Tp * C, i, j))
+                blk.append(_ew(f"{b}.attn.normalize", "attention", 2 * Tp * C, L2, i, j))  # q and k
             blk.append(_mac(f"{b}.attn.qk", "attention", "matmul", scores * d, i, j))
             if cfg.version == 2:
-                # Continuous position bias: an MLP over the (2M-1)^2 relative coordinates, run every forward
-                # (it depends on the weights only, so a caching implementation could skip it).
+                # Continuous position bias: Linear(2, 512) - ReLU - Linear(512, nH) over the (2M-1)^2 relative
+                # coordinates, run every forward (it depends on the weights only: a cache could skip it).
                 table = (2 * M - 1) ** 2
                 blk += [
-                    _mac(f"{b}.attn.cpb_mlp", "attention", "linear", table * (2 * CPB_HIDDEN + CPB_HIDDEN * nH), i, j),
-                    _ew(f"{b}.attn.cpb_mlp.bias_relu", "attention", table * 2 * CPB_HIDDEN, i, j),
-                    _ew(f"{b}.attn.logit_scale", "attention", scores, i, j),
-                    _ew(f"{b}.attn.sigmoid16", "attention", 2 * nH * N * N, i, j),  # 16 * sigmoid(bias)
+                    _mac(f"{b}.attn.cpb_mlp.0", "attention", "linear", table * 2 * CPB_HIDDEN, i, j),
+                    _ew(f"{b}.attn.cpb_mlp.0.bias", "attention", table * CPB_HIDDEN, 1, i, j, op="bias"),
+                    _ew(f"{b}.attn.cpb_mlp.1", "attention", table * CPB_HIDDEN, 1, i, j, op="relu"),
+                    _mac(f"{b}.attn.cpb_mlp.2", "attention", "linear", table * CPB_HIDDEN * nH, i, j),
+                    _ew(f"{b}.attn.logit_scale", "attention", scores, 1, i, j),
+                    _ew(f"{b}.attn.sigmoid16", "attention", nH * N * N, 2, i, j),  # 16 * sigmoid(bias)
                 ]
-            blk.append(_ew(f"{b}.attn.bias_add", "attention", scores, i, j))
+            blk.append(_ew(f"{b}.attn.bias_add", "attention", scores, 1, i, j))
             if s.block_shift(j):
-                blk.append(_ew(f"{b}.attn.mask_add", "attention", scores, i, j))
+                blk.append(_ew(f"{b}.attn.mask_add", "attention", scores, 1, i, j))
             blk += [
-                _ew(f"{b}.attn.softmax", "attention", SOFTMAX_FLOPS * scores, i, j),
+                _ew(f"{b}.attn.softmax", "attention", scores, SM, i, j, op="softmax"),
                 _mac(f"{b}.attn.av", "attention", "matmul", scores * d, i, j),
                 _mac(f"{b}.attn.proj", "attention", "linear", Tp * C * C, i, j),
-                _ew(f"{b}.attn.proj.bias", "attention", Tp * C, i, j),
-                _ew(f"{b}.residual1", "attention", T * C, i, j),
-                _ew(f"{b}.norm2", "norm", LAYERNORM_FLOPS * T * C, i, j, op="layernorm"),
+                _ew(f"{b}.attn.proj.bias", "attention", Tp * C, 1, i, j, op="bias"),
+                _ew(f"{b}.residual1", "attention", T * C, 1, i, j),
+                _ew(f"{b}.norm2", "norm", T * C, LN, i, j, op="layernorm"),
                 _mac(f"{b}.mlp.fc1", "mlp", "linear", T * C * hidden, i, j),
-                _ew(f"{b}.mlp.fc1.bias", "mlp", T * hidden, i, j),
-                _ew(f"{b}.mlp.act", "mlp", GELU_FLOPS * T * hidden, i, j),
+                _ew(f"{b}.mlp.fc1.bias", "mlp", T * hidden, 1, i, j, op="bias"),
+                _ew(f"{b}.mlp.act", "mlp", T * hidden, GELU, i, j, op="gelu"),
                 _mac(f"{b}.mlp.fc2", "mlp", "linear", T * hidden * C, i, j),
-                _ew(f"{b}.mlp.fc2.bias", "mlp", T * C, i, j),
-                _ew(f"{b}.residual2", "mlp", T * C, i, j),
+                _ew(f"{b}.mlp.fc2.bias", "mlp", T * C, 1, i, j, op="bias"),
+                _ew(f"{b}.residual2", "mlp", T * C, 1, i, j),
             ]
             items += blk
         if s.merge_pad is not None:
@@ -284,16 +289,16 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
             h2, w2 = s.merged_resolution
             T2 = h2 * w2  # the odd grid is padded to even, so every merged token is computed
             norm_dim = 4 * C if cfg.version == 1 else 2 * C
-            norm = _ew(f"{dsn}.norm", "merge", LAYERNORM_FLOPS * T2 * norm_dim, i, op="layernorm")
+            norm = _ew(f"{dsn}.norm", "merge", T2 * norm_dim, LN, i, op="layernorm")
             red = _mac(f"{dsn}.reduction", "merge", "linear", T2 * 4 * C * 2 * C, i)
             items += [norm, red] if cfg.version == 1 else [red, norm]
     last = mp.stages[-1]
     CL = cfg.num_features
-    items.append(_ew("norm", "norm", LAYERNORM_FLOPS * last.tokens * CL, op="layernorm"))
-    items.append(_ew("pooled", "pool", last.tokens * CL))  # (T-1)*C adds + C divides
+    items.append(_ew("norm", "norm", last.tokens * CL, LN, op="layernorm"))
+    items.append(_ew("pooled", "pool", last.tokens * CL, op="pool"))  # (T-1)*C adds + C divides
     if cfg.num_classes > 0:
         items.append(_mac("head", "head", "linear", CL * cfg.num_classes))
-        items.append(_ew("head.bias", "head", cfg.num_classes))
+        items.append(_ew("head.bias", "head", cfg.num_classes, op="bias"))
     return items
 
 
@@ -301,15 +306,106 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
 # Published figures of other tools, as subsets of the terms above.
 
 
-def _matmul_items(cfg: SwinConfig, mp: ModelPlan, *, cpb: bool = False) -> list[Item]:
-    """The matrix products only (conv, linear, q@k^T, attn@v, head), at the executed (padded) shapes."""
-    keep = {"conv", "linear", "matmul"}
-    return [it for it in _corrected_items(cfg, mp) if it.op in keep and (cpb or not it.name.endswith("cpb_mlp"))]
+_FUNCTIONAL_LINEARS = (".attn.qkv", ".attn.proj", ".attn.qkv.bias", ".attn.proj.bias")
 
 
-def _torchvision_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
-    # torchvision's `_ops` count the matrix products; V2's position-bias MLP is among them (it is a Linear).
-    return _matmul_items(cfg, mp, cpb=True)
+def _counter_items(counter: str, impl: str) -> Callable[[SwinConfig, ModelPlan], list[Item]]:
+    """The terms a FLOP counter counts on a model implementation ("timm" or "torchvision"), and how it weighs them.
+
+    Derived from the breakdowns in tests/data/flop_counters.json (tools/measure_flop_counters.py, docs/flop-counters.md):
+    - fvcore (jit trace, per-aten-op handlers): conv, linear and matmul MACs; LayerNorm 5 per element; adaptive
+      average pooling 1 per element (torchvision's AdaptiveAvgPool2d; timm's mean is an unsupported op).
+    - ptflops, aten backend (its default): MACs of convolution/addmm/mm/bmm, plus 1 per bias element of every
+      linear and convolution (addmm, convolution); nothing else.
+    - ptflops, pytorch backend: module hooks plus patched functionals. Conv2d and nn.Linear with their biases, LayerNorm
+      1 per element, GELU twice (the module hook and the patched F.gelu both fire), ReLU twice, F.softmax once,
+      pooling twice (torchvision). Attention products written with the @ operator are missed (all of timm's; the
+      q@k^T of torchvision V2); torchvision's qkv/proj go through F.linear and are missed too.
+    - calflops: MACs of conv, every linear (F.linear patched) and torch.matmul / Tensor.matmul (not the @ operator);
+      FLOPs 2 per MAC plus the conv bias (not the linear biases), LayerNorm 5, GELU, ReLU, softmax, pooling 1 per element.
+    - torchvision `_ops`: every matrix product (= torch.utils.flop_counter.FlopCounterMode's count / 2).
+    """
+
+    def rule(it: Item, cfg: SwinConfig) -> tuple[int, int] | None:
+        name, op, el = it.name, it.op, it.elements
+        tv = impl == "torchvision"
+        functional = tv and name.endswith(_FUNCTIONAL_LINEARS)
+        if op == "matmul":
+            if counter in ("ptflops-pytorch", "calflops"):
+                # Only torchvision's Tensor.matmul calls are seen; V2 writes q @ k^T with the operator.
+                seen = tv and (cfg.version == 1 or name.endswith(".attn.av"))
+                return (it.macs, 2 * it.macs) if seen else None
+            return it.macs, 2 * it.macs
+        if op in ("conv", "linear"):
+            if counter == "ptflops-pytorch" and functional:
+                return None
+            return it.macs, 2 * it.macs
+        if op == "bias":
+            conv_bias = name == "patch_embed.proj.bias"
+            if counter == "ptflops":
+                return el, 2 * el
+            if counter == "ptflops-pytorch":
+                return None if functional else (el, 2 * el)
+            if counter == "calflops" and conv_bias:
+                return 0, el
+            return None
+        if op == "layernorm":
+            # The real element counts, the final norm included (the counters run the model, not a formula).
+            return {"fvcore": (5 * el, 10 * el), "ptflops-pytorch": (el, 2 * el), "calflops": (0, 5 * el)}.get(counter)
+        if op in ("gelu", "relu"):
+            return {"ptflops-pytorch": (2 * el, 4 * el), "calflops": (0, el)}.get(counter)
+        if op == "softmax":
+            return {"ptflops-pytorch": (el, 2 * el), "calflops": (0, el)}.get(counter)
+        if op == "pool" and tv:
+            return {"fvcore": (el, 2 * el), "ptflops-pytorch": (2 * el, 4 * el), "calflops": (0, el)}.get(counter)
+        return None
+
+    def items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+        out = []
+        for it in _corrected_items(cfg, mp):
+            counted = rule(it, cfg)
+            if counted is not None and counted != (0, 0):
+                out.append(Item(it.name, it.part, it.op, counted[0], counted[1], it.stage, it.block, it.elements))
+        return out
+
+    return items
+
+
+_COUNTER_DOCS = {
+    "fvcore": (
+        "fvcore FlopCountAnalysis: MACs of conv, linear and matmul, LayerNorm as 5 per element (it calls them flops)",
+        ("conv, every linear and both attention matmuls (MACs)", "LayerNorm: 5 per element, counted with the MACs"),
+        ("biases", "softmax", "GELU", "elementwise adds and multiplies", "mean pooling (unsupported aten::mean)"),
+    ),
+    "ptflops": (
+        "ptflops, aten backend (its default): MACs of convolution/addmm/mm/bmm plus 1 per bias element",
+        ("conv, every linear, both attention matmuls (MACs)", "every linear and conv bias: 1 per element"),
+        ("LayerNorm", "softmax", "GELU", "pooling", "elementwise adds and multiplies"),
+    ),
+    "ptflops-pytorch": (
+        "ptflops, pytorch backend: module hooks and patched functionals (MACs, elementwise ops 1 each)",
+        ("nn.Conv2d and nn.Linear with their biases", "LayerNorm 1 per element", "GELU and ReLU 2 per element "
+         "(module hook and F.gelu/F.relu both fire)", "F.softmax 1 per score", "Tensor.matmul calls"),
+        ("matmuls written with @ (timm: both; torchvision V2: q@k^T)", "torchvision's qkv and proj (F.linear)",
+         "elementwise adds and multiplies"),
+    ),
+    "calflops": (
+        "calflops calculate_flops: MACs of conv, linear and torch/Tensor.matmul; FLOPs 2 per MAC + elementwise",
+        ("MACs: conv, every linear (F.linear patched), Tensor.matmul calls",
+         "FLOPs: 2 per MAC, conv bias, LayerNorm 5, GELU/ReLU/softmax/pooling 1 per element"),
+        ("linear biases", "matmuls written with @ (timm: both; torchvision V2: q@k^T)", "elementwise adds"),
+    ),
+}
+
+
+def _counter_convention(counter: str, impl: str) -> Convention:
+    summary, includes, excludes = _COUNTER_DOCS[counter]
+    name = counter if impl == "timm" else f"{counter}-torchvision"
+    on = "timm's and torchvision's implementations alike" if counter == "ptflops" else f"{impl}'s implementation"
+    return Convention(
+        name, f"{summary}; on {on}", includes, excludes, _counter_items(counter, impl),
+        sources=("tests/data/flop_counters.json (tools/measure_flop_counters.py)", "docs/flop-counters.md"),
+    )
 
 
 CONVENTIONS: dict[str, Convention] = {
@@ -353,11 +449,16 @@ CONVENTIONS: dict[str, Convention] = {
         includes=("patch convolution", "qkv, proj, fc1, fc2, merging reduction and head linears",
                   "q@k^T and attn@v", "V2: the position-bias MLP linears"),
         excludes=("every LayerNorm", "biases", "softmax, GELU, elementwise adds, pooling"),
-        items=_torchvision_items,
+        items=_counter_items("torchvision", "torchvision"),
         sources=("torchvision.models.Swin_{T,S,B}_Weights.IMAGENET1K_V1.meta['_ops']",
                  "torchvision.models.Swin_V2_{T,S,B}_Weights.IMAGENET1K_V1.meta['_ops']"),
     ),
 }
+for _counter in _COUNTER_DOCS:
+    # ptflops' aten backend sees the same ops on both implementations: one convention.
+    for _impl in ("timm",) if _counter == "ptflops" else ("timm", "torchvision"):
+        _c = _counter_convention(_counter, _impl)
+        CONVENTIONS[_c.name] = _c
 
 
 def count_flops(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, convention: str = "official",
