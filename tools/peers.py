@@ -1,0 +1,91 @@
+"""Build the peer implementations (timm, transformers, torchvision) of a Swin config with random weights and save
+them in their own checkpoint formats. Used by the optional full-size tests and by tools/parity_report.py.
+
+Needs torch, timm, transformers and torchvision; swinref itself never imports this module.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from swinref.config import SwinConfig
+
+PEERS = ("timm", "transformers", "torchvision")
+PADDING = {"timm": "timm", "transformers": "pad", "torchvision": "pad"}
+
+
+def _randomise(model: Any, seed: int) -> None:
+    """Every parameter non-trivial: default inits leave LayerNorm at 1/0 and bias tables near 0, hiding bugs."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 or "relative_position_bias_table" in name:
+                base = 1.0 if (name.endswith("weight") and p.ndim == 1) else 0.0
+                p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = int(np.prod(p.shape[1:]))
+                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fan_in))
+
+
+def build(peer: str, cfg: SwinConfig, seed: int = 0) -> Any:
+    """An eval-mode peer model of `cfg` with random weights."""
+    import torch
+
+    torch.manual_seed(seed)
+    if peer == "timm":
+        from timm.models.swin_transformer import SwinTransformer
+
+        model = SwinTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
+                                depths=cfg.depths, num_heads=cfg.num_heads, window_size=cfg.window_size,
+                                num_classes=cfg.num_classes, mlp_ratio=cfg.mlp_ratio)
+    elif peer == "transformers":
+        import transformers
+
+        hf_cfg = transformers.SwinConfig(image_size=list(cfg.img_size), patch_size=cfg.patch_size,
+                                         embed_dim=cfg.embed_dim, depths=list(cfg.depths),
+                                         num_heads=list(cfg.num_heads), window_size=cfg.window_size,
+                                         mlp_ratio=cfg.mlp_ratio, num_labels=cfg.num_classes,
+                                         drop_path_rate=0.0, hidden_dropout_prob=0.0,
+                                         attention_probs_dropout_prob=0.0)
+        model = transformers.SwinForImageClassification(hf_cfg)
+        model.config._attn_implementation = "eager"
+    elif peer == "torchvision":
+        from torchvision.models.swin_transformer import SwinTransformer
+
+        model = SwinTransformer(patch_size=[cfg.patch_size] * 2, embed_dim=cfg.embed_dim, depths=list(cfg.depths),
+                                num_heads=list(cfg.num_heads), window_size=[cfg.window_size] * 2,
+                                num_classes=cfg.num_classes, stochastic_depth_prob=0.0)
+    else:
+        raise ValueError(f"unknown peer {peer!r}; choose one of {PEERS}")
+    _randomise(model, seed)
+    return model.eval()
+
+
+def save(peer: str, model: Any, directory: pathlib.Path) -> pathlib.Path:
+    """Write the model as its library does; returns the path swinref.load takes."""
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if peer == "transformers":
+        model.save_pretrained(directory)
+        return directory
+    path = directory / "model.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def run(peer: str, model: Any, x: np.ndarray) -> np.ndarray:
+    """Logits of the peer on a NumPy batch, in the batch's dtype."""
+    import torch
+
+    model = model.double() if x.dtype == np.float64 else model.float()
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+    if hasattr(out, "logits"):
+        out = out.logits
+    return out.numpy()
