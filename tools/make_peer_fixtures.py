@@ -30,6 +30,11 @@ import torch
 torch.set_num_threads(1)
 
 B = 2  # batch of every fixture input
+ORDERS_NOTE = (
+    "pad-then-roll and roll-then-pad give identical results on an axis whose window padding is 0 or equal to the "
+    "shift (the padded tokens then form their own mask region); the sizes here give every shifted stage an axis "
+    "with another padding, so a model using the wrong order fails on these fixtures."
+)
 LEGACY_NOTE = (
     "hf_legacy/ was written by this script by renaming the keys transformers 5.23 saves back to the names older "
     "transformers releases (and the Hub checkpoints) use, plus the [N, N] relative_position_index buffer those "
@@ -615,10 +620,10 @@ def timm_size_probes() -> list[str]:
                 drop_path_rate=0.0)
     out = []
     for label, kw, size in (
-        ("built at 88x72, strict (default)", dict(img_size=(88, 72)), (88, 72)),
-        ("built at 64x64, strict, run at 88x72", dict(img_size=64), (88, 72)),
-        ("built at 64x64, dynamic_img_size=True, run at 88x72", dict(img_size=64, dynamic_img_size=True), (88, 72)),
-        ("built at 64x64, strict_img_size=False, run at 88x72", dict(img_size=64, strict_img_size=False), (88, 72)),
+        ("built at 84x68, strict (default)", dict(img_size=(84, 68)), (84, 68)),
+        ("built at 64x64, strict, run at 84x68", dict(img_size=64), (84, 68)),
+        ("built at 64x64, dynamic_img_size=True, run at 84x68", dict(img_size=64, dynamic_img_size=True), (84, 68)),
+        ("built at 64x64, strict_img_size=False, run at 84x68", dict(img_size=64, strict_img_size=False), (84, 68)),
         ("built at 64x64, dynamic_img_size=True, run at 90x70 (not a multiple of the patch)",
          dict(img_size=64, dynamic_img_size=True), (90, 70)),
     ):
@@ -652,15 +657,16 @@ def main(argv: list[str] | None = None) -> int:
         surprises=["timm clamps per axis at build time: window_h = min(res_h, M) and shift_h = 0 when res_h <= M "
                    "(likewise for w); for square grids this equals the official rule."])
 
-    # 2. timm at a size the window does not divide in any of the three stages: grids 22x18, 11x9, 6x5.
+    # 2. timm at a size the window does not divide in any of the three stages: grids 21x17, 11x9, 6x5. Every
+    #    shifted stage has an axis whose padding is neither 0 nor the shift 2: there the two orders differ.
     case_timm(out, "timm_v1_pad", kwargs=dict(
-        img_size=(88, 72), patch_size=4, in_chans=3, num_classes=10, embed_dim=8, depths=(2, 2, 2),
+        img_size=(84, 68), patch_size=4, in_chans=3, num_classes=10, embed_dim=8, depths=(2, 2, 2),
         num_heads=(1, 2, 4), window_size=4, mlp_ratio=4.0, qkv_bias=True, drop_rate=0.0, proj_drop_rate=0.0,
-        attn_drop_rate=0.0, drop_path_rate=0.0), hw=(88, 72), seed=202, with_official=False, with_f64=False,
+        attn_drop_rate=0.0, drop_path_rate=0.0), hw=(84, 68), seed=202, with_official=False, with_f64=False,
         padding="roll-then-pad: roll the unpadded map by (-s, -s), zero-pad right/bottom to a multiple of the "
                 "window, partition; the shift mask is built on the PADDED size (the 9 regions are cut from the end "
                 "of the padded map); reverse, crop, unroll. Padded tokens are not masked.",
-        surprises=["timm builds its windows, shifts and masks for img_size at construction: built at the size it "
+        surprises=[ORDERS_NOTE, "timm builds its windows, shifts and masks for img_size at construction: built at the size it "
                    "runs at, it needs no option. To run other sizes it needs dynamic_img_size=True (or "
                    "strict_img_size=False): masks are then rebuilt per forward, but window/shift keep the build-time "
                    "clamp (a stage that was clamped at build size stays clamped, and vice versa).",
@@ -668,15 +674,15 @@ def main(argv: list[str] | None = None) -> int:
                    *timm_size_probes()])
 
     # 3. Hugging Face: config size 64x64 (grids 16, 8, 4: the last stage equals the window, no shift) and a
-    #    non-square size no window divides: 76x60 -> grids 19x15, 10x8, 5x4 (last: min 4 <= 4, no shift).
+    #    non-square size no window divides: 68x60 -> grids 17x15, 9x8, 5x4 (last: min 4 <= 4, no shift).
     case_hf(out, "hf_v1_pad", cfg_kwargs=dict(
         image_size=[64, 64], patch_size=4, num_channels=3, embed_dim=8, depths=[2, 2, 2], num_heads=[1, 2, 4],
         window_size=4, mlp_ratio=4.0, qkv_bias=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         drop_path_rate=0.0, hidden_act="gelu", use_absolute_embeddings=False, layer_norm_eps=1e-5, num_labels=10),
-        hw=(76, 60), seed=303,
-        probe_sizes=[(76, 60), (64, 64), (60, 76), (56, 56), (48, 48), (40, 40), (32, 32), (78, 62)],
+        hw=(68, 60), seed=303,
+        probe_sizes=[(68, 60), (76, 60), (64, 64), (60, 76), (56, 56), (48, 48), (40, 40), (32, 32), (78, 62)],
         reference_probes=hf_reference_probes(),
-        notes=["SwinLayer.set_shift_and_window_size clamps at RUN time and writes the result into the layer "
+        notes=[ORDERS_NOTE, "SwinLayer.set_shift_and_window_size clamps at RUN time and writes the result into the layer "
                "(self.window_size / self.shift_size are overwritten): after one call at a size where a stage is "
                "<= the window, that layer stays unshifted for every later size. Each io file here uses a fresh model.",
                "The relative position bias table is sized for config.window_size at construction, so a run-time "
@@ -691,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     case_tv(out, "tv_v1_pad", kwargs=dict(
         patch_size=[2, 2], embed_dim=8, depths=[2, 2, 2], num_heads=[1, 2, 4], window_size=[4, 4], mlp_ratio=4.0,
         dropout=0.0, attention_dropout=0.0, stochastic_depth_prob=0.0, num_classes=10), hw=(34, 38), seed=404,
-        notes=["torchvision builds no image size into the model; the swinref img_size given is the size run here.",
+        notes=[ORDERS_NOTE, "torchvision builds no image size into the model; the swinref img_size given is the size run here.",
                "torchvision never shrinks the window; a stage smaller than the window is padded up to one window "
                "and its shift switched off per axis (window >= padded size). Sizes here avoid that, so the "
                "official clamp rule and torchvision agree."])
