@@ -1,0 +1,627 @@
+"""Read PyTorch `.pth` files without PyTorch.
+
+A `.pth` file is a pickle whose tensors point at raw storages kept beside it. Since torch 1.6 the file is a zip
+archive `<prefix>/data.pkl` + `<prefix>/data/<key>` (+ `<prefix>/byteorder`); before that it was a run of pickles
+followed by the raw storages ("legacy" format). Both are read here into NumPy arrays.
+
+A pickle is a program: unpickling runs whatever callables it names. So the unpickler below resolves only a short
+allow-list of globals, each to a stand-in written here: nothing from torch (or anywhere else) is imported or
+called, and any other global is refused with `UnsafePickleError` *before* anything runs. The allow-list is what
+`torch.save` emits for tensors (checked by disassembling torch 2.14.1 output with pickletools):
+
+  torch._utils._rebuild_tensor_v2 / _rebuild_tensor_v3 / _rebuild_parameter / _rebuild_parameter_with_state,
+  torch._tensor._rebuild_from_type_v2 with torch.Tensor / torch.nn.parameter.Parameter,
+  torch.<X>Storage (typed storages), torch.storage.UntypedStorage + torch.<dtype> (the v3 path),
+  collections.OrderedDict.
+
+Training checkpoints also carry metadata next to the weights; these globals get inert, data-only stand-ins (the
+real class is never imported nor called; its pickled state is kept as plain data):
+
+  argparse.Namespace (timm's 'args'), yacs.config.CfgNode (the official repository's 'config'),
+  numpy scalars (numpy.core/numpy._core.multiarray.scalar + numpy.dtype + _codecs.encode, e.g. timm's 'metric').
+
+Bounds are checked before any view is taken: a storage must hold every element a tensor's (offset, size, stride)
+reaches, so a crafted file cannot make NumPy read outside the bytes that were loaded.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from swinref.errors import CheckpointError, UnsafePickleError
+
+__all__ = ["read_pth", "OpaqueObject", "OpaqueDict", "is_pth_bytes"]
+
+_RESAVE_HINT = (
+    "if you trust the file, load it with torch and save only the weights: "
+    "torch.save(model.state_dict(), 'weights.pth') or safetensors.torch.save_file(...)"
+)
+
+# Legacy (pre-1.6) files start with the pickled magic number 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes).
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PREFIX = b"\x80\x02\x8a\x0a"
+_LEGACY_PROTOCOL = 1001
+
+
+def is_pth_bytes(head: bytes) -> bool:
+    """True when the first bytes look like a torch file (zip archive or legacy pickle)."""
+    return head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_PREFIX)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stand-ins for the allowed globals. Each accepts any arguments a crafted pickle could pass and raises
+# CheckpointError on anything that is not the plain data torch writes.
+
+# torch storage class name -> NumPy dtype of one element. BFloat16 has no NumPy dtype: it is read as its raw
+# uint16 bits and widened to float32 (exact: bfloat16 is the top half of a float32).
+_STORAGE_DTYPES = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+
+# torch dtypes that _rebuild_tensor_v3 can name (the dtypes that torch pickles with an untyped storage), limited to
+# those NumPy can hold.
+_V3_DTYPES = {"uint16": "uint16", "uint32": "uint32", "uint64": "uint64"}
+
+
+class _Frozen:
+    """Base of the stand-ins: a crafted pickle's BUILD opcode can neither call __setstate__ nor set attributes.
+
+    Without this, BUILD could rewrite a shared stand-in (say FloatStorage's dtype) or a tensor record's offset
+    after its bounds were checked. Code here sets attributes with object.__setattr__.
+    """
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise CheckpointError(f"corrupt pickle: it tries to set attribute {name!r} on a {type(self).__name__}")
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError(f"corrupt pickle: it tries to set the state of a {type(self).__name__}")
+
+
+def _init(obj: _Frozen, **fields: Any) -> None:
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+
+
+class _Callable(_Frozen):
+    """An allowed function, wrapped so that BUILD cannot change its defaults."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        _init(self, fn=fn)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+class _StorageType(_Frozen):
+    """Stands for a torch storage class (torch.FloatStorage, ...): only carries the element dtype."""
+
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name: str, dtype: str):
+        _init(self, name=name, dtype=dtype)
+
+
+class _TorchDtype(_Frozen):
+    """Stands for a torch.dtype object used by _rebuild_tensor_v3."""
+
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name: str, dtype: str):
+        _init(self, name=name, dtype=dtype)
+
+
+class _TensorType(_Frozen):
+    """Stands for torch.Tensor / torch.nn.Parameter as named by _rebuild_from_type_v2."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        _init(self, name=name)
+
+
+class _Storage(_Frozen):
+    """One storage: `numel` elements of `dtype`, filled from the archive (zip) or after the pickle (legacy)."""
+
+    __slots__ = ("key", "dtype", "numel", "big_endian", "data", "view_of")
+
+    def __init__(self, key: str, dtype: str, numel: int, big_endian: bool = False):
+        # data: 1-D array of numel elements in native byte order (bfloat16 already widened to float32)
+        _init(self, key=key, dtype=dtype, numel=numel, big_endian=big_endian, data=None, view_of=None)
+
+
+class _PendingTensor(_Frozen):
+    """A tensor whose storage may not be read yet: (storage, offset, size, stride) in elements."""
+
+    __slots__ = ("storage", "offset", "size", "stride", "dtype")
+
+    def __init__(self, storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], dtype: str):
+        _init(self, storage=storage, offset=offset, size=size, stride=stride, dtype=dtype)
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise CheckpointError(f"corrupt tensor record: {what} should be a tuple of integers, got {value!r}")
+    return tuple(value)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, dtype: str | None = None) -> _PendingTensor:
+    if not isinstance(storage, _Storage):
+        raise CheckpointError(f"corrupt tensor record: expected a storage, got {type(storage).__name__}")
+    if not isinstance(storage_offset, int) or storage_offset < 0:
+        raise CheckpointError(f"corrupt tensor record: storage offset {storage_offset!r}")
+    size = _int_tuple(size, "size")
+    stride = _int_tuple(stride, "stride")
+    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
+        raise CheckpointError(f"corrupt tensor record: size {size} and stride {stride} do not describe a tensor")
+    if dtype is None:
+        dtype = storage.dtype
+    elif storage.dtype != "uint8":
+        raise CheckpointError("corrupt tensor record: a dtype was given for a typed storage")
+    if all(size):
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        src_itemsize = 2 if storage.dtype == "bfloat16" else np.dtype(storage.dtype).itemsize
+        available = storage.numel * src_itemsize // itemsize
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= available:
+            raise CheckpointError(
+                f"corrupt tensor record: a tensor of size {size}, stride {stride} at offset {storage_offset} reaches "
+                f"element {last} but its storage holds {available}"
+            )
+    return _PendingTensor(storage, storage_offset, size, stride, dtype)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None, *extra):
+    return _rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype,
+                       metadata=None, *extra):
+    if not isinstance(dtype, _TorchDtype):
+        raise CheckpointError(f"corrupt tensor record: expected a torch dtype, got {type(dtype).__name__}")
+    return _rebuild_tensor(storage, storage_offset, size, stride, dtype.dtype)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *extra):
+    # A Parameter is its tensor; requires_grad and hooks mean nothing here.
+    if not isinstance(data, _PendingTensor):
+        raise CheckpointError(f"corrupt parameter record: expected a tensor, got {type(data).__name__}")
+    return data
+
+
+def _rebuild_parameter_with_state(data, requires_grad=False, backward_hooks=None, state=None, *extra):
+    return _rebuild_parameter(data)
+
+
+def _rebuild_from_type_v2(func, new_type, args, state=None):
+    # torch pickles a Tensor/Parameter carrying Python attributes this way; the attributes are dropped.
+    if not isinstance(func, _Callable) or func.fn not in (
+        _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter, _rebuild_parameter_with_state
+    ):
+        raise CheckpointError("corrupt tensor record: _rebuild_from_type_v2 names an unknown rebuild function")
+    if not isinstance(new_type, _TensorType) or not isinstance(args, tuple):
+        raise CheckpointError("corrupt tensor record: _rebuild_from_type_v2 got unexpected arguments")
+    return func(*args)
+
+
+class OpaqueObject:
+    """Inert stand-in for an allowed metadata object (argparse.Namespace, ...): its class is never imported.
+
+    `global_name` is what the pickle asked for; `state` is the plain data it carried (e.g. the Namespace's dict).
+    """
+
+    global_name = "?"
+    args: tuple = ()  # NEWOBJ creates the object without calling __init__
+    state: Any = None
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.global_name} (not loaded: metadata)>"
+
+
+class OpaqueDict(dict):
+    """Inert stand-in for a dict subclass used as metadata (yacs.config.CfgNode): items kept, class never imported."""
+
+    global_name = "?"
+    state: Any = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()  # the pickle fills the items by SETITEMS; constructor arguments are ignored
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.global_name} {dict.__repr__(self)}>"
+
+
+def _opaque(base: type, global_name: str) -> type:
+    return type(global_name.rsplit(".", 1)[-1], (base,), {"global_name": global_name, "__slots__": ()})
+
+
+class _NumpyDtypeSpec:
+    """Stands for numpy.dtype(...) inside a pickled NumPy scalar; only plain numeric kinds are accepted."""
+
+    def __init__(self, spec=None, align=False, copy=False, *extra):
+        if not isinstance(spec, str):
+            raise CheckpointError(f"unsupported NumPy dtype in the pickle: {spec!r}")
+        try:
+            dt = np.dtype(spec)
+        except TypeError:
+            raise CheckpointError(f"unsupported NumPy dtype in the pickle: {spec!r}") from None
+        if dt.kind not in "biufc":
+            raise CheckpointError(f"refusing NumPy dtype {spec!r} in the pickle: only numbers are read")
+        self.dtype = dt
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy pickles (version, byteorder, ...); only the byte order matters for plain numbers.
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _numpy_scalar(dtype, data=None, *extra):
+    if not isinstance(dtype, _NumpyDtypeSpec) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise CheckpointError("corrupt NumPy scalar in the pickle")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
+def _codecs_encode(text, encoding="utf-8", *extra):
+    # Protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1'); nothing else is accepted.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise CheckpointError("unexpected use of _codecs.encode in the pickle")
+    return text.encode("latin1")
+
+
+def _build_allowed() -> dict[tuple[str, str], Any]:
+    allowed: dict[tuple[str, str], Any] = {
+        ("torch._utils", "_rebuild_tensor_v2"): _Callable(_rebuild_tensor_v2),
+        ("torch._utils", "_rebuild_tensor_v3"): _Callable(_rebuild_tensor_v3),
+        ("torch._utils", "_rebuild_parameter"): _Callable(_rebuild_parameter),
+        ("torch._utils", "_rebuild_parameter_with_state"): _Callable(_rebuild_parameter_with_state),
+        ("torch._tensor", "_rebuild_from_type_v2"): _Callable(_rebuild_from_type_v2),
+        ("torch", "Tensor"): _TensorType("Tensor"),
+        ("torch._tensor", "Tensor"): _TensorType("Tensor"),
+        ("torch.nn.parameter", "Parameter"): _TensorType("Parameter"),
+        ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", "uint8"),
+        ("torch", "UntypedStorage"): _StorageType("UntypedStorage", "uint8"),
+        ("collections", "OrderedDict"): _Callable(collections.OrderedDict),
+        ("argparse", "Namespace"): _opaque(OpaqueObject, "argparse.Namespace"),
+        ("yacs.config", "CfgNode"): _opaque(OpaqueDict, "yacs.config.CfgNode"),
+        ("numpy.core.multiarray", "scalar"): _Callable(_numpy_scalar),
+        ("numpy._core.multiarray", "scalar"): _Callable(_numpy_scalar),
+        ("numpy", "dtype"): _Callable(_NumpyDtypeSpec),
+        ("_codecs", "encode"): _Callable(_codecs_encode),
+    }
+    for name, dtype in _STORAGE_DTYPES.items():
+        allowed[("torch", name)] = _StorageType(name, dtype)
+    for name, dtype in _V3_DTYPES.items():
+        allowed[("torch", name)] = _TorchDtype(name, dtype)
+    return allowed
+
+
+_ALLOWED = _build_allowed()
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """An Unpickler that resolves only the allow-list above; storages come from `load_storage`."""
+
+    def __init__(self, file, source: str, load_storage):
+        super().__init__(file, encoding="utf-8")
+        self._source = source
+        self._load_storage = load_storage
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Called for GLOBAL, STACK_GLOBAL, INST and the EXT* opcodes alike: nothing outside the list resolves.
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            what = f"{module}.{name}"
+            kind = "a whole pickled object, not a state dict" if "__torch__" in module or "Module" in name else (
+                "not a tensor type")
+            raise UnsafePickleError(
+                f"refusing to load {self._source}: the pickle asks for {what}, which is {kind}; swinref only "
+                f"loads plain state dicts (tensors in dicts, lists and numbers). {_RESAVE_HINT}"
+            )
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._load_storage is None:
+            raise CheckpointError(f"{self._source}: unexpected persistent id in a metadata pickle (corrupt file?)")
+        return self._load_storage(pid)
+
+
+def _unpickle(data: io.BufferedIOBase, source: str, load_storage) -> Any:
+    try:
+        return _SafeUnpickler(data, source, load_storage).load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+            struct.error, MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{source}: the pickle is corrupt ({type(exc).__name__}: {exc}); re-download or re-save the file"
+        ) from None
+
+
+def _decode_id(pid: Any, source: str) -> tuple:
+    if not isinstance(pid, tuple) or not pid:
+        raise CheckpointError(f"{source}: corrupt storage reference {pid!r}")
+    kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
+    if kind == "module":
+        raise UnsafePickleError(
+            f"refusing to load {source}: it holds a pickled torch.nn.Module (saved with torch.save(model)), not a "
+            f"state dict. {_RESAVE_HINT}"
+        )
+    if kind != "storage":
+        raise CheckpointError(f"{source}: unknown persistent id kind {kind!r} (corrupt file?)")
+    return pid[1:]
+
+
+def _check_storage_args(storage_type, key, numel, source: str) -> tuple[str, str, int]:
+    if not isinstance(storage_type, _StorageType):
+        raise CheckpointError(f"{source}: corrupt storage reference (type {storage_type!r})")
+    if isinstance(key, bytes):
+        key = key.decode("ascii", "replace")
+    if not isinstance(key, str) or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        raise CheckpointError(f"{source}: corrupt storage reference (key {key!r}, size {numel!r})")
+    return storage_type.dtype, key, numel
+
+
+def _as_array(raw: bytes | memoryview, dtype: str, numel: int, big_endian: bool, what: str) -> np.ndarray:
+    """Raw little/big-endian bytes -> a 1-D native array of `numel` elements (bfloat16 widened to float32)."""
+    src = "uint16" if dtype == "bfloat16" else dtype
+    itemsize = np.dtype(src).itemsize
+    if len(raw) < numel * itemsize:
+        raise CheckpointError(
+            f"{what} holds {len(raw)} bytes but the pickle says {numel} x {itemsize}: the file is truncated or "
+            f"corrupt; re-download or re-save it"
+        )
+    dt = np.dtype(src).newbyteorder(">" if big_endian else "<")
+    arr = np.frombuffer(raw, dtype=dt, count=numel).astype(np.dtype(src).newbyteorder("="), copy=True)
+    if dtype == "bfloat16":
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr
+
+
+def _materialize(obj: Any, widened: set[str], path: str = "") -> Any:
+    """Replace every pending tensor in a nested dict/list/tuple by a contiguous NumPy array."""
+    if isinstance(obj, _PendingTensor):
+        st = obj.storage
+        if st.data is None:
+            raise CheckpointError(f"the storage of {path or 'a tensor'} was never written: the file is truncated")
+        base = st.data
+        if obj.dtype != st.dtype:  # v3: an untyped (uint8) storage reinterpreted as another dtype
+            dt = np.dtype(obj.dtype)
+            base = base[: base.size // dt.itemsize * dt.itemsize].view(dt.newbyteorder(">" if st.big_endian else "<"))
+            base = base.astype(dt, copy=False)
+        if obj.dtype == "bfloat16" or st.dtype == "bfloat16":
+            widened.add(path)
+        if not all(obj.size):
+            return np.zeros(obj.size, dtype=base.dtype)
+        # Checked again here, against the bytes actually read: as_strided itself checks nothing.
+        last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
+        if base.ndim != 1 or last >= base.size:
+            raise CheckpointError(f"corrupt tensor record for {path or 'a tensor'}: it reaches past its storage")
+        view = np.lib.stride_tricks.as_strided(
+            base[obj.offset:], shape=obj.size, strides=tuple(s * base.itemsize for s in obj.stride), writeable=False
+        )
+        return np.array(view, order="C", copy=True)
+    if isinstance(obj, (OpaqueObject, OpaqueDict)):
+        return obj
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _materialize(obj[k], widened, f"{path}.{k}" if path else str(k))
+        return obj
+    if isinstance(obj, list):
+        return [_materialize(v, widened, f"{path}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, tuple):
+        return tuple(_materialize(v, widened, f"{path}[{i}]") for i, v in enumerate(obj))
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two container formats.
+
+
+def _read_zip(path: str) -> tuple[Any, dict]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(
+            f"{path} starts like a torch zip archive but cannot be opened ({exc}): the file is truncated or "
+            f"corrupt; re-download it or save it again"
+        ) from None
+    with zf:
+        names = zf.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1] or (
+            ["data.pkl"] if "data.pkl" in names else []
+        )
+        if any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in names):
+            raise CheckpointError(
+                f"{path} is a TorchScript archive (torch.jit.save), not a state dict; load it with torch and save "
+                f"model.state_dict() with torch.save"
+            )
+        if len(pickles) != 1:
+            if any(n.endswith(".npy") for n in names):
+                raise CheckpointError(f"{path} is a NumPy .npz archive, not a torch file; give it a .npz name")
+            raise CheckpointError(
+                f"{path} is a zip archive without exactly one '<name>/data.pkl' ({len(pickles)} found): not a torch "
+                f"checkpoint"
+            )
+        prefix = pickles[0][: -len("data.pkl")]
+
+        def member(name: str) -> bytes:
+            try:
+                return zf.read(prefix + name)
+            except KeyError:
+                raise CheckpointError(
+                    f"{path}: member {prefix + name!r} is missing: the archive is truncated or corrupt; re-download "
+                    f"or re-save it"
+                ) from None
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{path}: member {prefix + name!r} is corrupt ({exc}); re-download or re-save the file"
+                ) from None
+
+        big_endian = False
+        if prefix + "byteorder" in names:
+            order = member("byteorder").decode("ascii", "replace").strip()
+            if order not in ("little", "big"):
+                raise CheckpointError(
+                    f"{path}: byteorder record says {order!r}, expected 'little' or 'big': the file is corrupt"
+                )
+            big_endian = order == "big"
+        storages: dict[str, _Storage] = {}
+
+        def load_storage(pid: Any) -> _Storage:
+            storage_type, key, _location, numel = _split(_decode_id(pid, path), 4, path)
+            dtype, key, numel = _check_storage_args(storage_type, key, numel, path)
+            if key not in storages:
+                st = _Storage(key, dtype, numel, big_endian)
+                raw = member(f"data/{key}")
+                object.__setattr__(st, "data", _as_array(raw, dtype, numel, big_endian, f"{path}: storage {key}"))
+                storages[key] = st
+            st = storages[key]
+            if st.dtype != dtype:
+                raise CheckpointError(f"{path}: storage {key} is used with two dtypes ({st.dtype}, {dtype})")
+            return st
+
+        obj = _unpickle(io.BytesIO(member("data.pkl")), path, load_storage)
+    return obj, {"container": "torch-zip", "byteorder": "big" if big_endian else "little"}
+
+
+def _split(values: tuple, n: int, source: str) -> tuple:
+    if len(values) != n:
+        raise CheckpointError(f"{source}: corrupt storage reference with {len(values)} fields (expected {n})")
+    return values
+
+
+def _read_legacy(path: str) -> tuple[Any, dict]:
+    with open(path, "rb") as f:
+        try:
+            magic = _unpickle(f, path, None)
+            protocol = _unpickle(f, path, None)
+            _sys_info = _unpickle(f, path, None)
+        except CheckpointError:
+            raise CheckpointError(f"{path}: the header of this legacy torch file is corrupt") from None
+        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
+            raise CheckpointError(
+                f"{path}: not a torch file (magic {magic!r}, protocol {protocol!r}); expected a file written by "
+                f"torch.save"
+            )
+        roots: dict[str, _Storage] = {}
+        views: dict[str, _Storage] = {}
+
+        def load_storage(pid: Any) -> _Storage:
+            storage_type, key, _location, numel, view = _split(_decode_id(pid, path), 5, path)
+            dtype, key, numel = _check_storage_args(storage_type, key, numel, path)
+            if key not in roots:
+                roots[key] = _Storage(key, dtype, numel)
+            root = roots[key]
+            if view is None:
+                return root
+            if not isinstance(view, tuple) or len(view) != 3:
+                raise CheckpointError(f"{path}: corrupt storage view {view!r}")
+            view_key, offset, size = view
+            if view_key not in views:
+                if not isinstance(offset, int) or not isinstance(size, int):
+                    raise CheckpointError(f"{path}: corrupt storage view {view!r}")
+                st = _Storage(str(view_key), dtype, size)
+                object.__setattr__(st, "view_of", (root, offset))  # data is sliced once the root's bytes are read
+                views[view_key] = st
+            return views[view_key]
+
+        obj = _unpickle(f, path, load_storage)
+        keys = _unpickle(f, path, None)
+        if not isinstance(keys, list):
+            raise CheckpointError(f"{path}: the storage list of this legacy torch file is corrupt")
+        for key in keys:
+            st = roots.get(key)
+            if st is None:
+                raise CheckpointError(f"{path}: storage {key!r} is listed but never used (corrupt file?)")
+            head = f.read(8)
+            if len(head) != 8:
+                raise CheckpointError(f"{path}: storage {key} is missing: the file is truncated; re-download it")
+            (numel,) = struct.unpack("<q", head)
+            if numel != st.numel:
+                raise CheckpointError(f"{path}: storage {key} has {numel} elements, the pickle says {st.numel}")
+            itemsize = 2 if st.dtype == "bfloat16" else np.dtype(st.dtype).itemsize
+            raw = f.read(numel * itemsize)
+            # Legacy files store little-endian data whatever the writer's machine was.
+            object.__setattr__(st, "data", _as_array(raw, st.dtype, numel, False, f"{path}: storage {key}"))
+        for st in views.values():
+            root, offset = st.view_of
+            if root.data is not None:
+                if offset < 0 or offset + st.numel > root.numel:
+                    raise CheckpointError(f"{path}: a storage view reaches outside its storage (corrupt file?)")
+                object.__setattr__(st, "data", root.data[offset: offset + st.numel])
+    return obj, {"container": "torch-legacy", "byteorder": "little"}
+
+
+def read_pth(path: str | os.PathLike) -> tuple[Any, dict]:
+    """The object a `torch.save` file holds, with every tensor as a NumPy array, and facts about the file.
+
+    Returns (obj, info); info has 'container' ('torch-zip' or 'torch-legacy'), 'byteorder' and 'widened' (the
+    dotted paths of bfloat16 tensors that were widened to float32, which is exact).
+    Raises UnsafePickleError for any global outside the allow-list (before it runs) and CheckpointError for a file
+    that is truncated, corrupt or not a torch file.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head.startswith(b"PK\x03\x04"):
+        obj, info = _read_zip(path)
+    elif head.startswith(_LEGACY_PREFIX):
+        obj, info = _read_legacy(path)
+    elif _is_tar(path):
+        raise CheckpointError(
+            f"{path} is a tar archive: the pre-0.4 torch format, which swinref does not read; load it with an old "
+            f"torch and save it again with torch >= 1.6 (torch.save(state_dict, path))"
+        )
+    else:
+        raise CheckpointError(
+            f"{path} is not a PyTorch file (starts with {head[:8]!r}); expected a zip archive written by torch.save "
+            f"(or a legacy torch file), a .safetensors file, a .npz file or a Hugging Face model directory"
+        )
+    widened: set[str] = set()
+    obj = _materialize(obj, widened)
+    info["widened"] = sorted(widened)
+    return obj, info
+
+
+def _is_tar(path: str) -> bool:
+    import tarfile
+
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
