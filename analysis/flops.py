@@ -318,9 +318,10 @@ def _counter_items(counter: str, impl: str) -> Callable[[SwinConfig, ModelPlan],
     - ptflops, aten backend (its default): MACs of convolution/addmm/mm/bmm, plus 1 per bias element of every
       linear and convolution (addmm, convolution); nothing else.
     - ptflops, pytorch backend: module hooks plus patched functionals. Conv2d and nn.Linear with their biases, LayerNorm
-      1 per element, GELU twice (the module hook and the patched F.gelu both fire), ReLU twice, F.softmax once,
-      pooling twice (torchvision). Attention products written with the @ operator are missed (all of timm's; the
-      q@k^T of torchvision V2); torchvision's qkv/proj go through F.linear and are missed too.
+      1 per element, GELU twice (the module hook and the patched F.gelu both fire; once in timm V2), ReLU twice,
+      F.softmax once, pooling twice (torchvision). Attention products written with the @ operator are missed (all
+      of timm's; the q@k^T of torchvision V2); linears called through F.linear are missed too (torchvision's qkv
+      and proj, timm V2's qkv).
     - calflops: MACs of conv, every linear (F.linear patched) and torch.matmul / Tensor.matmul (not the @ operator);
       FLOPs 2 per MAC plus the conv bias (not the linear biases), LayerNorm 5, GELU, ReLU, softmax, pooling 1 per element.
     - torchvision `_ops`: every matrix product (= torch.utils.flop_counter.FlopCounterMode's count / 2).
@@ -329,7 +330,10 @@ def _counter_items(counter: str, impl: str) -> Callable[[SwinConfig, ModelPlan],
     def rule(it: Item, cfg: SwinConfig) -> tuple[int, int] | None:
         name, op, el = it.name, it.op, it.elements
         tv = impl == "torchvision"
-        functional = tv and name.endswith(_FUNCTIONAL_LINEARS)
+        # Linears called through F.linear, invisible to module hooks: torchvision's qkv and proj; timm V2's qkv
+        # (it passes cat(q_bias, k_bias, v_bias) to F.linear).
+        functional = name.endswith(_FUNCTIONAL_LINEARS) if tv else (
+            cfg.version == 2 and name.endswith((".attn.qkv", ".attn.qkv.bias")))
         if op == "matmul":
             if counter in ("ptflops-pytorch", "calflops"):
                 # Only torchvision's Tensor.matmul calls are seen; V2 writes q @ k^T with the operator.
@@ -353,7 +357,10 @@ def _counter_items(counter: str, impl: str) -> Callable[[SwinConfig, ModelPlan],
             # The real element counts, the final norm included (the counters run the model, not a formula).
             return {"fvcore": (5 * el, 10 * el), "ptflops-pytorch": (el, 2 * el), "calflops": (0, 5 * el)}.get(counter)
         if op in ("gelu", "relu"):
-            return {"ptflops-pytorch": (2 * el, 4 * el), "calflops": (0, el)}.get(counter)
+            # ptflops-pytorch sees nn.GELU / nn.ReLU twice (module hook and patched functional); timm V2's MLP
+            # activation is not an nn.GELU module, so only F.gelu counts there.
+            twice = 1 if (op == "gelu" and not tv and cfg.version == 2) else 2
+            return {"ptflops-pytorch": (twice * el, 2 * twice * el), "calflops": (0, el)}.get(counter)
         if op == "softmax":
             return {"ptflops-pytorch": (el, 2 * el), "calflops": (0, el)}.get(counter)
         if op == "pool" and tv:
