@@ -302,6 +302,135 @@ def check_tv():
            f"{err_pad:.1e}", err_pad < 1e-5)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Replay every fixture in tests/data/peers from its checkpoint with the semantics above (float64, torch), as an
+# end-to-end check that the fixtures follow REFERENCE.md: official clamp rule at the run size, the peer's pad/roll
+# order, merge (0,0),(1,0),(0,1),(1,1) with zero padding of odd sizes, mean pooling of the final norm.
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "tests" / "data" / "peers"
+
+
+def official_names(case, meta) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    peer = meta["peer"]
+    out = {}
+    if peer == "timm":
+        for k, v in load_file(str(case / "model.safetensors")).items():
+            k = __import__("re").sub(r"layers\.(\d+)\.downsample", lambda g: f"layers.{int(g.group(1)) - 1}.downsample", k)
+            out[k.replace("head.fc.", "head.")] = v
+    elif peer == "transformers":
+        sd = load_file(str(case / "hf" / "model.safetensors"))
+        ren = [("swin.embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+               ("swin.embeddings.norm.", "patch_embed.norm."), ("swin.encoder.", ""), ("swin.layernorm.", "norm."),
+               ("classifier.", "head."), ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
+               ("attention.self.relative_position_bias_table", "attn.relative_position_bias_table"),
+               ("attention.output.dense.", "attn.proj."), ("intermediate.dense.", "mlp.fc1."),
+               ("output.dense.", "mlp.fc2.")]
+        for k, v in sd.items():
+            if ".attention.self.key." in k or ".attention.self.value." in k:
+                continue
+            if ".attention.self.query." in k:
+                kind = k.rsplit(".", 1)[1]
+                pre = k.split("attention.self.query.")[0]
+                v = torch.cat([sd[pre + f"attention.self.{n}.{kind}"] for n in ("query", "key", "value")])
+                k = pre + "attn.qkv." + kind
+            for a, b in ren:
+                k = k.replace(a, b)
+            out[k] = v
+    else:
+        sd = torch.load(case / "model.pth", map_location="cpu", weights_only=True)
+        n = len(meta["constructor"]["depths"])
+        for k, v in sd.items():
+            if k.endswith("relative_position_index"):
+                continue
+            parts = k.split(".")
+            if parts[0] == "features":
+                f = int(parts[1])
+                if f == 0:
+                    k = {"0": "patch_embed.proj.", "2": "patch_embed.norm."}[parts[2]] + parts[3]
+                elif f % 2:
+                    rest = ".".join(parts[3:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+                    k = f"layers.{(f - 1) // 2}.blocks.{parts[2]}.{rest}"
+                else:
+                    k = f"layers.{f // 2 - 1}.downsample." + ".".join(parts[2:])
+            out[k] = v
+        assert n
+    return {k: v.double() for k, v in out.items()}
+
+
+def replay(P, cfg, x, order):
+    pts = {}
+    ln = lambda t, pre: F.layer_norm(t, t.shape[-1:], P[pre + ".weight"], P[pre + ".bias"], 1e-5)  # noqa: E731
+    p = cfg["patch_size"]
+    t = F.conv2d(x, P["patch_embed.proj.weight"], P["patch_embed.proj.bias"], stride=p).permute(0, 2, 3, 1)
+    t = ln(t, "patch_embed.norm")
+    pts["patch_embed"] = t
+    n = len(cfg["depths"])
+    for i in range(n):
+        H, W = t.shape[1:3]
+        for j in range(cfg["depths"][i]):
+            b = f"layers.{i}.blocks.{j}."
+            M, s = cfg["window_size"], (cfg["window_size"] // 2 if j % 2 else 0)
+            if min(H, W) <= M:  # official clamp, at the run size
+                M, s = min(H, W), 0
+            xn = ln(t, b + "norm1")
+            w = (*split_qkv(P[b + "attn.qkv.weight"], P[b + "attn.qkv.bias"]), P[b + "attn.proj.weight"],
+                 P[b + "attn.proj.bias"], P[b + "attn.relative_position_bias_table"])
+            a = attn_branch(xn, *w, M, s, cfg["num_heads"][i], order)
+            pts[b + "attn"] = a
+            t = t + a
+            h = F.linear(ln(t, b + "norm2"), P[b + "mlp.fc1.weight"], P[b + "mlp.fc1.bias"])
+            t = t + F.linear(F.gelu(h), P[b + "mlp.fc2.weight"], P[b + "mlp.fc2.bias"])
+            pts[b[:-1]] = t
+        pts[f"features.{i}"] = t.permute(0, 3, 1, 2)
+        if i + 1 < n:
+            d = f"layers.{i}.downsample."
+            u = F.pad(t, (0, 0, 0, W % 2, 0, H % 2))
+            u = torch.cat([u[:, 0::2, 0::2], u[:, 1::2, 0::2], u[:, 0::2, 1::2], u[:, 1::2, 1::2]], -1)
+            t = F.linear(ln(u, d + "norm"), P[d + "reduction.weight"])
+            pts[d[:-1]] = t
+    t = ln(t, "norm")
+    pts["norm"] = t
+    pts["pooled"] = t.mean((1, 2))
+    pts["logits"] = F.linear(pts["pooled"], P["head.weight"], P["head.bias"])
+    return pts
+
+
+def check_fixtures():
+    import json
+
+    import numpy as np
+
+    if not FIXTURES.is_dir():
+        report("fixtures present", str(FIXTURES), False)
+        return
+    for case in sorted(d for d in FIXTURES.iterdir() if d.is_dir()):
+        meta = json.loads((case / "meta.json").read_text())
+        P = official_names(case, meta)
+        order = "roll-then-pad" if meta["peer"] == "timm" else "pad-then-roll"
+        for io in sorted(case.glob("io*.npz")):
+            z = np.load(io)
+            x = torch.from_numpy(z["input"]).double()
+            pts = replay(P, meta["swinref_config"], x, order)
+            errs = {k: (pts[k] - torch.from_numpy(z[k]).double()).abs().max().item() for k in z.files if k != "input"}
+            worst = max(errs, key=errs.get)
+            tol = 1e-9 if z["logits"].dtype == np.float64 else 5e-4
+            report(f"replay {case.name}/{io.name} ({order}, official clamp, {len(errs)} arrays): worst",
+                   f"{worst} {errs[worst]:.1e}", errs[worst] < tol)
+            if io.name == "io.npz" and "pad" in case.name:
+                other = "pad-then-roll" if order == "roll-then-pad" else "roll-then-pad"
+                e = (replay(P, meta["swinref_config"], x, other)["logits"] - torch.from_numpy(z["logits"])).abs().max()
+                report(f"replay {case.name}/{io.name} with the other order ({other}): logits max abs err "
+                       f"(must be large for the fixture to discriminate)", f"{e:.2e}", e > 1e-2)
+        if (case / "official.pth").exists():
+            off = torch.load(case / "official.pth", map_location="cpu", weights_only=True)["model"]
+            same = all(torch.equal(P[k], v.double()) for k, v in off.items() if k in P) and set(P) <= set(off)
+            bufs = sorted({k.split(".")[-1] for k in set(off) - set(P)})
+            report(f"{case.name}/official.pth holds the same weights as model.safetensors (+ buffers {bufs})",
+                   same, same)
+
+
 OFFICIAL_ORDER = [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
@@ -324,6 +453,7 @@ def main() -> int:
     check_timm()
     check_hf()
     check_tv()
+    check_fixtures()
     bad = [r for r in RESULTS if not r[2]]
     print(f"\n{len(RESULTS)} checks; {len(bad)} where the peer differs from REFERENCE.md / the official rule "
           f"(DIFFERS lines)")
