@@ -18,7 +18,8 @@ Training checkpoints also carry metadata next to the weights; these globals get 
 real class is never imported nor called; its pickled state is kept as plain data):
 
   argparse.Namespace (timm's 'args'), yacs.config.CfgNode (the official repository's 'config'),
-  numpy scalars (numpy.core/numpy._core.multiarray.scalar + numpy.dtype + _codecs.encode, e.g. timm's 'metric').
+  numpy scalars (numpy.core/numpy._core.multiarray.scalar + numpy.dtype + _codecs.encode, e.g. timm's 'metric'),
+  set / frozenset (inside CfgNode's state).
 
 Bounds are checked before any view is taken: a storage must hold every element a tensor's (offset, size, stride)
 reaches, so a crafted file cannot make NumPy read outside the bytes that were loaded.
@@ -319,6 +320,11 @@ def _build_allowed() -> dict[tuple[str, str], Any]:
         ("numpy._core.multiarray", "scalar"): _Callable(_numpy_scalar),
         ("numpy", "dtype"): _Callable(_NumpyDtypeSpec),
         ("_codecs", "encode"): _Callable(_codecs_encode),
+        # yacs keeps a set of deprecated keys in every CfgNode; protocol 2 spells builtins as __builtin__.
+        ("builtins", "set"): _Callable(set),
+        ("__builtin__", "set"): _Callable(set),
+        ("builtins", "frozenset"): _Callable(frozenset),
+        ("__builtin__", "frozenset"): _Callable(frozenset),
     }
     for name, dtype in _STORAGE_DTYPES.items():
         allowed[("torch", name)] = _StorageType(name, dtype)

@@ -1,0 +1,355 @@
+"""The torch-free .pth reader: real torch-written files (tests/data/pth, made by tools/make_pth_fixtures.py),
+hostile pickles that must be refused before they run, and damaged files that must give a clear CheckpointError."""
+
+from __future__ import annotations
+
+import copyreg
+import json
+import os
+import pickle
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swinref.checkpoints import read_checkpoint
+from swinref.checkpoints.pth import OpaqueDict, OpaqueObject, read_pth
+from swinref.errors import CheckpointError, UnsafePickleError
+
+DATA = Path(__file__).parent / "data" / "pth"
+EXPECTED = np.load(DATA / "expected.npz")
+META = json.loads((DATA / "expected.json").read_text())
+FILES = sorted(n for n in META if not n.startswith("_"))
+
+
+def flatten(obj, prefix: str = "", out: dict | None = None) -> dict[str, np.ndarray]:
+    """Same dotted paths as the fixture script's _flatten."""
+    out = {} if out is None else out
+    if isinstance(obj, np.ndarray):
+        out[prefix] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            flatten(v, f"{prefix}[{i}]", out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real torch files.
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_torch_written_file_reads_exactly(name):
+    obj, info = read_pth(DATA / name)
+    got = flatten(obj)
+    assert sorted(got) == META[name]["tensors"]
+    for path, arr in got.items():
+        want = EXPECTED[f"{name}:{path}"]
+        assert arr.dtype == want.dtype, path
+        assert arr.shape == want.shape, path
+        np.testing.assert_array_equal(arr, want, err_msg=path)
+        assert arr.flags.c_contiguous and arr.flags.writeable, path
+
+
+def test_bfloat16_is_widened_and_reported():
+    obj, info = read_pth(DATA / "dtypes.pth")
+    assert obj["bf16"].dtype == np.float32
+    assert info["widened"] == ["bf16"]
+    # bfloat16 keeps 8 mantissa bits: the widened values are the float32 ones rounded, not equal to them.
+    assert not np.array_equal(obj["bf16"], obj["f32"])
+    np.testing.assert_allclose(obj["bf16"], obj["f32"], rtol=2**-8)
+
+
+def test_views_are_independent_copies():
+    obj, _ = read_pth(DATA / "views.pth")
+    obj["base"][0, 0] = 1234.0
+    assert obj["transposed"][0, 0] != 1234.0
+
+
+def test_containers_and_formats():
+    assert read_pth(DATA / "legacy.pth")[1]["container"] == "torch-legacy"
+    assert read_pth(DATA / "dtypes.pth")[1]["container"] == "torch-zip"
+    with zipfile.ZipFile(DATA / "archive_prefix.pth") as z:
+        assert "archive/data.pkl" in z.namelist()  # the prefix is not the file's stem
+    obj, _ = read_pth(DATA / "nested.pth")
+    assert obj["numbers"] == META["_values"]["nested.pth"]["numbers"]
+
+
+def test_metadata_objects_become_inert_data():
+    obj, _ = read_pth(DATA / "timm_train.pth")
+    args = obj["args"]
+    assert isinstance(args, OpaqueObject) and args.global_name == "argparse.Namespace"
+    assert args.state == META["_values"]["timm_train.pth"]["args"]
+    assert obj["metric"] == META["_values"]["timm_train.pth"]["metric"] and isinstance(obj["metric"], float)
+    assert obj["epoch"] == 3
+    obj, _ = read_pth(DATA / "official_train.pth")
+    cfg = obj["config"]
+    assert isinstance(cfg, OpaqueDict) and cfg.global_name == "yacs.config.CfgNode"
+    assert json.loads(json.dumps(cfg)) == META["_values"]["official_train.pth"]["config"]
+    assert "yacs" not in sys.modules  # the real class was never imported
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A tiny pickle assembler: hostile and damaged pickles are written opcode by opcode, so each test shows exactly
+# which path it attacks.
+
+
+def g(module: str, name: str) -> bytes:  # GLOBAL
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def s(text: str) -> bytes:  # BINUNICODE
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def i(n: int) -> bytes:  # BININT
+    return b"J" + struct.pack("<i", n)
+
+
+def tup(*items: bytes) -> bytes:  # MARK ... TUPLE
+    return b"(" + b"".join(items) + b"t"
+
+
+MARK, REDUCE, BUILD, EMPTY_DICT, SETITEM, STOP, BINPERSID, NONE, FALSE = b"(", b"R", b"b", b"}", b"s", b".", b"Q", b"N", b"\x89"
+PROTO2 = b"\x80\x02"
+
+
+def torch_zip(path: Path, pkl: bytes, storages: dict[str, bytes] | None = None, byteorder: bytes | None = b"little",
+              prefix: str = "archive") -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(f"{prefix}/data.pkl", pkl)
+        if byteorder is not None:
+            z.writestr(f"{prefix}/byteorder", byteorder)
+        for key, raw in (storages or {}).items():
+            z.writestr(f"{prefix}/data/{key}", raw)
+        z.writestr(f"{prefix}/version", b"3\n")
+    return path
+
+
+def tensor_pkl(numel: int, size: tuple[int, ...], stride: tuple[int, ...], offset: int = 0,
+               storage_type: bytes | None = None) -> bytes:
+    """{'w': _rebuild_tensor_v2(<storage '0' of numel floats>, offset, size, stride, False, OrderedDict())}"""
+    pid = tup(s("storage"), storage_type or g("torch", "FloatStorage"), s("0"), s("cpu"), i(numel))
+    args = MARK + pid + BINPERSID + i(offset) + tup(*map(i, size)) + tup(*map(i, stride)) + FALSE + \
+        g("collections", "OrderedDict") + b")" + REDUCE + b"t"
+    return PROTO2 + EMPTY_DICT + s("w") + g("torch._utils", "_rebuild_tensor_v2") + args + REDUCE + SETITEM + STOP
+
+
+def test_assembler_makes_a_readable_file(tmp_path):
+    # The assembler itself is right: a well-formed record reads back (so refusals below are not format errors).
+    data = np.arange(6, dtype="<f4")
+    path = torch_zip(tmp_path / "ok.pth", tensor_pkl(6, (2, 3), (3, 1)), {"0": data.tobytes()})
+    obj, _ = read_pth(path)
+    np.testing.assert_array_equal(obj["w"], data.reshape(2, 3))
+
+
+# Hostile pickles: each would create `target` if it ran.
+def _hostile(target: Path) -> dict[str, tuple[bytes, str]]:
+    t = str(target)
+    return {
+        "reduce os.system": (PROTO2 + g("os", "system") + tup(s(f"touch {t}")) + REDUCE + STOP, "os.system"),
+        "reduce posix.system": (PROTO2 + g("posix", "system") + tup(s(f"touch {t}")) + REDUCE + STOP, "posix.system"),
+        "builtins.eval": (PROTO2 + g("builtins", "eval") + tup(s(f"open({t!r}, 'w')")) + REDUCE + STOP,
+                          "builtins.eval"),
+        "builtins.open for writing": (PROTO2 + g("builtins", "open") + tup(s(t), s("w")) + REDUCE + STOP,
+                                      "builtins.open"),
+        "__builtin__.exec (protocol-2 spelling)": (
+            PROTO2 + g("__builtin__", "exec") + tup(s(f"open({t!r}, 'w')")) + REDUCE + STOP, "__builtin__.exec"),
+        # BUILD: an object whose __setstate__ would run; its class is refused before BUILD is reached.
+        "BUILD / __setstate__": (
+            PROTO2 + g("subprocess", "Popen") + tup(tup(s("touch"), s(t))) + REDUCE + EMPTY_DICT + BUILD + STOP,
+            "subprocess.Popen"),
+        # INST (protocol 0) and OBJ (protocol 1) build objects without REDUCE.
+        "INST": (b"(S'touch " + t.encode() + b"'\nios\nsystem\n.", "os.system"),
+        "OBJ": (MARK + g("os", "system") + s(f"touch {t}") + b"o" + STOP, "os.system"),
+        # STACK_GLOBAL (protocol 4) names the global with two strings on the stack.
+        "STACK_GLOBAL": (b"\x80\x04" + s("os") + s("system") + b"\x93" + tup(s(f"touch {t}")) + REDUCE + STOP,
+                         "os.system"),
+        # The persistent-id path: a storage "type" that is really a callable.
+        "persistent id": (
+            PROTO2 + EMPTY_DICT + s("w") + tup(s("storage"), g("os", "system"), s("0"), s("cpu"), i(1)) + BINPERSID
+            + SETITEM + STOP, "os.system"),
+        # A tensor rebuilt through a refused function.
+        "rebuild via getattr": (
+            PROTO2 + g("builtins", "getattr") + tup(g("os", "system"), s("__call__")) + REDUCE + STOP,
+            "builtins.getattr"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile(Path("x"))))
+def test_hostile_pickle_is_refused_before_it_runs(tmp_path, case):
+    target = tmp_path / "pwned"
+    pkl, global_name = _hostile(target)[case]
+    path = torch_zip(tmp_path / "evil.pth", pkl)
+    with pytest.raises(UnsafePickleError) as err:
+        read_checkpoint(path)
+    assert not target.exists()
+    msg = str(err.value)
+    assert f"the pickle asks for {global_name}" in msg and str(path) in msg
+    assert "state dict" in msg and "torch.save(model.state_dict()" in msg  # the fix
+
+
+def test_hostile_legacy_file_is_refused(tmp_path):
+    target = tmp_path / "pwned"
+    header = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2) + \
+        pickle.dumps({"protocol_version": 1001}, protocol=2)
+    path = tmp_path / "evil_legacy.pth"
+    path.write_bytes(header + PROTO2 + g("os", "system") + tup(s(f"touch {target}")) + REDUCE + STOP)
+    with pytest.raises(UnsafePickleError, match="os.system"):
+        read_pth(path)
+    assert not target.exists()
+
+
+def test_extension_registry_goes_through_the_allow_list(tmp_path):
+    # EXT1 looks the global up in copyreg's registry, then calls find_class: it must be refused too.
+    target = tmp_path / "pwned"
+    copyreg.add_extension("os", "system", 0xF1)
+    try:
+        path = torch_zip(tmp_path / "ext.pth", PROTO2 + b"\x82\xf1" + tup(s(f"touch {target}")) + REDUCE + STOP)
+        with pytest.raises(UnsafePickleError, match="os.system"):
+            read_pth(path)
+    finally:
+        copyreg.remove_extension("os", "system", 0xF1)
+    assert not target.exists()
+
+
+def test_whole_module_pickle_is_refused_with_the_fix(tmp_path):
+    pkl = PROTO2 + g("timm.models.swin_transformer", "SwinTransformer") + b")" + b"\x81" + STOP  # NEWOBJ
+    with pytest.raises(UnsafePickleError, match="SwinTransformer.*state_dict"):
+        read_pth(torch_zip(tmp_path / "model.pth", pkl))
+
+
+def test_build_cannot_tamper_with_the_allow_list(tmp_path):
+    # BUILD with slot state on an allowed stand-in would otherwise rewrite FloatStorage's dtype for later loads.
+    pkl = PROTO2 + g("torch", "FloatStorage") + tup(NONE + b"}" + s("dtype") + s("object") + SETITEM) + BUILD + STOP
+    with pytest.raises(CheckpointError, match="corrupt pickle"):
+        read_pth(torch_zip(tmp_path / "tamper.pth", pkl))
+    data = np.arange(3, dtype="<f4")
+    obj, _ = read_pth(torch_zip(tmp_path / "after.pth", tensor_pkl(3, (3,), (1,)), {"0": data.tobytes()}))
+    assert obj["w"].dtype == np.float32
+
+
+def test_tensor_cannot_read_past_its_storage(tmp_path):
+    data = np.arange(4, dtype="<f4").tobytes()
+    for size, stride, offset in [((100,), (1,), 0), ((2, 2), (3, 1), 0), ((4,), (1,), 1)]:
+        path = torch_zip(tmp_path / "oob.pth", tensor_pkl(4, size, stride, offset), {"0": data})
+        with pytest.raises(CheckpointError, match="reaches"):
+            read_pth(path)
+
+
+def test_storage_shorter_than_declared(tmp_path):
+    path = torch_zip(tmp_path / "short.pth", tensor_pkl(8, (8,), (1,)), {"0": np.zeros(3, "<f4").tobytes()})
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_pth(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Damaged files.
+
+
+def test_truncated_zip(tmp_path):
+    raw = (DATA / "views.pth").read_bytes()
+    path = tmp_path / "trunc.pth"
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(path)
+
+
+def test_corrupted_member_fails_its_checksum(tmp_path):
+    raw = bytearray((DATA / "views.pth").read_bytes())
+    with zipfile.ZipFile(DATA / "views.pth") as z:
+        info = next(x for x in z.infolist() if x.filename.endswith("/data/0"))
+    # The data starts after the 30-byte local header, the name and the extra field.
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    raw[start + 5] ^= 0xFF
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"data/0.*corrupt"):
+        read_pth(path)
+
+
+def test_missing_member(tmp_path):
+    path = torch_zip(tmp_path / "missing.pth", tensor_pkl(3, (3,), (1,)), {})
+    with pytest.raises(CheckpointError, match="missing"):
+        read_pth(path)
+
+
+def test_wrong_byteorder_record(tmp_path):
+    data = np.arange(3, dtype="<f4").tobytes()
+    path = torch_zip(tmp_path / "bo.pth", tensor_pkl(3, (3,), (1,)), {"0": data}, byteorder=b"middle")
+    with pytest.raises(CheckpointError, match="byteorder"):
+        read_pth(path)
+
+
+def test_big_endian_archive_is_swapped(tmp_path):
+    # A file written on a big-endian machine: same pickle, every storage byte-swapped, byteorder 'big'.
+    src = DATA / "views.pth"  # every storage in it is float32
+    out = tmp_path / "big.pth"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            raw = zin.read(item)
+            if "/data/" in item.filename:
+                raw = np.frombuffer(raw, "<f4").astype(">f4").tobytes()
+            elif item.filename.endswith("/byteorder"):
+                raw = b"big"
+            zout.writestr(item.filename, raw)
+    big, info = read_pth(out)
+    little, _ = read_pth(src)
+    assert info["byteorder"] == "big"
+    for k in little:
+        np.testing.assert_array_equal(big[k], little[k])
+        assert big[k].dtype.isnative
+
+
+def test_truncated_legacy_file(tmp_path):
+    raw = (DATA / "legacy.pth").read_bytes()
+    path = tmp_path / "legacy_cut.pth"
+    path.write_bytes(raw[:-40])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_pth(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a checkpoint\n", b"\x00" * 64, b"PK\x03\x04garbage"])
+def test_not_a_torch_file(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_torchscript_archive_is_named(tmp_path):
+    path = tmp_path / "scripted.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("scripted/data.pkl", PROTO2 + EMPTY_DICT + STOP)
+        z.writestr("scripted/code/__torch__.py", "")
+        z.writestr("scripted/constants.pkl", PROTO2 + b")" + STOP)
+    with pytest.raises(CheckpointError, match="TorchScript"):
+        read_pth(path)
+
+
+def test_missing_file():
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_checkpoint("/nonexistent/weights.pth")
+    assert os.path.exists(DATA)
+
+
+def test_persistent_ids_are_checked(tmp_path):
+    # torch.save(model) of old writes ('module', cls, file, source) ids: refused, with the fix.
+    pkl = PROTO2 + tup(s("module"), s("os"), s("f.py"), s("src")) + BINPERSID + STOP
+    with pytest.raises(UnsafePickleError, match="pickled torch.nn.Module"):
+        read_pth(torch_zip(tmp_path / "module.pth", pkl))
+    # A storage id whose "type" is not one of the allowed storage classes.
+    pkl = PROTO2 + tup(s("storage"), s("posix.system"), s("0"), s("cpu"), i(1)) + BINPERSID + STOP
+    with pytest.raises(CheckpointError, match="corrupt storage reference"):
+        read_pth(torch_zip(tmp_path / "pid.pth", pkl, {"0": b"\0" * 4}))
+    pkl = PROTO2 + tup(s("storage"), g("torch", "FloatStorage"), s("0"), s("cpu"), i(-5)) + BINPERSID + STOP
+    with pytest.raises(CheckpointError, match="corrupt storage reference"):
+        read_pth(torch_zip(tmp_path / "neg.pth", pkl, {"0": b"\0" * 4}))
