@@ -324,6 +324,92 @@ def check_sum(entry: dict, key: str, total_key: str = "total") -> None:
     entry[f"{key}_sum_matches_total"] = parts == entry[total_key]
 
 
+# Item-by-item tables for docs/flop-counters.md, from the fixture alone (no torch needed):
+#     python tools/measure_flop_counters.py --tables
+TABLE_GROUPS = [
+    ("timm V1", "timm", 1, ["timm/swin_tiny_patch4_window7_224", "timm/swin_small_patch4_window7_224",
+                            "timm/swin_base_patch4_window7_224"]),
+    ("torchvision V1", "torchvision", 1, ["torchvision/swin_t", "torchvision/swin_s", "torchvision/swin_b"]),
+    ("timm V2", "timm", 2, ["timm/swinv2_tiny_window8_256", "timm/swinv2_small_window8_256",
+                            "timm/swinv2_base_window8_256"]),
+    ("torchvision V2", "torchvision", 2, ["torchvision/swin_v2_t", "torchvision/swin_v2_s",
+                                          "torchvision/swin_v2_b"]),
+]
+
+
+def difference_items(t: dict, lib: str, version: int) -> dict:
+    """For each counter, the items that turn the official flops() into the counter's total."""
+    g = t.get
+    calls = CALLS[(lib, version)]
+    ln_official = g("ln_patch") + g("ln_block") + g("ln_merge") + g("ln_final_official")
+    bias = g("conv_bias") + g("linear_block_bias") + g("head_bias") + g("v2_cpb_mlp_bias", 0)
+    cpb = [("+ position-bias MLP (cpb) MACs", g("v2_cpb_mlp_macs"))] if version == 2 else []
+    pool = g("avgpool") if calls["pool"] == "pool" else 0
+    seen_qk = g("attn_qk_macs") if calls["qk"] == "matmul" else 0
+    seen_av = g("attn_av_macs") if calls["av"] == "matmul" else 0
+    missed_att = [("- q@k^T MACs (written `@`, not patched)", -g("attn_qk_macs"))] if not seen_qk else []
+    missed_att += [("- attn@v MACs (written `@`, not patched)", -g("attn_av_macs"))] if not seen_av else []
+    macs = g("conv_macs") + g("linear_macs") + g("attn_matmul_macs") + g("v2_cpb_mlp_macs", 0)
+    out = {"torchvision_ops": [("- LayerNorm terms of flops()", -ln_official)] + cpb}
+    out["flop_counter_mode"] = out["torchvision_ops"] + [("x2 (2 FLOP per MAC): + all MACs again", macs)]
+    out["fvcore"] = [("+ LayerNorm: 4 more per element (5 instead of 1)", 4 * g("ln_elements")),
+                     ("+ final norm: true elements - official C4*H0*W0//2**L", g("ln_final") - g("ln_final_official"))]
+    out["fvcore"] += ([("+ avgpool, 1 per input element", pool)] if pool else []) + cpb
+    out["ptflops_aten"] = [("- LayerNorm terms of flops()", -ln_official),
+                           ("+ biases (conv, every Linear with a bias)", bias)] + cpb
+    p = [("- LayerNorm terms of flops()", -ln_official), ("+ LayerNorm, 1 per element", g("ln_elements"))]
+    seen_bias = bias
+    if calls["qkv"] == "F.linear":
+        p.append(("- qkv MACs (F.linear, not hooked)", -g("linear_qkv_macs")))
+        seen_bias -= 3 * g("block_hwC")
+    if calls["proj"] == "F.linear":
+        p.append(("- proj MACs (F.linear, not hooked)", -g("linear_proj_macs")))
+        seen_bias -= g("block_hwC")
+    gelu_times = 2 if calls["gelu"] == "nn" else 1
+    p += missed_att + cpb + [("+ biases of hooked conv / nn.Linear", seen_bias),
+                             (f"+ GELU, {gelu_times} per element", gelu_times * g("gelu")),
+                             ("+ softmax, 1 per element", g("attn_scores"))]
+    p += [("+ cpb ReLU, 2 per element", 2 * g("v2_cpb_relu"))] if version == 2 else []
+    p += [("+ avgpool, 2 per input element", 2 * pool)] if pool else []
+    out["ptflops_pytorch"] = p
+    seen = g("conv_macs") + g("linear_macs") + g("v2_cpb_mlp_macs", 0) + seen_qk + seen_av
+    c = [("- LayerNorm terms of flops()", -ln_official), ("+ LayerNorm, 5 per element", 5 * g("ln_elements"))]
+    c += missed_att + cpb + [("x2 (2 FLOP per MAC): + counted MACs again", seen),
+                             ("+ conv bias (Linear biases are not counted)", g("conv_bias")),
+                             ("+ GELU, 1 per element", g("gelu")), ("+ softmax, 1 per element", g("attn_scores"))]
+    c += [("+ cpb ReLU, 1 per element", g("v2_cpb_relu"))] if version == 2 else []
+    c += [("+ avgpool, 1 per input element", pool)] if pool else []
+    out["calflops"] = c
+    return out
+
+
+def print_tables() -> int:
+    data = json.loads(OUT.read_text())
+    models = data["models"]
+    for group, lib, version, keys in TABLE_GROUPS:
+        for counter in ("torchvision_ops", "flop_counter_mode", "fvcore", "ptflops_aten", "ptflops_pytorch",
+                        "calflops"):
+            if counter == "torchvision_ops" and lib == "timm":
+                continue
+            per_model = [difference_items(models[k]["terms"], lib, version)[counter] for k in keys]
+            print(f"\n**{counter}, {group}** (millions; columns T, S, B)\n")
+            print("| item | T | S | B |\n|---|---:|---:|---:|")
+            print("| official flops() | " + " | ".join(
+                f"{models[k]['terms']['official_flops'] / 1e6:,.3f}" for k in keys) + " |")
+            for i, (label, _) in enumerate(per_model[0]):
+                print(f"| {label} | " + " | ".join(f"{items[i][1] / 1e6:+,.3f}" for items in per_model) + " |")
+            totals = []
+            for k, items in zip(keys, per_model):
+                total = models[k]["terms"]["official_flops"] + sum(v for _, v in items)
+                measured = (models[k]["formula"]["torchvision_ops"] if counter == "torchvision_ops"
+                            else models[k]["counters"][counter]["total"])
+                if total != measured:
+                    raise SystemExit(f"items for {counter} on {k} sum to {total}, measured {measured}")
+                totals.append(measured)
+            print("| **= measured** | " + " | ".join(f"**{v / 1e6:,.3f}**" for v in totals) + " |")
+    return 0
+
+
 def main() -> int:
     import calflops
     import fvcore
@@ -411,4 +497,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(print_tables() if sys.argv[1:] == ["--tables"] else main())
