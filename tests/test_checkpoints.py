@@ -1,0 +1,453 @@
+"""Checkpoint layouts -> canonical params, config detection, shape checks, swinref's own files and `convert`.
+
+The default run reads the peer fixtures (tests/data/peers, written by tools/make_peer_fixtures.py with timm,
+transformers and torchvision) without torch. Tests marked `peers` write fresh checkpoints with the peer libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swinref.checkpoints import FORMAT_VERSION, convert, load_state_dict, read_checkpoint, save_params
+from swinref.checkpoints.detect import infer_config
+from swinref.config import SwinConfig, get_config
+from swinref.errors import CheckpointError, ConfigError
+from swinref.layout import param_shapes
+
+PEERS = Path(__file__).parent / "data" / "peers"
+PTH = Path(__file__).parent / "data" / "pth"
+CASES = sorted(p.name for p in PEERS.iterdir() if (p / "meta.json").exists())
+
+
+def meta(case: str) -> dict:
+    return json.loads((PEERS / case / "meta.json").read_text())
+
+
+def expected_config(case: str) -> SwinConfig:
+    return SwinConfig(**meta(case)["swinref_config"])
+
+
+def checkpoint_paths(case: str) -> list[Path]:
+    """Every checkpoint of a case: files, and the Hugging Face directory as one checkpoint."""
+    paths = []
+    for name in meta(case)["checkpoint_files"]:
+        path = PEERS / case / name
+        path = path.parent if path.parent.name in ("hf", "hf_legacy") else path
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
+ALL_FILES = [(case, path) for case in CASES for path in checkpoint_paths(case)]
+EXPECTED_LAYOUT = {"model.pth": "timm", "model.safetensors": "timm", "official.pth": "official", "hf": "huggingface",
+                   "hf_legacy": "huggingface"}
+
+
+def _arch(cfg: SwinConfig, *, with_img: bool) -> dict:
+    d = cfg.to_dict()
+    d.pop("name")
+    if not with_img:
+        d.pop("img_size")
+    return d
+
+
+def _records_image_size(case: str, path: Path) -> bool:
+    # Hugging Face's config.json states the image size; otherwise only a clamped stage reveals it (timm_v1_clamp).
+    return path.name in ("hf", "hf_legacy") or any(
+        min(g) <= expected_config(case).window_size for g in meta(case).get("stage_grids", [])[-1:]
+    ) and case.endswith("clamp")
+
+
+@pytest.mark.parametrize("case,path", ALL_FILES, ids=[f"{c}/{p.name}" for c, p in ALL_FILES])
+def test_peer_checkpoint_detects_its_config(case, path):
+    params, cfg = load_state_dict(path)
+    want = expected_config(case)
+    assert _arch(cfg, with_img=_records_image_size(case, path)) == _arch(want, with_img=_records_image_size(case, path))
+    # The parameters are exactly the canonical layout of the fixture's config, names and shapes.
+    assert {k: v.shape for k, v in params.items()} == param_shapes(want)
+    _, info = read_checkpoint(path)
+    if meta(case)["peer"] == "torchvision":
+        assert info["layout"] == "torchvision"
+    else:
+        assert info["layout"] == EXPECTED_LAYOUT[path.name]
+
+
+@pytest.mark.parametrize("case,path", ALL_FILES, ids=[f"{c}/{p.name}" for c, p in ALL_FILES])
+def test_peer_checkpoint_loads_with_its_named_config(case, path):
+    params, cfg = load_state_dict(path, config=expected_config(case))
+    assert cfg == expected_config(case)
+    assert list(params) == list(param_shapes(cfg))  # official order
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if len(checkpoint_paths(c)) > 1])
+def test_every_format_of_the_same_weights_is_identical(case):
+    first, *others = checkpoint_paths(case)
+    ref, _ = load_state_dict(first)
+    for path in others:
+        params, _ = load_state_dict(path)
+        assert params.keys() == ref.keys(), path.name
+        for k in ref:
+            assert params[k].dtype == ref[k].dtype, (path.name, k)
+            np.testing.assert_array_equal(params[k], ref[k], err_msg=f"{path.name}: {k}")
+
+
+def test_official_file_drops_its_derived_buffers():
+    official = [p for c in CASES for p in checkpoint_paths(c) if p.name == "official.pth"]
+    assert official, "no peer fixture has an official.pth"
+    for path in official:
+        _, info = read_checkpoint(path)
+        assert info["entry"] == "model"
+        dropped = info["dropped"]
+        assert any(k.endswith("relative_position_index") for k in dropped)
+        assert any(k.endswith("attn_mask") for k in dropped)
+
+
+def test_torch_training_checkpoints(tmp_path):
+    want = SwinConfig(img_size=(8, 8), patch_size=2, embed_dim=4, depths=(1, 1), num_heads=(1, 2), window_size=2,
+                      num_classes=3)
+    timm_params, cfg = load_state_dict(PTH / "timm_train.pth")
+    assert _arch(cfg, with_img=True) == _arch(want, with_img=True)
+    _, info = read_checkpoint(PTH / "timm_train.pth")
+    assert info["entry"] == "state_dict" and "state_dict_ema" in info["ignored_entries"]
+    official_params, _ = load_state_dict(PTH / "official_train.pth")
+    for k in timm_params:
+        np.testing.assert_array_equal(official_params[k], timm_params[k], err_msg=k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# swinref's own files and convert.
+
+
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+def test_round_trip_keeps_params_and_config(tmp_path, ext):
+    case = CASES[0]
+    src = checkpoint_paths(case)[0]
+    params, _ = load_state_dict(src)
+    cfg = expected_config(case).replace(name="my_model")
+    out = tmp_path / f"model{ext}"
+    save_params(params, cfg, out)
+    back, info = read_checkpoint(out)
+    assert info["layout"] == "swinref" and info["config"] == cfg
+    params2, cfg2 = load_state_dict(out)
+    assert cfg2 == cfg  # name and image size included
+    assert list(params2) == list(params)
+    for k in params:
+        np.testing.assert_array_equal(params2[k], params[k])
+        assert params2[k].dtype == params[k].dtype
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_convert_every_peer_file(tmp_path):
+    for case, path in ALL_FILES:
+        out = tmp_path / f"{case}_{path.stem}.safetensors"
+        cfg = convert(path, out, config=expected_config(case), dtype="float16")
+        params, cfg2 = load_state_dict(out)
+        assert cfg2 == cfg
+        src, _ = load_state_dict(path, config=expected_config(case))
+        for k in src:
+            assert params[k].dtype == np.float16
+            np.testing.assert_array_equal(params[k], src[k].astype(np.float16))
+
+
+def test_safetensors_metadata_is_readable_by_the_safetensors_package(tmp_path):
+    from safetensors import safe_open
+
+    params, cfg = load_state_dict(checkpoint_paths(CASES[0])[0])
+    out = tmp_path / "m.safetensors"
+    save_params(params, cfg, out)
+    with safe_open(str(out), framework="numpy") as f:
+        metadata = f.metadata()
+        assert SwinConfig.from_dict(json.loads(metadata["swinref_config"])) == cfg
+        assert metadata["swinref_format_version"] == str(FORMAT_VERSION)
+        assert set(f.keys()) == set(params)
+
+
+def test_save_refuses_wrong_params_and_leaves_nothing(tmp_path):
+    params, cfg = load_state_dict(checkpoint_paths(CASES[0])[0])
+    del params["norm.weight"]
+    out = tmp_path / "bad.safetensors"
+    with pytest.raises(CheckpointError, match="missing.*norm.weight"):
+        save_params(params, cfg, out)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(CheckpointError, match=r"\.safetensors or \.npz"):
+        save_params(params, cfg, tmp_path / "x.pth")
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    params, cfg = load_state_dict(checkpoint_paths(CASES[0])[0])
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"previous content")
+
+    def fail(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_params(params, cfg, out)
+    assert out.read_bytes() == b"previous content"
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    params, cfg = load_state_dict(checkpoint_paths(CASES[0])[0])
+    out = tmp_path / "future.safetensors"
+    save_file(params, str(out), metadata={"swinref_config": json.dumps(cfg.to_dict()),
+                                          "swinref_format_version": str(FORMAT_VERSION + 1)})
+    with pytest.raises(CheckpointError, match="newer swinref"):
+        read_checkpoint(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Wrong model, damaged files.
+
+
+def test_wrong_named_config_lists_problems_and_hints():
+    path = PEERS / "timm_v1_clamp" / "model.safetensors"
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(path, config="T")
+    msg = str(err.value)
+    assert "does not fit swin_tiny_patch4_window7_224" in msg
+    assert "missing (" in msg and "mis-shaped (" in msg
+    assert "patch_embed.proj.weight (expected [96, 3, 4, 4], got [8, 3, 4, 4])" in msg
+    assert "drop the config/variant options" in msg
+
+
+def test_registered_architecture_is_named_in_the_hint(tmp_path):
+    # A checkpoint with Swin-T's architecture (zeros suffice: detection reads shapes) checked against Swin-B.
+    cfg = get_config("T")
+    params = {k: np.zeros(s, np.float32) for k, s in param_shapes(cfg).items()}
+    assert infer_config(params) == cfg
+    out = tmp_path / "t.safetensors"
+    save_params(params, cfg, out)
+    with pytest.raises(CheckpointError, match="looks like a swin_tiny_patch4_window7_224 checkpoint; pass config='T'"):
+        load_state_dict(out, config="B")
+
+
+def test_detection_finds_registered_configs():
+    for name in ("T", "S", "B", "L", "B384", "swin_tiny_c24_patch4_window8_256", "swin_base_patch4_window7_224_22k"):
+        cfg = get_config(name)
+        params = {k: np.empty(s, np.float32) for k, s in param_shapes(cfg).items()}
+        assert infer_config(params) == cfg, name
+
+
+def test_v2_without_a_window_asks_for_a_config():
+    cfg = get_config("V2-T")
+    params = {k: np.empty(s, np.float32) for k, s in param_shapes(cfg).items()}
+    with pytest.raises(CheckpointError, match="do not record the window size.*swinv2_tiny_patch4_window8_256"):
+        infer_config(params)
+    assert infer_config(params, {"window_size": 8, "img_size": (256, 256)}) == cfg
+
+
+def _rewrite_safetensors(src: Path, dst: Path, edit) -> None:
+    from safetensors.numpy import save_file
+
+    from swinref.checkpoints.files import read_safetensors
+
+    tensors, metadata, _ = read_safetensors(str(src))
+    save_file(edit(dict(tensors)), str(dst), metadata=metadata or None)
+
+
+def test_missing_and_misshaped_tensors_are_listed(tmp_path):
+    src = PEERS / "timm_v1_clamp" / "model.safetensors"
+    cut = tmp_path / "cut.safetensors"
+    _rewrite_safetensors(src, cut, lambda t: {k: v for k, v in t.items() if "layers.1.blocks.1." not in k})
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(cut, config=expected_config("timm_v1_clamp"))
+    assert "missing (" in str(err.value) and "layers.1.blocks.1.norm1.weight" in str(err.value)
+
+    def squash(t):
+        t["layers.0.blocks.0.mlp.fc1.weight"] = t["layers.0.blocks.0.mlp.fc1.weight"][:3]
+        t["extra.weight"] = np.zeros(2, np.float32)
+        return t
+
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_safetensors(src, bad, squash)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(bad, config=expected_config("timm_v1_clamp"))
+    msg = str(err.value)
+    assert "layers.0.blocks.0.mlp.fc1.weight (expected [16, 8], got [3, 8])" in msg
+    assert "unexpected (1): extra.weight" in msg
+
+
+def test_truncated_safetensors(tmp_path):
+    raw = (PEERS / "timm_v1_clamp" / "model.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(raw[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_checkpoint(cut)
+    (tmp_path / "head.safetensors").write_bytes(raw[:20])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_checkpoint(tmp_path / "head.safetensors")
+
+
+def test_bfloat16_safetensors_is_widened(tmp_path):
+    # Written by hand from the format: bfloat16 is the top half of a float32.
+    values = np.array([1.5, -2.0, 0.15625, 3e38], np.float32)
+    bits = (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    header = json.dumps({"x": {"dtype": "BF16", "shape": [4], "data_offsets": [0, len(bits)]}}).encode()
+    path = tmp_path / "bf16.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bits)
+    from swinref.checkpoints.files import read_safetensors
+
+    tensors, _, widened = read_safetensors(str(path))
+    assert widened == ["x"] and tensors["x"].dtype == np.float32
+    np.testing.assert_array_equal(tensors["x"], (values.view(np.uint32) & 0xFFFF0000).view(np.float32))
+
+
+def test_unknown_layout_and_non_state_dicts(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "mm.safetensors"
+    save_file({"backbone.stages.0.blocks.0.attn.w_msa.qkv.weight": np.zeros((3, 1), np.float32)}, str(path))
+    with pytest.raises(CheckpointError, match="mmdetection"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no state dict"):
+        read_checkpoint(PTH / "nested.pth")  # a dict of nested things, no flat state dict
+
+
+def test_hf_directory_problems(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    with pytest.raises(CheckpointError, match="model_type 'vit'"):
+        read_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "swin"}))
+    with pytest.raises(CheckpointError, match="no weights"):
+        read_checkpoint(tmp_path)
+    os.remove(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="without config.json"):
+        read_checkpoint(tmp_path)
+
+
+def test_dtype_option():
+    params, _ = load_state_dict(checkpoint_paths(CASES[0])[0], dtype="float64")
+    assert all(v.dtype == np.float64 for v in params.values())
+    with pytest.raises(ConfigError, match="floating-point"):
+        load_state_dict(checkpoint_paths(CASES[0])[0], dtype="int8")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fresh checkpoints written by the peers (skipped without torch).
+
+TINY = dict(embed_dim=8, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=5)
+
+
+@pytest.mark.peers
+def test_hf_current_names_equal_legacy_names(tmp_path):
+    """transformers 5.23 keeps q_proj/k_proj/v_proj/o_proj and mlp.fc1/fc2 in memory (save_pretrained writes the
+    legacy names): a state_dict() saved directly must translate to the same params as save_pretrained's file."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    hf_dir = PEERS / "hf_v1_pad" / "hf"
+    model = transformers.SwinForImageClassification.from_pretrained(str(hf_dir))
+    sd = model.state_dict()
+    assert any(".attention.q_proj." in k for k in sd) and any(".mlp.fc1." in k for k in sd)
+    out = tmp_path / "current.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out))
+    current, _ = load_state_dict(out, config=expected_config("hf_v1_pad"))
+    legacy, _ = load_state_dict(hf_dir)
+    for k in legacy:
+        np.testing.assert_array_equal(current[k], legacy[k], err_msg=k)
+
+
+def _merge_numpy(x: np.ndarray, norm_w, norm_b, reduction, *, v2: bool) -> np.ndarray:
+    """The official patch merging: neighbours (0,0), (1,0), (0,1), (1,1) in (row, col), then norm/reduce."""
+    cat = np.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
+
+    def ln(t):
+        mu = t.mean(-1, keepdims=True)
+        var = ((t - mu) ** 2).mean(-1, keepdims=True)
+        return (t - mu) / np.sqrt(var + 1e-5) * norm_w + norm_b
+
+    return ln(cat @ reduction.T) if v2 else ln(cat) @ reduction.T
+
+
+@pytest.mark.peers
+def test_peer_patch_merging_uses_the_official_order():
+    """No peer permutes the 2x2 neighbours: their merge weights work unchanged with the official order."""
+    torch = pytest.importorskip("torch")
+    timm_swin = pytest.importorskip("timm.models.swin_transformer")
+    tv = pytest.importorskip("torchvision.models.swin_transformer")
+    hf = pytest.importorskip("transformers.models.swin.modeling_swin")
+    hf2 = pytest.importorskip("transformers.models.swinv2.modeling_swinv2")
+    torch.manual_seed(0)
+    C, H, W = 4, 6, 8
+    x = torch.randn(2, H, W, C)
+    modules = {
+        "timm": (timm_swin.PatchMerging(C), lambda m: m(x)),
+        "torchvision": (tv.PatchMerging(C), lambda m: m(x)),
+        "torchvision V2": (tv.PatchMergingV2(C), lambda m: m(x)),
+        "transformers": (hf.SwinPatchMerging(C),
+                         lambda m: m(x.reshape(2, H * W, C), (H, W)).reshape(2, H // 2, W // 2, 2 * C)),
+        "transformers V2": (hf2.Swinv2PatchMerging((H, W), C),
+                            lambda m: m(x.reshape(2, H * W, C), (H, W)).reshape(2, H // 2, W // 2, 2 * C)),
+    }
+    for name, (module, run) in modules.items():
+        with torch.no_grad():
+            for p in module.parameters():
+                p.copy_(torch.randn_like(p))
+            want = run(module).numpy()
+        sd = {k: v.numpy() for k, v in module.state_dict().items()}
+        got = _merge_numpy(x.numpy(), sd["norm.weight"], sd["norm.bias"], sd["reduction.weight"], v2="V2" in name)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("peer", ["timm", "transformers", "torchvision"])
+def test_v2_checkpoints_translate_and_match_the_peer(tmp_path, peer):
+    """Swin V2 weights from each peer load with the config given, and swinref's forward reproduces the peer's
+    logits (which checks q_bias/v_bias, logit_scale and cpb_mlp landed in the right places)."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    import swinref
+
+    torch.manual_seed(3)
+    cfg = SwinConfig(version=2, img_size=(32, 32), **TINY)
+    if peer == "timm":
+        timm = pytest.importorskip("timm")
+        model = timm.create_model("swinv2_tiny_window8_256", pretrained=False, img_size=32, **TINY)
+        out = tmp_path / "v2.pth"
+        torch.save(model.state_dict(), out)
+    elif peer == "transformers":
+        transformers = pytest.importorskip("transformers")
+        hf_cfg = transformers.Swinv2Config(image_size=32, embed_dim=8, depths=[2, 2], num_heads=[1, 2], window_size=4,
+                                           num_labels=5, drop_path_rate=0.0)
+        model = transformers.Swinv2ForImageClassification(hf_cfg)
+        out = tmp_path / "hf"
+        model.save_pretrained(str(out))
+    else:
+        tvs = pytest.importorskip("torchvision.models.swin_transformer")
+        model = tvs.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2], num_heads=[1, 2], window_size=[4, 4],
+                                    num_classes=5, block=tvs.SwinTransformerBlockV2, downsample_layer=tvs.PatchMergingV2)
+        out = tmp_path / "v2.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    model.eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # move away from the init so biases and scales matter
+            p.add_(0.05 * torch.randn_like(p))
+    if peer == "timm":
+        torch.save(model.state_dict(), out)
+    elif peer == "transformers":
+        model.save_pretrained(str(out))
+    else:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    params, got_cfg = load_state_dict(out, config=None if peer == "transformers" else cfg)
+    assert _arch(got_cfg, with_img=True) == _arch(cfg, with_img=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+        want = (want.logits if hasattr(want, "logits") else want).numpy()
+    got = swinref.forward(params, x.numpy(), got_cfg)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
