@@ -7,14 +7,15 @@ line (docs/flops.md walks through them):
 
 - `official`: the official repository's `flops()` term for term (V1 and V2), quirks included: the window count
   nW = H*W/M/M is a float, LayerNorm counts 1 per element as if it were a MAC, and the final norm is
-  C_L*H0*W0 // 2**num_layers (a quarter of the real count, since the last stage has H0*W0/4**(L-1) tokens).
+  C_L*H0*W0 // 2**num_layers, 2**(L-2) times the real count (4x for four stages: the last stage has
+  H0*W0/4**(L-1) tokens, the formula divides by 2**L).
 - `corrected`: what swinref's forward pass executes: attention on the padded grid with the real number of
   windows, the final norm on the real token count, V2's position-bias MLP; matrix products are MACs, and the
   elementwise work (biases, LayerNorm, softmax, GELU, masks, residuals, pooling) is itemised separately in FLOPs.
 - `torchvision`, `fvcore`, `ptflops`, `calflops`: the subsets that those published figures and counters count.
 
-Numbers are exact: integers where the count is an integer, Fractions reduced to a float only when the official
-float window count makes a term fractional.
+Numbers are exact: integers where the count is whole, a float only when it is not (the official MLP term with a
+fractional mlp_ratio). The official float window count is computed as a Fraction, so it never rounds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterable
 
-from swinref.config import ModelPlan, StagePlan, SwinConfig, plan
+from swinref.config import ModelPlan, SwinConfig, plan
 from swinref.errors import ConfigError
 from swinref.layout import CPB_HIDDEN
 
@@ -393,8 +394,8 @@ _COUNTER_DOCS = {
         "ptflops, pytorch backend: module hooks and patched functionals (MACs, elementwise ops 1 each)",
         ("nn.Conv2d and nn.Linear with their biases", "LayerNorm 1 per element", "GELU and ReLU 2 per element "
          "(module hook and F.gelu/F.relu both fire)", "F.softmax 1 per score", "Tensor.matmul calls"),
-        ("matmuls written with @ (timm: both; torchvision V2: q@k^T)", "torchvision's qkv and proj (F.linear)",
-         "elementwise adds and multiplies"),
+        ("matmuls written with @ (timm: both; torchvision V2: q@k^T)",
+         "linears called through F.linear (torchvision's qkv and proj, timm V2's qkv)", "elementwise adds and multiplies"),
     ),
     "calflops": (
         "calflops calculate_flops: MACs of conv, linear and torch/Tensor.matmul; FLOPs 2 per MAC + elementwise",
@@ -424,7 +425,7 @@ CONVENTIONS: dict[str, Convention] = {
             "per block: norm1 and norm2, 1 per element", "qkv and proj linears, nW = H*W/M/M windows (a float)",
             "q@k^T and attn@v", "MLP fc1 and fc2 (2*H*W*C*C*mlp_ratio)",
             "patch merging: LayerNorm 1 per element (V1: H*W*C before, V2: H*W*C//2 after) and the 4C->2C linear",
-            "final norm as C_L*H0*W0 // 2**num_layers (the official over-division: a quarter of the real count)",
+            "final norm as C_L*H0*W0 // 2**num_layers (an over-count: 4x the real count for four stages)",
             "head weight (num_features * num_classes)",
         ),
         excludes=("all biases", "softmax", "GELU", "attention scale", "relative position bias and mask adds",
