@@ -159,6 +159,22 @@ def cmd_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from swinref.checkpoints import convert
+    from swinref.config import describe
+
+    if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
+        raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
+    overrides = dict(img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths,
+                     heads=args.heads, classes=args.classes, patch=args.patch)
+    cfg = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
+                  **{k: v for k, v in overrides.items() if v is not None})
+    if args.json:
+        return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict()})
+    sys.stdout.write(f"wrote {args.output}: {describe(cfg)}\n")
+    return 0
+
+
 def _print_json(data: Any) -> int:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     return 0
@@ -201,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attention scores and activations per stage: the largest live set of one block")
     p.add_argument("--dtype", default="float32", choices=list(DTYPE_BYTES), help="element type (default float32)")
     p.set_defaults(handler=cmd_memory)
+    p = sub.add_parser("convert", parents=[model_parser(positional=False), out],
+                       help="read a checkpoint (official, timm, Hugging Face, torchvision) and write swinref's "
+                            ".safetensors or .npz, config included")
+    p.add_argument("input", metavar="IN", help="a .pth/.bin/.safetensors/.npz file or a Hugging Face model directory")
+    p.add_argument("output", metavar="OUT", help="the file to write: .safetensors or .npz")
+    p.add_argument("--config", default=None, metavar="NAME",
+                   help="the model's registered name, instead of detecting it (same as --variant)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
+                   help="cast the floating-point weights (default: keep the stored dtype)")
+    p.set_defaults(handler=_cmd_convert)
     return parser
 
 
