@@ -472,3 +472,12 @@ def test_cli_convert(tmp_path, capsys):
     assert not (tmp_path / "t.safetensors").exists()
     assert main(["convert", str(PTH / "dtypes.pth"), str(tmp_path / "x.npz")]) == 2
     assert "cannot tell which Swin checkpoint layout" in capsys.readouterr().err
+
+
+def test_saved_file_has_the_usual_permissions(tmp_path):
+    params, cfg = load_state_dict(checkpoint_paths(CASES[0])[0])
+    out = tmp_path / "m.safetensors"
+    save_params(params, cfg, out)
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert (out.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)

@@ -221,7 +221,7 @@ def test_extension_registry_goes_through_the_allow_list(tmp_path):
 
 def test_whole_module_pickle_is_refused_with_the_fix(tmp_path):
     pkl = PROTO2 + g("timm.models.swin_transformer", "SwinTransformer") + b")" + b"\x81" + STOP  # NEWOBJ
-    with pytest.raises(UnsafePickleError, match="SwinTransformer.*state_dict"):
+    with pytest.raises(UnsafePickleError, match="SwinTransformer, which is a whole pickled model.*state_dict"):
         read_pth(torch_zip(tmp_path / "model.pth", pkl))
 
 

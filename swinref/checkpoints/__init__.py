@@ -240,6 +240,7 @@ def save_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | 
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays, **{NPZ_CONFIG_KEY: np.array(
                     json.dumps({**cfg.to_dict(), _META_VERSION: FORMAT_VERSION}, sort_keys=True))})
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, out_path)
     except BaseException:
         try:
@@ -247,6 +248,12 @@ def save_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | 
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, config: str | SwinConfig | dict | None = None,

@@ -9,7 +9,8 @@ allow-list of globals, each to a stand-in written here: nothing from torch (or a
 called, and any other global is refused with `UnsafePickleError` *before* anything runs. The allow-list is what
 `torch.save` emits for tensors (checked by disassembling torch 2.14.1 output with pickletools):
 
-  torch._utils._rebuild_tensor_v2 / _rebuild_tensor_v3 / _rebuild_parameter / _rebuild_parameter_with_state,
+  torch._utils._rebuild_tensor_v2 / _rebuild_tensor_v3 / _rebuild_parameter / _rebuild_parameter_with_state
+  (and _rebuild_tensor, from torch < 0.4),
   torch._tensor._rebuild_from_type_v2 with torch.Tensor / torch.nn.parameter.Parameter,
   torch.<X>Storage (typed storages), torch.storage.UntypedStorage + torch.<dtype> (the v3 path),
   collections.OrderedDict.
@@ -194,6 +195,11 @@ def _rebuild_tensor(storage, storage_offset, size, stride, dtype: str | None = N
     return _PendingTensor(storage, storage_offset, size, stride, dtype)
 
 
+def _rebuild_tensor_v1(storage, storage_offset, size, stride, *extra):
+    # torch < 0.4 wrote tensors through torch._utils._rebuild_tensor (no requires_grad / hooks).
+    return _rebuild_tensor(storage, storage_offset, size, stride)
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None, *extra):
     return _rebuild_tensor(storage, storage_offset, size, stride)
@@ -303,6 +309,7 @@ def _codecs_encode(text, encoding="utf-8", *extra):
 
 def _build_allowed() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
+        ("torch._utils", "_rebuild_tensor"): _Callable(_rebuild_tensor_v1),
         ("torch._utils", "_rebuild_tensor_v2"): _Callable(_rebuild_tensor_v2),
         ("torch._utils", "_rebuild_tensor_v3"): _Callable(_rebuild_tensor_v3),
         ("torch._utils", "_rebuild_parameter"): _Callable(_rebuild_parameter),
@@ -349,8 +356,12 @@ class _SafeUnpickler(pickle.Unpickler):
         found = _ALLOWED.get((module, name))
         if found is None:
             what = f"{module}.{name}"
-            kind = "a whole pickled object, not a state dict" if "__torch__" in module or "Module" in name else (
-                "not a tensor type")
+            if "__torch__" in module or module.startswith(("timm.", "transformers.", "torchvision.", "torch.nn.modules")):
+                kind = "a whole pickled model, not a state dict"
+            elif module == "torch" or module.startswith("torch."):
+                kind = "a torch object swinref does not read (only dense tensors on CPU-readable storages are)"
+            else:
+                kind = "not a tensor type"
             raise UnsafePickleError(
                 f"refusing to load {self._source}: the pickle asks for {what}, which is {kind}; swinref only "
                 f"loads plain state dicts (tensors in dicts, lists and numbers). {_RESAVE_HINT}"
