@@ -4,8 +4,9 @@ Run with the peers environment (torch, timm, torchvision, fvcore, ptflops, calfl
 
     OMP_NUM_THREADS=2 /work/venv-peers/bin/python tools/measure_flop_counters.py
 
-For every model (timm swin_{tiny,small,base}_patch4_window7_224, torchvision swin_{t,s,b} and swin_v2_{t,s,b},
-all randomly initialised, batch 1, at the resolution of their published weights) and every counter
+For every model (timm swin_{tiny,small,base}_patch4_window7_224 and swinv2_{tiny,small,base}_window8_256,
+torchvision swin_{t,s,b} and swin_v2_{t,s,b}; randomly initialised, batch 1, at the resolution of their
+published weights) and every counter
 (fvcore FlopCountAnalysis, ptflops with its 'pytorch' and 'aten' backends, calflops calculate_flops,
 torch.utils.flop_counter.FlopCounterMode) it records the total, the unit, a breakdown in the counter's own
 categories (operators or module types) and what the counter skipped or warned about. torchvision's published
@@ -13,7 +14,10 @@ categories (operators or module types) and what the counter skipped or warned ab
 own per-op handlers (not by re-deriving them), and every breakdown is checked to add up to the counter's total.
 
 docs/flop-counters.md explains every difference; the closed-form shape terms each formula there uses are
-written next to the measurements (`terms`), computed here from the model's configuration alone.
+written next to the measurements (`terms`), computed here from the model's configuration alone, together with
+the formulas' values (`formula`) and measured minus formula (`formula_residual`, 0 everywhere when written).
+`--tables` prints the item tables of the doc from the JSON (no torch needed). Model keys on the command line
+measure only those models and write to $TMPDIR instead of the fixture.
 """
 
 from __future__ import annotations
@@ -411,9 +415,6 @@ def print_tables() -> int:
 
 
 def main() -> int:
-    import calflops
-    import fvcore
-    import ptflops
     import timm
     import torch
     import torchvision
@@ -442,7 +443,6 @@ def main() -> int:
         "torchvision_published": {},
         "models": {},
     }
-    del fvcore, ptflops, calflops
     import torchvision.models as tvm
     for arch, wname in TV_WEIGHTS.items():
         meta = getattr(tvm, wname).IMAGENET1K_V1.meta
