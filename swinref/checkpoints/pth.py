@@ -521,6 +521,15 @@ def _read_zip(path: str) -> tuple[Any, dict]:
             dtype, key, numel = _check_storage_args(storage_type, key, numel, path)
             if key not in storages:
                 st = _Storage(key, dtype, numel, big_endian)
+                # torch writes each storage as exactly numel * itemsize bytes; checking the declared size first
+                # also keeps a crafted archive from inflating a member far beyond what the pickle asks for.
+                nbytes = numel * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
+                declared = _declared_size(zf, prefix + f"data/{key}")
+                if declared is not None and declared != nbytes:
+                    raise CheckpointError(
+                        f"{path}: storage {key} holds {declared} bytes but the pickle says {nbytes}: the file is "
+                        f"truncated or corrupt; re-download or re-save it"
+                    )
                 raw = member(f"data/{key}")
                 object.__setattr__(st, "data", _as_array(raw, dtype, numel, big_endian, f"{path}: storage {key}"))
                 storages[key] = st
@@ -531,6 +540,13 @@ def _read_zip(path: str) -> tuple[Any, dict]:
 
         obj = _unpickle(io.BytesIO(member("data.pkl")), path, load_storage)
     return obj, {"container": "torch-zip", "byteorder": "big" if big_endian else "little"}
+
+
+def _declared_size(zf: zipfile.ZipFile, name: str) -> int | None:
+    try:
+        return zf.getinfo(name).file_size
+    except KeyError:
+        return None  # reported as missing when read
 
 
 def _split(values: tuple, n: int, source: str) -> tuple:
