@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from swinref.checkpoints import FORMAT_VERSION, convert, load_state_dict, read_checkpoint, save_params
-from swinref.checkpoints.detect import infer_config
+from swinref.checkpoints.detect import check_params, infer_config
 from swinref.config import SwinConfig, get_config
 from swinref.errors import CheckpointError, ConfigError
 from swinref.layout import param_shapes
@@ -481,3 +481,15 @@ def test_saved_file_has_the_usual_permissions(tmp_path):
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
     assert (out.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+
+
+def test_image_size_that_clamps_a_stage_is_explained():
+    # Swin-T weights (window 7 everywhere) checked at 96x96: the last stage is 3x3 tokens, which the official model
+    # builds with a 3x3 window and a (2*3-1)^2-row table.
+    cfg = get_config("T")
+    params = {k: np.zeros(s, np.float32) for k, s in param_shapes(cfg).items()}
+    with pytest.raises(CheckpointError) as err:
+        check_params(params, cfg.replace(img=96))
+    msg = str(err.value)
+    assert "layers.3.blocks.0.attn.relative_position_bias_table (expected [25, 24], got [169, 24])" in msg
+    assert "stage(s) [3] are not larger than the window" in msg and "--img" in msg

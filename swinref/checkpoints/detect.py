@@ -227,6 +227,15 @@ def check_params(params: dict, cfg: SwinConfig, source: str = "the checkpoint", 
         lines.append(f"  unexpected ({len(unexpected)}): {_listing(unexpected)}")
     if misshaped:
         lines.append(f"  mis-shaped ({len(misshaped)}): {_listing(misshaped, 6)}")
+    clamped = sorted({int(k.split(".")[1]) for k in expected if k.endswith("relative_position_bias_table")
+                      and k in params and params[k].shape[0] > expected[k][0]})
+    if clamped:
+        lines.append(
+            f"hint: at image size {cfg.img_size[0]}x{cfg.img_size[1]} stage(s) {clamped} are not larger than the "
+            f"window, so the official model shrinks their window (and bias table) to the stage size, but this "
+            f"checkpoint's tables are for window {cfg.window_size}; give the image size it was built for (img=..., "
+            f"CLI --img)"
+        )
     if detected is not None and not _same_arch(detected, cfg):
         if detected.name in REGISTRY:
             lines.append(
