@@ -484,12 +484,12 @@ def test_saved_file_has_the_usual_permissions(tmp_path):
 
 
 def test_image_size_that_clamps_a_stage_is_explained():
-    # Swin-T weights (window 7 everywhere) checked at 96x96: the last stage is 3x3 tokens, which the official model
-    # builds with a 3x3 window and a (2*3-1)^2-row table.
+    # Swin-T weights (window 7 everywhere) checked at 96x96: stages 2 and 3 are 6x6 and 3x3 tokens, which the
+    # official model builds with 6x6 and 3x3 windows, so (2*6-1)^2- and (2*3-1)^2-row tables.
     cfg = get_config("T")
     params = {k: np.zeros(s, np.float32) for k, s in param_shapes(cfg).items()}
     with pytest.raises(CheckpointError) as err:
         check_params(params, cfg.replace(img=96))
     msg = str(err.value)
-    assert "layers.3.blocks.0.attn.relative_position_bias_table (expected [25, 24], got [169, 24])" in msg
-    assert "stage(s) [3] are not larger than the window" in msg and "--img" in msg
+    assert "layers.2.blocks.0.attn.relative_position_bias_table (expected [121, 12], got [169, 12])" in msg
+    assert "stage(s) [2, 3] are not larger than the window" in msg and "--img" in msg
