@@ -493,3 +493,33 @@ def test_image_size_that_clamps_a_stage_is_explained():
     msg = str(err.value)
     assert "layers.2.blocks.0.attn.relative_position_bias_table (expected [121, 12], got [169, 12])" in msg
     assert "stage(s) [2, 3] are not larger than the window" in msg and "--img" in msg
+
+
+def test_timm_hub_directory_states_its_image_size(tmp_path):
+    # The layout of timm's save_for_hf (config.json with architecture / model_args / pretrained_cfg beside
+    # model.safetensors); the peer test below writes a real one.
+    import shutil
+
+    shutil.copy(PEERS / "timm_v1_pad" / "model.safetensors", tmp_path / "model.safetensors")
+    want = expected_config("timm_v1_pad")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architecture": "swin_tiny_patch4_window7_224", "num_classes": 10,
+        "model_args": {"img_size": list(want.img_size), "embed_dim": 8, "depths": [2, 2, 2], "num_heads": [1, 2, 4],
+                       "window_size": 4, "num_classes": 10},
+        "pretrained_cfg": {"input_size": [3, *want.img_size]},
+    }))
+    for path in (tmp_path, tmp_path / "model.safetensors"):
+        _, cfg = load_state_dict(path)
+        assert _arch(cfg, with_img=True) == _arch(want, with_img=True), path
+
+
+@pytest.mark.peers
+def test_timm_save_for_hf_directory(tmp_path):
+    pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    from timm.models import save_for_hf
+
+    model = timm.create_model("swinv2_tiny_window8_256", pretrained=False, img_size=32, **TINY)
+    save_for_hf(model, str(tmp_path), safe_serialization="both")
+    _, cfg = load_state_dict(tmp_path)  # a V2 model: only the directory's config tells the window
+    assert _arch(cfg, with_img=True) == _arch(SwinConfig(version=2, img_size=(32, 32), **TINY), with_img=True)

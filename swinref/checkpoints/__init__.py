@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from swinref.checkpoints.detect import check_params, hf_config_hints, infer_config, resolve_config
+from swinref.checkpoints.detect import (
+    check_params,
+    hf_config_hints,
+    infer_config,
+    resolve_config,
+    timm_config_hints,
+)
 from swinref.checkpoints.files import (
     NPZ_CONFIG_KEY,
     hf_weight_files,
@@ -98,7 +104,7 @@ def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     info.update(pth_info)
     sd, notes = find_state_dict(obj, path)
     info.update(notes)
-    if os.path.basename(path).startswith("pytorch_model"):
+    if os.path.basename(path).startswith(("pytorch_model", "model.")):
         info["hints"] = _sibling_hf_hints(path)
     return sd, info
 
@@ -136,6 +142,8 @@ def _sibling_hf_hints(path: str) -> dict[str, Any]:
     if not os.path.isfile(config_path):
         return {}
     config = read_hf_config(config_path)
+    if "model_type" not in config and "architecture" in config:
+        return timm_config_hints(config, config_path)
     if config.get("model_type") not in ("swin", "swinv2"):
         return {}
     return hf_config_hints(config, config_path)
@@ -148,7 +156,11 @@ def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             f"{path} is a directory without config.json; give a checkpoint file, or a Hugging Face model directory "
             f"(config.json + model.safetensors or pytorch_model.bin)"
         )
-    hints = hf_config_hints(read_hf_config(config_path), config_path)
+    config = read_hf_config(config_path)
+    if "model_type" not in config and "architecture" in config:
+        hints = timm_config_hints(config, config_path)  # a timm hub directory
+    else:
+        hints = hf_config_hints(config, config_path)
     sd: dict[str, np.ndarray] = {}
     widened: list[str] = []
     files = hf_weight_files(path)

@@ -22,7 +22,7 @@ from swinref.config import ALIASES, REGISTRY, SwinConfig, describe, get_config
 from swinref.errors import CheckpointError, ConfigError
 from swinref.layout import param_shapes
 
-__all__ = ["infer_config", "check_params", "resolve_config", "hf_config_hints"]
+__all__ = ["infer_config", "check_params", "resolve_config", "hf_config_hints", "timm_config_hints"]
 
 _BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 
@@ -183,6 +183,55 @@ def hf_config_hints(config: dict[str, Any], source: str) -> dict[str, Any]:
                 raise CheckpointError(f"{source}: {key}={list(value)} is not square; swinref needs square {key}")
             hints[key] = value[0]
     return hints
+
+
+def timm_config_hints(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """SwinConfig fields from the config.json timm writes beside hub weights (save_for_hf / push_to_hub).
+
+    Its model_args hold the constructor arguments that differ from the variant's defaults; the variant's own
+    defaults (window, pretrained windows) come from the registry entry of the same model.
+    """
+    arch = str(config.get("architecture", ""))
+    if not arch.startswith("swin"):
+        raise CheckpointError(f"{source}: timm architecture {arch!r} is not a Swin model")
+    if arch.startswith("swinv2_cr"):
+        raise CheckpointError(f"{source}: {arch} is timm's SwinV2-CR, a different architecture swinref does not read")
+    hints: dict[str, Any] = {}
+    base = _registry_entry_for_timm(arch)
+    if base is not None:
+        hints.update(img_size=base.img_size, window_size=base.window_size, version=base.version,
+                     pretrained_window_sizes=base.pretrained_window_sizes)
+    elif arch.startswith("swinv2"):
+        hints["version"] = 2
+    size = (config.get("pretrained_cfg") or {}).get("input_size")
+    if isinstance(size, list) and len(size) == 3:
+        hints["img_size"] = (int(size[1]), int(size[2]))
+    args = config.get("model_args") or {}
+    names = {"img_size": "img_size", "window_size": "window_size", "patch_size": "patch_size",
+             "pretrained_window_sizes": "pretrained_window_sizes"}
+    for timm_name, name in names.items():
+        value = args.get(timm_name)
+        if value is None:
+            continue
+        if timm_name == "img_size":
+            value = (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+        elif isinstance(value, list):
+            value = tuple(value) if timm_name == "pretrained_window_sizes" else value[0]
+        hints[name] = value
+    if "depths" in args and "pretrained_window_sizes" in hints and len(hints["pretrained_window_sizes"]) != len(
+            args["depths"]):
+        hints.pop("pretrained_window_sizes")  # the variant's default belongs to another depth
+    return hints
+
+
+def _registry_entry_for_timm(arch: str) -> SwinConfig | None:
+    # timm drops 'patch4' from V2 names and the '_22k' / '_22kto1k_ft' suffixes of the official ones.
+    name = arch.split(".")[0]
+    v2 = re.sub(r"^(swinv2_[a-z]+)_window", r"\1_patch4_window", name)
+    for candidate in (name, v2, v2 + "_22k", v2 + "_22kto1k_ft"):
+        if candidate in REGISTRY:
+            return REGISTRY[candidate]
+    return None
 
 
 def resolve_config(config: Any) -> SwinConfig:

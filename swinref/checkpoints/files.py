@@ -18,7 +18,7 @@ import numpy as np
 
 from swinref.errors import CheckpointError
 
-__all__ = ["read_safetensors", "read_npz", "read_hf_dir", "is_safetensors_bytes", "NPZ_CONFIG_KEY"]
+__all__ = ["read_safetensors", "read_npz", "read_hf_config", "hf_weight_files", "is_safetensors_bytes", "NPZ_CONFIG_KEY"]
 
 # safetensors dtype tag -> NumPy dtype (BF16 is read as its uint16 bits and widened).
 _ST_DTYPES = {
