@@ -428,8 +428,9 @@ def test_v2_checkpoints_translate_and_match_the_peer(tmp_path, peer):
         model.save_pretrained(str(out))
     else:
         tvs = pytest.importorskip("torchvision.models.swin_transformer")
-        model = tvs.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2], num_heads=[1, 2], window_size=[4, 4],
-                                    num_classes=5, block=tvs.SwinTransformerBlockV2, downsample_layer=tvs.PatchMergingV2)
+        model = tvs.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[2, 2], num_heads=[1, 2],
+                                    window_size=[4, 4], num_classes=5, block=tvs.SwinTransformerBlockV2,
+                                    downsample_layer=tvs.PatchMergingV2)
         out = tmp_path / "v2.safetensors"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
     model.eval()

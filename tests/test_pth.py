@@ -116,7 +116,8 @@ def tup(*items: bytes) -> bytes:  # MARK ... TUPLE
     return b"(" + b"".join(items) + b"t"
 
 
-MARK, REDUCE, BUILD, EMPTY_DICT, SETITEM, STOP, BINPERSID, NONE, FALSE = b"(", b"R", b"b", b"}", b"s", b".", b"Q", b"N", b"\x89"
+MARK, REDUCE, BUILD, STOP, BINPERSID = b"(", b"R", b"b", b".", b"Q"
+EMPTY_DICT, SETITEM, NONE, FALSE = b"}", b"s", b"N", b"\x89"
 PROTO2 = b"\x80\x02"
 
 

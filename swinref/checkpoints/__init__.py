@@ -89,7 +89,8 @@ def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         sd, metadata, widened = read_safetensors(path)
         info.update(container="safetensors", widened=widened)
         if _META_CONFIG in metadata:
-            info.update(layout="swinref", config=_swinref_config(metadata[_META_CONFIG], metadata.get(_META_VERSION), path))
+            config = _swinref_config(metadata[_META_CONFIG], metadata.get(_META_VERSION), path)
+            info.update(layout="swinref", config=config)
         else:
             info["hints"] = _sibling_hf_hints(path)
         return sd, info
@@ -97,8 +98,8 @@ def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         sd, config = read_npz(path)
         info["container"] = "npz"
         if config is not None:
-            info.update(layout="swinref", config=_swinref_config(config, config.get(_META_VERSION, 1)
-                                                                 if isinstance(config, dict) else None, path))
+            version = config.get(_META_VERSION) if isinstance(config, dict) else None
+            info.update(layout="swinref", config=_swinref_config(config, version, path))
         return sd, info
     obj, pth_info = read_pth(path)
     info.update(pth_info)
@@ -133,7 +134,9 @@ def _swinref_config(raw: Any, version: Any, path: str) -> SwinConfig:
     except (ValueError, TypeError) as exc:
         if isinstance(exc, CheckpointError):
             raise
-        raise CheckpointError(f"{path}: the stored swinref config is unreadable ({exc}); convert the file again") from None
+        raise CheckpointError(
+            f"{path}: the stored swinref config is unreadable ({exc}); convert the file again"
+        ) from None
 
 
 def _sibling_hf_hints(path: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from swinref.layout import param_shapes
 __all__ = ["infer_config", "check_params", "resolve_config", "hf_config_hints", "timm_config_hints"]
 
 _BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
+# What a Swin V2 checkpoint's weights cannot tell (its position bias is an MLP of coordinates).
+_UNRECORDED_V2 = ("img_size", "window_size", "pretrained_window_sizes")
 
 
 def _shape(params: dict, name: str, source: str, why: str) -> tuple[int, ...]:
@@ -59,7 +61,9 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
             i, j = int(m.group(1)), int(m.group(2))
             blocks[i] = max(blocks.get(i, 0), j + 1)
     if not blocks:
-        raise CheckpointError(f"{source} has no transformer blocks (layers.i.blocks.j.*): truncated or not a Swin model")
+        raise CheckpointError(
+            f"{source} has no transformer blocks (layers.i.blocks.j.*): truncated or not a Swin model"
+        )
     stages = sorted(blocks)
     if stages != list(range(len(stages))):
         raise CheckpointError(f"{source}: stages {stages} are not numbered 0..{len(stages) - 1}: truncated?")
@@ -98,9 +102,9 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
         if version == 1:
             fields["img_size"] = _image_size_from_windows(patch, fields["window_size"], windows)
         elif len(candidates) == 1:
-            fields.update({k: getattr(candidates[0], k) for k in ("img_size", "window_size", "pretrained_window_sizes")})
+            fields.update({k: getattr(candidates[0], k) for k in _UNRECORDED_V2})
     if version == 2 and "window_size" not in fields:
-        names = [c.name for c in _registry_matches(fields, ignore=("window_size", "img_size", "pretrained_window_sizes"))]
+        names = [c.name for c in _registry_matches(fields, ignore=_UNRECORDED_V2)]
         raise CheckpointError(
             f"{source} is a Swin V2 checkpoint, whose weights do not record the window size; pass config=... (CLI: "
             f"--config NAME or --window/--img)"

@@ -18,7 +18,9 @@ import numpy as np
 
 from swinref.errors import CheckpointError
 
-__all__ = ["read_safetensors", "read_npz", "read_hf_config", "hf_weight_files", "is_safetensors_bytes", "NPZ_CONFIG_KEY"]
+__all__ = [
+    "read_safetensors", "read_npz", "read_hf_config", "hf_weight_files", "is_safetensors_bytes", "NPZ_CONFIG_KEY",
+]
 
 # safetensors dtype tag -> NumPy dtype (BF16 is read as its uint16 bits and widened).
 _ST_DTYPES = {
@@ -136,7 +138,9 @@ def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
 
 # Hugging Face model directories ---------------------------------------------------------------------------------
 
-_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_HF_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
 
 
 def read_hf_config(path: str) -> dict[str, Any]:

@@ -343,6 +343,10 @@ def _build_allowed() -> dict[tuple[str, str], Any]:
 _ALLOWED = _build_allowed()
 
 
+# Globals that mean the file holds a pickled model object rather than its state dict.
+_MODEL_MODULES = ("timm.", "transformers.", "torchvision.", "torch.nn.modules")
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """An Unpickler that resolves only the allow-list above; storages come from `load_storage`."""
 
@@ -356,7 +360,7 @@ class _SafeUnpickler(pickle.Unpickler):
         found = _ALLOWED.get((module, name))
         if found is None:
             what = f"{module}.{name}"
-            if "__torch__" in module or module.startswith(("timm.", "transformers.", "torchvision.", "torch.nn.modules")):
+            if "__torch__" in module or module.startswith(_MODEL_MODULES):
                 kind = "a whole pickled model, not a state dict"
             elif module == "torch" or module.startswith("torch."):
                 kind = "a torch object swinref does not read (only dense tensors on CPU-readable storages are)"
