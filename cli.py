@@ -175,6 +175,67 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+WEIGHTS_HELP = (
+    "swinref predicts with real weights only: pass --weights with a checkpoint file or directory. Official Swin "
+    "weights are published by microsoft/Swin-Transformer (GitHub releases, e.g. swin_tiny_patch4_window7_224.pth), "
+    "timm (Hugging Face hub, timm/swin_tiny_patch4_window7_224.ms_in1k: model.safetensors), Hugging Face "
+    "transformers (microsoft/swin-tiny-patch4-window7-224: a directory with config.json and model.safetensors) "
+    "and torchvision (swin_t-704ceda3.pth). Accepted: .pth/.bin (read without torch), .safetensors, .npz, and "
+    "Hugging Face model directories; download one on a machine with network access."
+)
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    fields = dict(img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths,
+                  heads=args.heads, classes=args.classes, patch=args.patch)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if not args.weights:
+        raise ConfigError(f"no --weights given. {WEIGHTS_HELP}")
+    import swinref
+    from swinref.predict import predict_files
+
+    model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device,
+                         **_model_overrides(args))
+    progress = None
+    if len(args.images) > args.batch and not args.json:
+        from rich.progress import Progress
+
+        progress = Progress(transient=True, console=_stderr_console())
+    crop = None if args.crop == "auto" else args.crop == "yes"
+    if progress is None:
+        results = predict_files(model, args.images, top=args.top, batch=args.batch, crop=crop)
+    else:
+        with progress:
+            task = progress.add_task("classifying", total=len(args.images))
+            results = predict_files(model, args.images, top=args.top, batch=args.batch, crop=crop,
+                                    on_batch=lambda n: progress.advance(task, n))
+    if args.json:
+        return _print_json({"model": model.config.name, "config": model.config.to_dict(), "results": results})
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for item in results:
+        table = Table(title=item["image"], title_justify="left")
+        table.add_column("rank", justify="right")
+        table.add_column("class", justify="right")
+        table.add_column("name")
+        table.add_column("probability", justify="right")
+        for rank, entry in enumerate(item["top"], 1):
+            table.add_row(str(rank), str(entry["index"]), entry["name"], f"{entry['probability']:.4f}")
+        console.print(table)
+    return 0
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def _print_json(data: Any) -> int:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     return 0
@@ -227,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
                    help="cast the floating-point weights (default: keep the stored dtype)")
     p.set_defaults(handler=_cmd_convert)
+    p = sub.add_parser("predict", parents=[model_parser(positional=False), out],
+                       help="classify images with a checkpoint (official evaluation preprocessing, top-k)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    p.add_argument("--weights", default=None, metavar="CKPT",
+                   help="checkpoint: official/timm/torchvision .pth, .safetensors, .npz or a Hugging Face directory")
+    p.add_argument("--top", type=_batch, default=5, metavar="K", help="classes to show per image (default 5)")
+    p.add_argument("--batch", type=_batch, default=8, metavar="B", help="images per forward pass (default 8)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute dtype")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="cpu (NumPy) or cuda[:N] (CuPy)")
+    p.add_argument("--crop", default="auto", choices=["auto", "yes", "no"],
+                   help="centre crop as the official evaluation at 224 (auto: crop up to 256, resize at 384)")
+    p.set_defaults(handler=cmd_predict)
     return parser
 
 

@@ -91,21 +91,15 @@ def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = 
 
 
 def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype: str = "float32",
-         device: str = "cpu", padding: str = "pad") -> Model:
+         device: str = "cpu", padding: str = "pad", **overrides: Any) -> Model:
     """Load any supported checkpoint (official, timm, Hugging Face, torchvision, swinref) without PyTorch.
 
-    The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection.
+    The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection,
+    and `overrides` change single fields of the detected or given config (img=384, window=12, ...).
     """
     from swinref.checkpoints import load_state_dict
 
-    cfg = config if (config is None or isinstance(config, SwinConfig)) else get_config(config)
-    params, cfg, info = _load_with_info(load_state_dict, path, cfg)
-    return from_params(params, cfg, dtype=dtype, device=device, padding=padding, info=info)
-
-
-def _load_with_info(load_state_dict: Any, path: Any, cfg: SwinConfig | None) -> tuple[dict, SwinConfig, dict]:
-    result = load_state_dict(path, config=cfg)
-    if len(result) == 3:
-        return result
-    params, cfg = result
-    return params, cfg, {"path": str(path)}
+    dtype = _check_dtype(dtype)
+    resolve_device(device)  # fail fast on a missing GPU, before reading a large file
+    params, cfg = load_state_dict(path, config=config, **overrides)
+    return from_params(params, cfg, dtype=dtype, device=device, padding=padding, info={"path": str(path)})

@@ -323,8 +323,17 @@ def _check_input(x: Any, cfg: SwinConfig, padding: str) -> ModelPlan:
 
 
 def _cast_input(x: Any, params: Params, be: Backend) -> Any:
-    """Compute in the parameters' dtype: the input is cast once, explicitly."""
+    """Compute in the parameters' dtype: the input is cast once, explicitly.
+
+    Params and input must live in the same library and on the same device: nothing is moved implicitly here.
+    """
     ref = params["patch_embed.proj.weight"]
+    owner = backend_for(ref)
+    if owner.name != be.name or str(owner.device) != str(be.device):
+        raise InputError(
+            f"the parameters are {owner.name} arrays on {owner.device} but the input is a {be.name} array on "
+            f"{be.device}; move the input to the parameters' device (swinref.load(..., device=...) places both)"
+        )
     if x.dtype != ref.dtype:
         x = be.xp.astype(x, ref.dtype)
     return x
