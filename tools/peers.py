@@ -53,7 +53,9 @@ def build(peer: str, cfg: SwinConfig, seed: int = 0) -> Any:
                                          drop_path_rate=0.0, hidden_dropout_prob=0.0,
                                          attention_probs_dropout_prob=0.0)
         model = transformers.SwinForImageClassification(hf_cfg)
-        model.config._attn_implementation = "eager"
+        # HF's eager attention takes its softmax in float32 even in a float64 model (2.7e-8 off in float64);
+        # sdpa keeps the input dtype, so float64 comparisons are meaningful.
+        model.config._attn_implementation = "sdpa"
     elif peer == "torchvision":
         from torchvision.models.swin_transformer import SwinTransformer
 
