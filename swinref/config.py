@@ -290,12 +290,32 @@ def _apply_overrides(cfg: SwinConfig, overrides: dict[str, Any]) -> SwinConfig:
         changes[target] = value
     if not changes:
         return cfg
-    if "name" not in changes:
-        changes["name"] = cfg.name
     # A V2 model fine-tuned from smaller windows keeps its pretrained window sizes when depths stay the same.
     if "depths" in changes and len(changes["depths"]) != len(cfg.depths) and "pretrained_window_sizes" not in changes:
         changes["pretrained_window_sizes"] = (0,) * len(changes["depths"])
-    return dataclasses.replace(cfg, **changes)
+    new = dataclasses.replace(cfg, **changes)
+    if "name" in changes or new == cfg or cfg.name not in REGISTRY:
+        return new  # an unregistered (custom) config keeps its own name
+    # The name must not claim a released model the config no longer is: take the registered name of an identical
+    # architecture (B with --img 384 --window 12 is swin_base_patch4_window12_384), else say what changed.
+    same = next((c.name for c in REGISTRY.values() if dataclasses.replace(c, name=new.name) == new), None)
+    if same is None:
+        changed = [f"{k}={_short(k, getattr(new, k))}" for k in _FIELD_ORDER
+                   if getattr(new, k) != getattr(cfg, k) and k in changes]
+        same = f"{cfg.name}[{','.join(changed)}]" if changed else cfg.name
+    return dataclasses.replace(new, name=same)
+
+
+_FIELD_ORDER = ("version", "img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size",
+                "mlp_ratio", "qkv_bias", "patch_norm", "layer_norm_eps", "pretrained_window_sizes", "num_classes")
+
+
+def _short(field_name: str, value: Any) -> str:
+    if field_name == "img_size":
+        return f"{value[0]}x{value[1]}"
+    if isinstance(value, tuple):
+        return "-".join(str(v) for v in value)
+    return str(value)
 
 
 def get_config(name: str | SwinConfig = "T", **overrides: Any) -> SwinConfig:
