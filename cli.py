@@ -236,6 +236,110 @@ def _stderr_console():
     return Console(stderr=True)
 
 
+# golden: export a case, compare a candidate with one (swinref.golden; docs/golden.md) ----------------------------
+
+_MODEL_OPTIONS = (("img", "--img"), ("window", "--window"), ("embed_dim", "--embed-dim"), ("depths", "--depths"),
+                  ("heads", "--heads"), ("classes", "--classes"), ("patch", "--patch"))
+
+
+def _export_command(args: argparse.Namespace) -> str:
+    """The export command in canonical form, recorded in the manifest so a stale case names its own rebuild."""
+    import shlex
+
+    words = ["swinref", "golden", "export"]
+    if args.variant:
+        words += ["--variant", args.variant]
+    for attr, flag in _MODEL_OPTIONS:
+        if getattr(args, attr) is not None:
+            words += [flag, str(getattr(args, attr))]
+    if args.weights is not None:
+        words += ["--weights", args.weights]
+    else:
+        words += ["--seed", str(0 if args.seed is None else args.seed)]
+    if args.input_seed is not None:
+        words += ["--input-seed", str(args.input_seed)]
+    words += ["--dtype", args.dtype, "--batch", str(args.batch), "--padding", args.padding]
+    if args.attn_probs:
+        words += ["--attn-probs", args.attn_probs]
+    if args.device != "cpu":
+        words += ["--device", args.device]
+    words += ["--out", args.out]
+    return shlex.join(words)
+
+
+def _cmd_golden_export(args: argparse.Namespace) -> int:
+    from swinref.golden import export_case
+
+    overrides = {a: getattr(args, a) for a, _ in _MODEL_OPTIONS if getattr(args, a) is not None}
+    cfg = None
+    if args.weights is None or args.variant is not None:
+        cfg = config_from_args(args)
+    elif overrides:
+        # The model is detected from the checkpoint; overrides (e.g. --img) apply to what was detected.
+        import swinref
+
+        cfg = swinref.load(args.weights, dtype="float64").config.replace(**overrides)
+    manifest = export_case(args.out, cfg, seed=args.seed, weights=args.weights, dtype=args.dtype, batch=args.batch,
+                           device=args.device, padding=args.padding, attn_probs=args.attn_probs or (),
+                           input_seed=args.input_seed, force=args.force, command=_export_command(args))
+    if args.json:
+        keys = ("format", "format_version", "config", "dtype", "padding", "command")
+        return _print_json({"out": args.out, **{k: manifest[k] for k in keys},
+                            "points": [p["name"] for p in manifest["points"]]})
+    sys.stderr.write(f"wrote {args.out}: {len(manifest['points'])} points, {manifest['dtype']}, "
+                     f"padding {manifest['padding']}\n")
+    return 0
+
+
+def _cmd_golden_compare(args: argparse.Namespace) -> int:
+    from swinref.golden import compare
+
+    report = compare(args.golden, args.candidate, args.mapping, reshape=args.reshape,
+                     tolerance_scale=args.tolerance_scale, strict=args.strict)
+    if args.json:
+        _print_json(report)
+    else:
+        from swinref.golden import render
+
+        render.report(report)
+    return 0 if report["verdict"] == "pass" else 1
+
+
+def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
+    g = sub.add_parser("golden", help="golden outputs for other implementations: export a case, compare with one")
+    gsub = g.add_subparsers(dest="golden_command", metavar="{export,compare}")
+    gsub.required = True
+    p = gsub.add_parser("export", parents=[model_parser(positional=False), out],
+                        help="run a model on the rule-made input and write every intermediate point")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", default=None, metavar="CKPT", help="a checkpoint (any format swinref reads)")
+    src.add_argument("--seed", type=int, default=None, metavar="N",
+                     help="generate the weights by swinref's counter rule (default 0)")
+    p.add_argument("--input-seed", type=int, default=None, metavar="N",
+                   help="seed of the input rule (default: --seed, or 0 with --weights)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="dtype of the case (float64)")
+    p.add_argument("--batch", type=_batch, default=1, metavar="B", help="images in the input (default 1)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--padding", default="pad", choices=["pad", "timm", "strict"],
+                   help="sizes that do not divide by the window: pad then roll (pad), roll then pad (timm), refuse")
+    p.add_argument("--attn-probs", default=None, metavar="BLOCKS",
+                   help="also keep the attention probabilities of these blocks: layers.0.blocks.1,... or all")
+    p.add_argument("--out", required=True, metavar="DIR", help="the case directory to write")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(handler=_cmd_golden_export)
+    p = gsub.add_parser("compare", parents=[out], help="compare a candidate's arrays with a golden case")
+    p.add_argument("golden", metavar="GOLDEN_DIR", help="a case written by `swinref golden export`")
+    p.add_argument("candidate", metavar="CANDIDATE", help="a .npz or .safetensors file, or a directory of .npy files")
+    p.add_argument("--mapping", default=None, metavar="timm|hf|PATH",
+                   help="rename the candidate's arrays: a built-in mapping or a JSON mapping file")
+    p.add_argument("--reshape", default=None, metavar="SPEC",
+                   help="layout of the candidate's token maps: BLC->BHWC, BCL->BHWC or NCHW->NHWC")
+    p.add_argument("--tolerance-scale", type=float, default=1.0, metavar="X",
+                   help="multiply every recommended tolerance by X (default 1)")
+    p.add_argument("--strict", action="store_true", help="missing or extra points fail the comparison")
+    p.set_defaults(handler=_cmd_golden_compare)
+
+
 def _print_json(data: Any) -> int:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     return 0
@@ -300,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", default="auto", choices=["auto", "yes", "no"],
                    help="centre crop as the official evaluation at 224 (auto: crop up to 256, resize at 384)")
     p.set_defaults(handler=cmd_predict)
+    _add_golden(sub, out)
     return parser
 
 

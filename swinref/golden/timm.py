@@ -1,0 +1,48 @@
+"""From the canonical layout to timm's: the constructor arguments and the state dict of a golden case's model.
+
+The inverse of swinref.checkpoints.formats' timm translation: timm keeps the merge of stage i at the start of stage
+i+1 (layers.{i+1}.downsample) and the classifier under head.fc. NumPy only: the caller turns the arrays into
+tensors (torch.from_numpy) and calls SwinTransformer(**timm_kwargs(cfg)).load_state_dict(sd, strict=False); the
+index and mask buffers timm derives itself are not in the dict.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from swinref.config import SwinConfig
+from swinref.errors import ConfigError
+
+__all__ = ["timm_kwargs", "timm_state_dict", "timm_name"]
+
+_MERGE = re.compile(r"^layers\.(\d+)\.downsample\.")
+
+
+def timm_name(name: str) -> str:
+    """The timm name of a canonical parameter name."""
+    m = _MERGE.match(name)
+    if m:
+        return f"layers.{int(m.group(1)) + 1}.downsample." + name[m.end():]
+    if name.startswith("head."):
+        return "head.fc." + name[len("head."):]
+    return name
+
+
+def timm_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Canonical params -> timm SwinTransformer state dict (same arrays, timm's names)."""
+    return {timm_name(k): np.asarray(v) for k, v in params.items()}
+
+
+def timm_kwargs(cfg: SwinConfig) -> dict[str, Any]:
+    """Arguments of timm.models.swin_transformer.SwinTransformer that build `cfg` (V1 only), dropout off."""
+    if cfg.version != 1:
+        raise ConfigError(f"{cfg.name} is Swin V{cfg.version}; timm builds it with SwinTransformerV2, whose "
+                          f"arguments differ: timm_kwargs covers V1")
+    return dict(img_size=tuple(cfg.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans,
+                num_classes=cfg.num_classes, embed_dim=cfg.embed_dim, depths=tuple(cfg.depths),
+                num_heads=tuple(cfg.num_heads), window_size=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
+                qkv_bias=cfg.qkv_bias, patch_norm=cfg.patch_norm, drop_rate=0.0, proj_drop_rate=0.0,
+                attn_drop_rate=0.0, drop_path_rate=0.0)
