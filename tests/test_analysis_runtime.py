@@ -42,3 +42,21 @@ def test_trace_matches_forward_trace(version, image, window, depths, heads):
     for i, probe in enumerate(probes):
         b = blocks[(i, int(probe.rsplit(".", 1)[1]))]
         assert tuple(points[probe + ".attn_probs"].shape) == (2 * b.windows, heads[i], b.window_tokens, b.window_tokens)
+
+
+from hypothesis import given, settings  # noqa: E402
+
+from strategies import configs_with_size  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(configs_with_size(max_pixels=40, max_layers=3, max_depth=2, max_window=6))
+def test_trace_matches_forward_trace_for_random_configs_and_sizes(case):
+    cfg, image = case
+    cfg = cfg.replace(img=image)
+    params = params_mod.init_params(cfg, seed=1)
+    x = np.random.default_rng(1).standard_normal((1, 3, *image)).astype(np.float32)
+    points = model.forward_trace(params, x, cfg)
+    analytic = {s.name: s.shape for s in trace(cfg, batch=1) if s.runtime}
+    runtime = {name: tuple(v.shape) for name, v in points.items() if not name.endswith((".attn", ".attn_probs"))}
+    assert analytic == runtime
