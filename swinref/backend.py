@@ -5,9 +5,12 @@ main namespace implements the standard), on CuPy and on any other conforming lib
 tests). Functions the standard lacks or that libraries implement differently live in one small table here, one
 implementation per backend, each tested against the others:
 
-    erf  NumPy: a Numba ufunc over libm's erf (plain twin: math.erf per element)
-         CuPy:  cupyx.scipy.special.erf
-         other: the series / continued-fraction evaluation below, in the namespace's own elementwise ops
+    erf          NumPy: a Numba ufunc over libm's erf (plain twin: math.erf per element)
+                 CuPy:  cupyx.scipy.special.erf
+                 other: the series / continued-fraction evaluation below, in the namespace's own elementwise ops
+    gather_rows  rows of a table by an integer index (the relative position bias lookup)
+                 NumPy and CuPy: advanced indexing table[index] (one kernel, no axis normalisation)
+                 other: the standard's take(table, index, axis=0), the only gather the standard guarantees
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ class Backend:
     name: str
     erf: Callable[[Any], Any]
     device: Any = None
+    gather_rows: Callable[[Any, Any], Any] | None = None
+
+    def take_rows(self, table: Any, index: Any) -> Any:
+        """table[index] along axis 0: [R, ...] with index [K] -> [K, ...]."""
+        if self.gather_rows is not None:
+            return self.gather_rows(table, index)
+        return self.xp.take(table, index, axis=0)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """Constants (index tables, masks) built on the host, moved to this backend's device once."""
@@ -66,7 +76,7 @@ def backend_for(x: Any) -> Backend:
     name = getattr(xp, "__name__", str(xp)).split(".")[-1]
     device = array_api_compat.device(x)
     if "cupy" in getattr(xp, "__name__", ""):
-        return Backend(xp=xp, name="cupy", erf=_cupy_erf(), device=device)
+        return Backend(xp=xp, name="cupy", erf=_cupy_erf(), device=device, gather_rows=index_rows)
     return Backend(xp=xp, name=name, erf=functools.partial(erf_series, xp), device=device)
 
 
@@ -74,7 +84,12 @@ def backend_for(x: Any) -> Backend:
 def numpy_backend() -> Backend:
     import numpy as np
 
-    return Backend(xp=np, name="numpy", erf=_numpy_erf(), device="cpu")
+    return Backend(xp=np, name="numpy", erf=_numpy_erf(), device="cpu", gather_rows=index_rows)
+
+
+def index_rows(table: Any, index: Any) -> Any:
+    """NumPy / CuPy gather: advanced indexing on the first axis."""
+    return table[index]
 
 
 def _numpy_erf() -> Callable[[Any], Any]:

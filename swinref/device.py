@@ -82,4 +82,6 @@ def resolve_device(device: str = "cpu") -> Backend:
     xp = array_api_compat.array_namespace(probe)
     from cupyx.scipy.special import erf  # type: ignore[import-not-found]
 
-    return Backend(xp=xp, name="cupy", erf=erf, device=cp.cuda.Device(spec.index))
+    from swinref.backend import index_rows
+
+    return Backend(xp=xp, name="cupy", erf=erf, device=cp.cuda.Device(spec.index), gather_rows=index_rows)

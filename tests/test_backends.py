@@ -115,12 +115,19 @@ def test_backend_table_picks_the_library_implementation():
     assert be.name == "array_api_strict" and be.device == OTHER
 
 
-def test_relative_position_bias_gather_uses_standard_take():
-    # take() along axis 0 with an int64 index is the one gather the forward needs: same answer on both backends.
-    table = np.random.default_rng(0).standard_normal((49, 3))
-    index = np.arange(49)[::-1].copy()
-    got = xps.take(xps.asarray(table, device=OTHER), xps.asarray(index, device=OTHER), axis=0)
-    np.testing.assert_array_equal(_to_numpy(got), np.take(table, index, axis=0))
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 5), st.integers(1, 80), st.integers(0, 2**32 - 1))
+def test_gather_rows_implementations_agree(rows, cols, k, seed):
+    # The relative position bias lookup: advanced indexing on NumPy (and CuPy), the standard take elsewhere.
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((rows, cols))
+    index = rng.integers(0, rows, size=k)
+    want = np.asarray([table[i] for i in index]).reshape(k, cols)
+    np.testing.assert_array_equal(backend_mod.numpy_backend().take_rows(table, index), want)
+    strict = backend_mod.backend_for(xps.asarray(table, device=OTHER))
+    assert strict.gather_rows is None  # the generic entry: the standard's take
+    got = strict.take_rows(xps.asarray(table, device=OTHER), xps.asarray(index, device=OTHER))
+    np.testing.assert_array_equal(_to_numpy(got), want)
 
 
 # ------------------------------------------------------------------------------------------------------------
