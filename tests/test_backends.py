@@ -239,3 +239,19 @@ def test_cupy_equals_numpy(dtype):
     np.testing.assert_allclose(cp.asnumpy(got), model_cpu(x), atol=2e-5 if dtype == "float32" else 1e-12)
     for g, c in zip(model_gpu.features(x), model_cpu.features(x)):
         np.testing.assert_allclose(cp.asnumpy(g), c, atol=2e-5 if dtype == "float32" else 1e-12)
+
+
+def test_model_object_moves_numpy_input_to_its_device_once():
+    # The GPU path of swinref.api.Model, exercised with a strict non-default device standing in for CUDA.
+    from swinref.api import Model
+    from swinref.backend import backend_for
+
+    cfg = V1
+    params = init_params(cfg, seed=6, dtype="float32")
+    sp = _strict(params, "float32")
+    model = Model(config=cfg, params=sp, dtype="float32", device="device1", backend=backend_for(sp["norm.weight"]))
+    x = _inputs(cfg, "float32", batch=1)
+    got = model(x)  # a NumPy input
+    assert got.device == OTHER
+    np.testing.assert_allclose(_to_numpy(got), forward(params, x, cfg), atol=2e-5)
+    assert all(f.device == OTHER for f in model.features(x))
