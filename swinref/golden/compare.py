@@ -73,6 +73,12 @@ class Rule:
     golden: str
     reshape: str | None = None
     pattern: re.Pattern = field(default=None, compare=False)  # type: ignore[assignment]
+    output: int | None = None  # for hook writers: which element of a module's tuple output holds the point
+
+    def golden_name(self, candidate_name: str) -> str | None:
+        """The golden name of `candidate_name` under this rule, or None when the rule does not match it."""
+        m = self.pattern.match(candidate_name)
+        return None if m is None else _fill(self.golden, m.groupdict(), f"rule {self.candidate!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,14 @@ class NameMapping:
     name: str
     rules: tuple[Rule, ...]
     description: str = ""
+
+    def match(self, candidate_name: str) -> tuple[str, Rule] | None:
+        """(golden name, rule) of the first rule that matches `candidate_name`, or None."""
+        for rule in self.rules:
+            golden = rule.golden_name(candidate_name)
+            if golden is not None:
+                return golden, rule
+        return None
 
 
 _FIELD = re.compile(r"\{([A-Za-z_]\w*)\}")
@@ -122,7 +136,10 @@ def mapping_from_dict(data: Any, source: str) -> NameMapping:
         reshape = entry.get("reshape")
         if reshape is not None and reshape not in RESHAPES:
             raise GoldenError(f"{source}: entry {k} has reshape {reshape!r}; known: {', '.join(RESHAPES)}")
-        rules.append(Rule(entry["candidate"], entry["golden"], reshape, _compile(entry["candidate"])))
+        output = entry.get("output")
+        if output is not None and not isinstance(output, int):
+            raise GoldenError(f"{source}: entry {k} has output {output!r}; it must be an integer index")
+        rules.append(Rule(entry["candidate"], entry["golden"], reshape, _compile(entry["candidate"]), output))
     return NameMapping(name=str(data.get("name", source)), rules=tuple(rules), description=str(data.get("description", "")))
 
 
@@ -154,12 +171,8 @@ def apply_mapping(names: list[str], mapping: NameMapping | None) -> dict[str, tu
     out: dict[str, tuple[str, str | None]] = {}
     seen: dict[str, str] = {}
     for name in names:
-        target: tuple[str, str | None] = (name, None)
-        for rule in (mapping.rules if mapping else ()):
-            m = rule.pattern.match(name)
-            if m:
-                target = (_fill(rule.golden, m.groupdict(), f"mapping {mapping.name}"), rule.reshape)
-                break
+        found = mapping.match(name) if mapping else None
+        target = (found[0], found[1].reshape) if found else (name, None)
         if target[0] in seen:
             raise GoldenError(f"candidate arrays {seen[target[0]]!r} and {name!r} both map to the golden point "
                               f"{target[0]!r}; drop one or fix the mapping")
@@ -214,11 +227,13 @@ def _ordered_ints(a: np.ndarray) -> np.ndarray:
     return np.where(i < 0, -(i & top), i)
 
 
-def _ulp_distance(c: np.ndarray, g: np.ndarray) -> int | None:
+def _ulp_distance(c: np.ndarray, g: np.ndarray, significant: np.ndarray) -> int | None:
+    """Largest distance in units in the last place of c's dtype, over the `significant` elements (near-zero
+    elements have tiny ulps: any rounding difference there is millions of ulps and says nothing)."""
     if c.dtype.kind != "f" or c.dtype.itemsize not in (2, 4, 8):
         return None
     g = g.astype(c.dtype)
-    d = np.abs(_ordered_ints(c) - _ordered_ints(g))
+    d = np.abs(_ordered_ints(c) - _ordered_ints(g))[significant]
     return int(d.max()) if d.size else 0
 
 
@@ -252,7 +267,7 @@ def _compare_point(name: str, g: np.ndarray, c: np.ndarray, tol: float) -> dict[
     row.update(
         max_abs=float(d[worst]),
         max_rel=float(np.max(d / np.maximum(np.abs(g64), floor))),
-        ulp=_ulp_distance(c, g),
+        ulp=_ulp_distance(c, g, np.abs(g64) >= floor),
         worst_index=[int(i) for i in worst],
         golden_at_worst=float(g64[worst]),
         candidate_at_worst=float(c64[worst]),

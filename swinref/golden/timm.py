@@ -41,8 +41,11 @@ def timm_kwargs(cfg: SwinConfig) -> dict[str, Any]:
     if cfg.version != 1:
         raise ConfigError(f"{cfg.name} is Swin V{cfg.version}; timm builds it with SwinTransformerV2, whose "
                           f"arguments differ: timm_kwargs covers V1")
+    if not cfg.patch_norm or cfg.layer_norm_eps != 1e-5:
+        raise ConfigError("timm's SwinTransformer always normalises the patch embedding with LayerNorm eps 1e-5; "
+                          "this config differs (patch_norm / layer_norm_eps), so timm cannot build it")
     return dict(img_size=tuple(cfg.img_size), patch_size=cfg.patch_size, in_chans=cfg.in_chans,
                 num_classes=cfg.num_classes, embed_dim=cfg.embed_dim, depths=tuple(cfg.depths),
                 num_heads=tuple(cfg.num_heads), window_size=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
-                qkv_bias=cfg.qkv_bias, patch_norm=cfg.patch_norm, drop_rate=0.0, proj_drop_rate=0.0,
+                qkv_bias=cfg.qkv_bias, drop_rate=0.0, proj_drop_rate=0.0,
                 attn_drop_rate=0.0, drop_path_rate=0.0)
