@@ -136,6 +136,12 @@ def mapping_from_dict(data: Any, source: str) -> NameMapping:
         reshape = entry.get("reshape")
         if reshape is not None and reshape not in RESHAPES:
             raise GoldenError(f"{source}: entry {k} has reshape {reshape!r}; known: {', '.join(RESHAPES)}")
+        undefined = {m.group(1) for m in _GOLDEN_FIELD.finditer(entry["golden"])} - \
+            {m.group(1) for m in _FIELD.finditer(entry["candidate"])}
+        if undefined:
+            raise GoldenError(f"{source}: entry {k}: the golden name {entry['golden']!r} uses "
+                              f"{', '.join('{' + u + '}' for u in sorted(undefined))}, which the candidate name "
+                              f"{entry['candidate']!r} does not define; fix the mapping")
         output = entry.get("output")
         if output is not None and not isinstance(output, int):
             raise GoldenError(f"{source}: entry {k} has output {output!r}; it must be an integer index")
