@@ -167,10 +167,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
     overrides = dict(img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths,
                      heads=args.heads, classes=args.classes, patch=args.patch)
-    cfg = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
+    report: dict[str, Any] = {}
+    cfg = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype, report=report,
                   **{k: v for k, v in overrides.items() if v is not None})
+    _say_transferred(report.get("resized", []), report.get("notes", []))
     if args.json:
-        return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict()})
+        return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict(),
+                            "resized": report.get("resized", [])})
     sys.stdout.write(f"wrote {args.output}: {describe(cfg)}\n")
     return 0
 
@@ -199,6 +202,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device,
                          **_model_overrides(args))
+    _say_transferred(model.info.get("resized", []), model.info.get("notes", []))
     progress = None
     if len(args.images) > args.batch and not args.json:
         from rich.progress import Progress
@@ -228,6 +232,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             table.add_row(str(rank), str(entry["index"]), entry["name"], f"{entry['probability']:.4f}")
         console.print(table)
     return 0
+
+
+def _say_transferred(resized: list[str], notes: list[str]) -> None:
+    """What a load at another window or image size changed (swinref.transfer), and what the file could not say."""
+    for line in resized:
+        sys.stderr.write(f"swinref: resized {line}\n")
+    for line in notes:
+        sys.stderr.write(f"swinref: note: {line}\n")
 
 
 def _stderr_console():

@@ -95,11 +95,17 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     """Load any supported checkpoint (official, timm, Hugging Face, torchvision, swinref) without PyTorch.
 
     The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection,
-    and `overrides` change single fields of the detected or given config (img=384, window=12, ...).
+    and `overrides` change single fields of the detected or given config (img=384, window=12, ...). Another
+    window or image size transfers the weights as the official fine-tuning does (V1 bias tables resized
+    bicubically, V2 pretrained windows set); `Model.info['resized']` says what was transferred.
     """
     from swinref.checkpoints import load_state_dict
 
     dtype = _check_dtype(dtype)
     resolve_device(device)  # fail fast on a missing GPU, before reading a large file
-    params, cfg = load_state_dict(path, config=config, **overrides)
-    return from_params(params, cfg, dtype=dtype, device=device, padding=padding, info={"path": str(path)})
+    report: dict[str, Any] = {}
+    params, cfg = load_state_dict(path, config=config, report=report, **overrides)
+    # 'resized': what a load at another window or image size transferred (swinref.transfer); 'notes': what the
+    # file could not tell.
+    info = {"path": str(path), "resized": report.get("resized", []), "notes": report.get("notes", [])}
+    return from_params(params, cfg, dtype=dtype, device=device, padding=padding, info=info)

@@ -185,16 +185,24 @@ def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def load_state_dict(
-    path: str | os.PathLike, config: str | SwinConfig | dict | None = None, *, dtype: Any = None, **overrides: Any
+    path: str | os.PathLike, config: str | SwinConfig | dict | None = None, *, dtype: Any = None,
+    report: dict[str, Any] | None = None, **overrides: Any
 ) -> tuple[dict[str, np.ndarray], SwinConfig]:
     """Canonical params and their config, every parameter checked against swinref.layout.param_shapes(cfg).
 
     config: None to detect it from the weights (and the file's own config, if it has one); a registry name or
     alias ('T', 'swin_base_patch4_window7_224', ...), a SwinConfig or a dict of its fields to impose one.
     overrides: config fields to change (img=384, window=12, ...), applied to the given or detected config.
+    A config with another window or image size is a resolution transfer (swinref.transfer): V1 bias tables are
+    resized bicubically as the official fine-tuning does; a V2 model keeps its position-bias MLP and gets the
+    pretrained window sizes it was trained with.
     dtype: cast floating-point params (e.g. np.float32); None keeps the stored dtypes (bfloat16 arrives as float32).
+    report: a dict to fill with 'resized' (one line per transferred stage) and 'notes' (what the file could not
+    say), for the caller to show.
     Raises CheckpointError naming every missing, unexpected or mis-shaped parameter, with a hint.
     """
+    from swinref.transfer import resize_v1_tables, v2_transfer_config
+
     params, info = read_checkpoint(path)
     source = info["path"]
     detected, detect_error = info.get("config"), None
@@ -209,8 +217,28 @@ def load_state_dict(
         cfg = detected
     else:
         cfg = resolve_config(config)
+    base = cfg
     if overrides:
         cfg = cfg.replace(**overrides)
+    params, resized = resize_v1_tables(params, cfg)
+    if "pretrained_window_sizes" not in overrides:
+        # The windows the checkpoint was trained with: the file's own when it states them, else the config it was
+        # given with (a V2 file alone does not record its window).
+        states_window = info.get("config") is not None or "window_size" in info["hints"]
+        trained = detected if detected is not None and (config is None or states_window) else base
+        cfg, v2_lines = v2_transfer_config(trained, cfg)
+        resized += v2_lines
+    notes = []
+    if info.get("layout") == "torchvision" and cfg.version == 2:
+        notes.append(
+            "torchvision V2 files record no pretrained window sizes (torchvision normalises the position-bias "
+            "coordinates by the window itself, and its swin_v2_t/s/b were trained at window 8 without "
+            "fine-tuning from another window): loaded with pretrained_window_sizes "
+            f"{','.join(map(str, cfg.pretrained_window_sizes))}; for a model fine-tuned from a smaller window pass "
+            "pretrained_window_sizes=... (the old windows)"
+        )
+    if report is not None:
+        report.update(resized=resized, notes=notes, layout=info.get("layout"))
     check_params(params, cfg, source, detected)
     ordered = {name: params[name] for name in param_shapes(cfg)}
     return (_cast(ordered, dtype) if dtype is not None else ordered), cfg
@@ -272,8 +300,11 @@ def _umask() -> int:
 
 
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, config: str | SwinConfig | dict | None = None,
-            *, dtype: Any = None, **overrides: Any) -> SwinConfig:
-    """Read any supported checkpoint and write it as swinref's `.safetensors` / `.npz`. Returns the config."""
-    params, cfg = load_state_dict(in_path, config, **overrides)
+            *, dtype: Any = None, report: dict[str, Any] | None = None, **overrides: Any) -> SwinConfig:
+    """Read any supported checkpoint and write it as swinref's `.safetensors` / `.npz`. Returns the config.
+
+    With another window or image size (overrides), the written file holds the transferred weights; `report`
+    as in load_state_dict."""
+    params, cfg = load_state_dict(in_path, config, report=report, **overrides)
     save_params(params, cfg, out_path, dtype=dtype)
     return cfg
