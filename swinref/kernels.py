@@ -1,18 +1,221 @@
-"""Numba kernels. Each names the plain function it replaces; tests compare the two.
+"""Numba kernels for the NumPy backend. Each names the plain function it replaces; tests/test_kernels.py compares
+the two on random shapes.
 
-Compiled lazily on first use and cached on disk (cache=True) where the package directory is writable.
+Compiled lazily on first use and cached on disk (cache=True). Where no cache directory is writable (a read-only
+install, NUMBA_CACHE_DIR on a read-only mount) the kernels are compiled without a cache, with one warning.
+
+Numerics: no fastmath reassociation anywhere (it would let LLVM reorder reductions and change results beyond
+float32 rounding); only the erf polynomial may fuse multiply-adds. The float32 erf is a float64 polynomial good to
+5e-10 relative, so after rounding to float32 it agrees with libm's erff to 0.508 ulp; float64 uses libm's erf.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba
+import numpy as np
 
-__all__ = ["erf_ufunc"]
+__all__ = [
+    "erf_ufunc",
+    "layer_norm_rows",
+    "gelu_bias_rows",
+    "attention_logits_shift",
+    "erf_poly",
+    "ERF_T_POLY",
+    "CACHE_WARNING",
+]
+
+CACHE_WARNING = "swinref: no writable Numba cache directory; kernels are compiled at every start"
+_warned = False
+
+
+def _cache_unavailable() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            CACHE_WARNING + " (set NUMBA_CACHE_DIR to a writable directory to keep compiled kernels)",
+            RuntimeWarning, stacklevel=3,
+        )
+
+
+def _jit(**options):
+    """numba.njit with cache=True, falling back to no cache (one warning) where no cache directory is usable."""
+
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            _cache_unavailable()
+            return numba.njit(cache=False, **options)(fn)
+
+    return wrap
+
+
+def _vectorize(signatures):
+    def wrap(fn):
+        try:
+            return numba.vectorize(signatures, cache=True)(fn)
+        except RuntimeError:
+            _cache_unavailable()
+            return numba.vectorize(signatures, cache=False)(fn)
+
+    return wrap
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# erf
 
 
 # Plain twin: swinref.backend.erf_reference (math.erf per element).
-@numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
+@_vectorize(["float32(float32)", "float64(float64)"])
 def erf_ufunc(x):  # pragma: no cover - compiled
     return math.erf(x)
+
+
+# erf(x) / x as a polynomial of degree 18 in t = x^2 / 8 - 1 on |x| <= 4: a least-squares Chebyshev fit at 4000
+# Chebyshev nodes against math.erf, converted to powers of t (tests/test_kernels.py refits it and checks the
+# error). Max relative error 4.7e-10, so in float32 it gives libm's erff to 0.508 ulp; |x| > 4 is clamped
+# (erf(4) = 1 - 1.5e-8 already rounds to 1.0 in float32). A libm call per element does not vectorise; this does.
+ERF_T_POLY = (
+    0.35353099561883194, -0.17657623587308435, 0.1316751217802543, -0.10771028937926898,
+    0.09020883404896549, -0.07473053609953967, 0.059888935446786605, -0.04574400172544879,
+    0.033047585784428804, -0.022563597719269093, 0.014397568234655331, -0.00838207411073675,
+    0.0047468293348133265, -0.0029118390317047806, 0.0014380183153776408, -0.00032430256124582623,
+    0.00015834101714129898, -0.000246708830066705, 9.735201331581571e-05,
+)
+ERF_CLAMP = 4.0
+
+
+# fastmath "contract" lets LLVM fuse the multiply-adds of the polynomial (FMA: one rounding instead of two), which
+# only makes this approximation more accurate; nothing else is reassociated.
+@_jit(inline="always", fastmath={"contract"})
+def erf_poly(x):  # pragma: no cover - compiled
+    """erf of a float32 argument, evaluated in float64 (twin: math.erf). Scalar; inlined into gelu_bias_rows."""
+    c = ERF_T_POLY
+    z = np.float64(x)
+    z = z if z < ERF_CLAMP else ERF_CLAMP
+    z = z if z > -ERF_CLAMP else -ERF_CLAMP
+    t = z * z * (1.0 / 8.0) - 1.0
+    p = c[18]
+    p = p * t + c[17]
+    p = p * t + c[16]
+    p = p * t + c[15]
+    p = p * t + c[14]
+    p = p * t + c[13]
+    p = p * t + c[12]
+    p = p * t + c[11]
+    p = p * t + c[10]
+    p = p * t + c[9]
+    p = p * t + c[8]
+    p = p * t + c[7]
+    p = p * t + c[6]
+    p = p * t + c[5]
+    p = p * t + c[4]
+    p = p * t + c[3]
+    p = p * t + c[2]
+    p = p * t + c[1]
+    p = p * t + c[0]
+    return z * p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token-wise kernels: rows of a [tokens, C] matrix, one row per parallel iteration.
+
+
+@_jit(parallel=True)
+def layer_norm_rows(x, weight, bias, eps, out):  # pragma: no cover - compiled
+    """LayerNorm over the last axis of x [T, C] into out [T, C] (twin: swinref.model.layer_norm).
+
+    Two passes per row (mean, then the biased variance of the centred values), as the plain function.
+    """
+    T, C = x.shape
+    for r in numba.prange(T):
+        row = x[r]
+        s = 0.0
+        for c in range(C):
+            s += row[c]
+        mean = x.dtype.type(s / C)
+        v = 0.0
+        for c in range(C):
+            d = row[c] - mean
+            v += d * d
+        # Rounded to the row's dtype as the plain function's xp.mean would be.
+        var = x.dtype.type(v / C)
+        denom = np.sqrt(var + x.dtype.type(eps))
+        o = out[r]
+        for c in range(C):
+            o[c] = (row[c] - mean) / denom * weight[c] + bias[c]
+
+
+@_jit(parallel=True, fastmath={"contract"})
+def gelu_bias_rows(h, bias, poly_erf):  # pragma: no cover - compiled
+    """In place: h <- gelu(h + bias) for h [T, D] (twin: swinref.model.gelu applied to linear's output).
+
+    The float32 rounding steps of the plain expression x * 0.5 * (1 + erf(x / sqrt 2)) are kept; only erf itself
+    is evaluated differently (erf_poly in float32, libm in float64).
+    """
+    T, D = h.shape
+    typ = h.dtype.type
+    half = typ(0.5)
+    one = typ(1.0)
+    inv_sqrt2 = typ(1.0 / math.sqrt(2.0))
+    # Two loops rather than a branch per element, so the float32 one vectorises.
+    if poly_erf:
+        for r in numba.prange(T):
+            for c in range(D):
+                x = h[r, c] + bias[c]
+                e = typ(erf_poly(x * inv_sqrt2))
+                h[r, c] = x * half * (one + e)
+    else:
+        for r in numba.prange(T):
+            for c in range(D):
+                x = h[r, c] + bias[c]
+                e = typ(math.erf(x * inv_sqrt2))
+                h[r, c] = x * half * (one + e)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention softmax, in place on a chunk of windows' logits (the matmuls around it stay in BLAS).
+
+
+@_jit(parallel=True)
+def attention_logits_shift(logits, rel_bias, mask, first_window, floor):  # pragma: no cover - compiled
+    """In place on logits [nw, nH, N, N]: z = logits + rel_bias[h] (+ mask[w]) - row max, with z < floor set
+    to -inf. Then exp, sum and divide (NumPy's vectorised exp) finish the softmax.
+
+    Twin: the part of swinref.model.window_attention between the q k^T product and softmax's exp (bias add, mask
+    add, max shift). rel_bias [nH, N, N]; mask [nW, N, N] (0 / -100) for shifted blocks or an empty array, window
+    i of the chunk using mask[(first_window + i) % nW] (windows run b-major, nW per image).
+
+    floor is the log of the dtype's smallest normal number: exp of anything below it is subnormal (exp(-100) for
+    every masked pair) and slow on the CPU, and at most 1e-38 of the row's largest term, which is exp(0) = 1.
+    Making those terms exactly 0 changes the row sum by less than N * 1e-38, far below one float32 rounding of a
+    sum >= 1, and each dropped probability by less than 1e-38 in absolute value.
+    """
+    nw, nH, N, _ = logits.shape
+    nW = mask.shape[0]
+    neg_inf = -np.inf
+    for job in numba.prange(nw * nH):
+        i = job // nH
+        h = job % nH
+        w = (first_window + i) % nW if nW > 0 else 0
+        for r in range(N):
+            row = logits[i, h, r]
+            bias = rel_bias[h, r]
+            if nW > 0:
+                m = mask[w, r]
+                for j in range(N):
+                    row[j] = (row[j] + bias[j]) + m[j]
+            else:
+                for j in range(N):
+                    row[j] = row[j] + bias[j]
+            mx = row[0]
+            for j in range(1, N):
+                if row[j] > mx:
+                    mx = row[j]
+            for j in range(N):
+                z = row[j] - mx
+                row[j] = z if z >= floor else neg_inf

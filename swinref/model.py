@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable
 
-from swinref import geometry
+from swinref import fast, geometry
 from swinref.backend import Backend, backend_for
 from swinref.config import ModelPlan, StagePlan, SwinConfig, nearest_unpadded_sizes, plan
 from swinref.errors import InputError
@@ -222,6 +222,8 @@ def swin_block(x: Any, p: Params, prefix: str, cfg: SwinConfig, stage: StagePlan
     V1 (pre-norm):       x = x + attn(norm1(x));  x = x + mlp(norm2(x))
     V2 (res-post-norm):  x = x + norm1(attn(x));  x = x + norm2(mlp(x))
     """
+    if fast.enabled(be):  # NumPy: the same block with Numba kernels (swinref.fast)
+        return fast.swin_block(x, p, prefix, cfg, stage, shift, padding, be, emit, point)
     xp = be.xp
     eps = cfg.layer_norm_eps
 
