@@ -512,6 +512,16 @@ def test_timm_matches_golden_case_via_example(case):
     assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
 
 
+@pytest.mark.peers
+@pytest.mark.parametrize("case", ["tiny_v1", "tiny_v1_pad_b2_f32"])
+def test_transformers_matches_golden_case_via_example(case):
+    pytest.importorskip("transformers")
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "golden_hf.py"), str(GOLDEN / case)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
+
+
 def test_example_skips_cleanly_without_torch():
     try:
         import torch  # noqa: F401
@@ -519,6 +529,7 @@ def test_example_skips_cleanly_without_torch():
         pytest.skip("torch is installed here; the skip path is for environments without it")
     except ImportError:
         pass
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "golden_timm.py"), str(GOLDEN / "tiny_v1")],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "skipped" in res.stdout
+    for example in ("golden_timm.py", "golden_hf.py"):
+        res = subprocess.run([sys.executable, str(ROOT / "examples" / example), str(GOLDEN / "tiny_v1")],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and "skipped" in res.stdout, example
