@@ -259,9 +259,10 @@ def _compare_point(name: str, g: np.ndarray, c: np.ndarray, tol: float) -> dict[
     g64 = g.astype(np.float64)
     if not np.all(np.isfinite(c64)):
         bad = np.argwhere(~np.isfinite(c64))[0]
-        row.update(status="fail", max_abs=float("inf"), max_rel=float("inf"), ulp=None,
-                   worst_index=[int(i) for i in bad], golden_at_worst=float(g64[tuple(bad)]),
-                   candidate_at_worst=float(c64[tuple(bad)]), note="non-finite values")
+        # None rather than inf keeps the --json output standard JSON.
+        row.update(status="fail", max_abs=None, max_rel=None, ulp=None, worst_index=[int(i) for i in bad],
+                   golden_at_worst=float(g64[tuple(bad)]), candidate_at_worst=None,
+                   note=f"non-finite values ({c64[tuple(bad)]} at {[int(i) for i in bad]})")
         return row
     d = np.abs(c64 - g64)
     if d.size == 0:
