@@ -246,6 +246,33 @@ def test_perturbed_point_fails_and_is_named_first(case_dir, point):
     assert compare_case(gc, arrays)["verdict"] == "pass"
 
 
+@pytest.mark.parametrize("bug,first", [("padding policy", "layers.0.blocks.1.attn"),
+                                       ("merge order", "layers.0.downsample"),
+                                       ("transposed bias index", "layers.0.blocks.1.attn_probs")])
+def test_typical_port_bugs_are_located(bug, first):
+    """A float32 swinref with one deliberate porting mistake: compare must fail at exactly the mistaken point."""
+    case = "tiny_v1" if bug == "transposed bias index" else "tiny_v1_timm_pad"
+    gc = read_case(GOLDEN / case)
+    man = gc.manifest
+    p = init_params(gc.config, seed=man["weights"]["seed"], dtype="float64")
+    padding = "pad" if bug == "padding policy" else man["padding"]  # pad-then-roll where timm rolls, then pads
+    if bug == "merge order":  # concat (0,0),(0,1),(1,0),(1,1) instead of (0,0),(1,0),(0,1),(1,1)
+        C = p["layers.0.downsample.reduction.weight"].shape[1] // 4
+        idx = np.r_[0:C, 2 * C:3 * C, C:2 * C, 3 * C:4 * C]
+        for k in ("reduction.weight", "norm.weight", "norm.bias"):
+            name = "layers.0.downsample." + k
+            p[name] = p[name][..., idx]
+    if bug == "transposed bias index":  # table rows read as (dw, dh) instead of (dh, dw) in one block
+        name = "layers.0.blocks.1.attn.relative_position_bias_table"
+        n = int(round(math.sqrt(p[name].shape[0])))
+        p[name] = p[name].reshape(n, n, -1).transpose(1, 0, 2).reshape(p[name].shape)
+    model = swinref.from_params(p, gc.config, dtype="float32", padding=padding)
+    report = compare_case(gc, model.trace(gc.arrays["input"].astype(np.float32), attn_probs=man["attn_probs"]))
+    assert report["verdict"] == "fail" and report["first_failure"] == first
+    row = next(r for r in report["points"] if r["name"] == first)
+    assert row["max_abs"] > 1000 * row["tolerance"]
+
+
 def test_perturbed_file_fails_through_the_cli(case_dir, tmp_path, capsys):
     arrays = _arrays(case_dir)
     arrays["layers.1.blocks.0"] = arrays["layers.1.blocks.0"] + 1e-3
