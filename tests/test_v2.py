@@ -165,3 +165,39 @@ def test_hugging_face_doubled_mask_is_the_only_difference() -> None:
         assert np.abs(f - io_once[key]).max() <= 1e-13 * scale, key
         assert np.abs(f - io_hf[key]).max() == pytest.approx(effect[key], rel=0.05, abs=1e-13), key
     assert effect["features.0"] > 1e-12, "the fixture no longer shows HF's doubled mask"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optional: full-size Swin V2-T against the peers on random weights (tools/peers.py builds them).
+
+FULL_SIZES = {"256": (256, 256), "304x336": (304, 336)}  # the second: no stage grid divisible by the window 8
+FULL_BOUND = {"float32": 1e-4, "float64": 1e-9}
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("size", list(FULL_SIZES))
+@pytest.mark.parametrize("peer", ["timm", "transformers", "torchvision"])
+def test_full_size_v2_logits_match_peer(peer: str, size: str, dtype: str, tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    for lib in ("timm", "transformers", "torchvision"):
+        pytest.importorskip(lib)
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
+    import peers  # tools/peers.py
+
+    torch.set_num_threads(2)
+    cfg = swinref.get_config("V2-T", img=FULL_SIZES[size])
+    model = peers.build(peer, cfg, seed=3)
+    path = peers.save(peer, model, tmp_path / peer)
+    x = np.random.default_rng(4).standard_normal((1, 3, *cfg.img_size)).astype(dtype)
+    want = peers.run(peer, model, x)
+    # A timm or torchvision V2 file does not record its window: the config is given; HF's config.json states it.
+    ours = swinref.load(path, config=None if peer == "transformers" else cfg, dtype=dtype,
+                        padding="timm" if peer == "timm" else "pad")
+    assert ours.config.window_size == 8 and ours.config.img_size == cfg.img_size
+    err = float(np.abs(ours(x) - want).max())
+    print(f"V2-T {peer} {size} {dtype}: max |diff| {err:.3g} (logits up to {np.abs(want).max():.3g})")
+    assert err <= FULL_BOUND[dtype]
