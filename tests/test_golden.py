@@ -235,6 +235,7 @@ def test_perturbed_point_fails_and_is_named_first(case_dir, point):
         arrays[name] = a
     report = compare_case(gc, arrays)
     assert report["verdict"] == "fail" and report["first_failure"] == point
+    assert compare_case(gc, arrays, tolerance_scale=4)["verdict"] == "pass"
     row = next(r for r in report["points"] if r["name"] == point)
     assert row["status"] == "fail" and row["max_abs"] == pytest.approx(3 * tol, rel=1e-6)
     assert row["worst_index"] == list(np.unravel_index(gc.arrays[point].size // 2, gc.arrays[point].shape))
@@ -372,6 +373,8 @@ def test_mapping_file_and_bad_mappings(case_dir, tmp_path, capsys):
 
 def test_two_names_on_one_point_is_an_error(case_dir):
     gc = read_case(case_dir)
+    with pytest.raises(GoldenError, match="not real numbers"):
+        compare_case(gc, {"pooled": np.array(["a", "b"])})
     with pytest.raises(GoldenError, match="both map to the golden point 'pooled'"):
         compare_case(gc, {"pooled": gc.arrays["pooled"], "head.global_pool": gc.arrays["pooled"]}, "timm")
 

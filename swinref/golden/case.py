@@ -118,6 +118,9 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     if int(batch) < 1:
         raise GoldenError(f"batch must be at least 1, got {batch}")
     _check_out(out, force)
+    from swinref.device import resolve_device
+
+    resolve_device(device)  # a missing GPU is reported before any work
 
     if weights is not None:
         loaded = api.load(weights, config=cfg, dtype="float64", device="cpu", padding=padding)
@@ -213,9 +216,9 @@ def _file_sha256(path: str | os.PathLike) -> str | None:
 
 
 def _attn_prob_blocks(cfg: SwinConfig, attn_probs: Iterable[str] | str) -> list[str]:
-    from swinref.model import point_names
+    from swinref.config import plan
 
-    blocks = [n for n in point_names(cfg, attn=False) if n.count(".") == 3 and ".blocks." in n]
+    blocks = [f"layers.{stage.index}.blocks.{j}" for stage in plan(cfg).stages for j in range(stage.depth)]
     if isinstance(attn_probs, str):
         attn_probs = [] if not attn_probs else (blocks if attn_probs == "all" else attn_probs.split(","))
     wanted = [b.strip() for b in attn_probs if b.strip()]

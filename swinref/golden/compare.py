@@ -298,6 +298,9 @@ def compare_case(case: GoldenCase, candidate: dict[str, Any], mapping: Any = Non
         except Exception as exc:
             raise GoldenError(f"candidate array {k!r} cannot be read as an array ({exc}); pass NumPy arrays "
                               f"(torch: t.detach().cpu().numpy())") from None
+        if arrays[str(k)].dtype.kind not in "biuf":
+            raise GoldenError(f"candidate array {k!r} has dtype {arrays[str(k)].dtype}, not real numbers; pass the "
+                              f"point's values as a float array")
     targets = apply_mapping(list(arrays), mapping)
     by_golden = {g: (c, r) for c, (g, r) in targets.items()}
     order = ["input"] + case.point_names
