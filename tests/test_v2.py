@@ -201,3 +201,62 @@ def test_full_size_v2_logits_match_peer(peer: str, size: str, dtype: str, tmp_pa
     err = float(np.abs(ours(x) - want).max())
     print(f"V2-T {peer} {size} {dtype}: max |diff| {err:.3g} (logits up to {np.abs(want).max():.3g})")
     assert err <= FULL_BOUND[dtype]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Golden cases of V2 models (swinref.golden): export, read back, compare.
+
+
+def _golden_v2(tmp_path) -> pathlib.Path:
+    from swinref.golden import export_case
+
+    out = tmp_path / "v2case"
+    export_case(out, _config("timm_v2_pwin"), weights=_files("timm_v2_pwin")[0], padding="timm",
+                attn_probs=["layers.0.blocks.1"])
+    return out
+
+
+def test_golden_v2_round_trip(tmp_path) -> None:
+    from swinref.golden import compare, read_case
+
+    out = _golden_v2(tmp_path)
+    case = read_case(out)
+    assert case.config.version == 2 and case.config.pretrained_window_sizes == (3, 3, 2)
+    x = case.arrays["input"]
+    model = swinref.load(_files("timm_v2_pwin")[0], config=case.config, dtype="float64", padding="timm")
+    good = model.trace(x, attn_probs=["layers.0.blocks.1"])
+    report = compare(out, good)
+    assert report["verdict"] == "pass", report["first_failure"]
+    # The same weights read with pretrained windows 0: the first point that differs is the first attention.
+    wrong = swinref.load(_files("timm_v2_pwin")[0], config=case.config.replace(pretrained_window_sizes=(0, 0, 0)),
+                         dtype="float64", padding="timm").trace(x)
+    report = compare(out, wrong)
+    assert report["verdict"] == "fail" and report["first_failure"] == "layers.0.blocks.0.attn"
+
+
+@pytest.mark.peers
+def test_golden_v2_case_against_timm(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    from safetensors.torch import load_file
+    from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+    from swinref.golden import compare, read_case
+
+    out = _golden_v2(tmp_path)
+    case = read_case(out)
+    kwargs = _meta("timm_v2_pwin")["constructor"]
+    model = SwinTransformerV2(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}).eval()
+    model.load_state_dict(load_file(str(_files("timm_v2_pwin")[0])))
+    model = model.double()
+    sys_path = str(pathlib.Path(__file__).resolve().parents[1] / "tools")
+    import sys
+
+    sys.path.insert(0, sys_path)
+    import peers
+
+    peers.exact_v2_coords(model)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(case.arrays["input"])).numpy()
+    report = compare(out, {"logits": logits})
+    assert report["verdict"] == "pass", report["points"]
