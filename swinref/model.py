@@ -116,7 +116,7 @@ def _relative_position_bias(p: Params, prefix: str, cfg: SwinConfig, stage: Stag
         )
         hidden = xp.maximum(linear(coords, p[prefix + "cpb_mlp.0.weight"], p[prefix + "cpb_mlp.0.bias"], xp), 0.0)
         table = linear(hidden, p[prefix + "cpb_mlp.2.weight"], None, xp)  # [(2M-1)^2, nH]
-    bias = xp.take(table, index, axis=0)  # [N*N, nH]
+    bias = be.take_rows(table, index)  # [N*N, nH]
     bias = xp.permute_dims(xp.reshape(bias, (N, N, nH)), (2, 0, 1))
     if cfg.version == 2:
         bias = 16.0 / (1.0 + xp.exp(-bias))  # 16 * sigmoid
