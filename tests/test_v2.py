@@ -221,7 +221,7 @@ def test_golden_v2_round_trip(tmp_path) -> None:
 
     out = _golden_v2(tmp_path)
     case = read_case(out)
-    assert case.config.version == 2 and case.config.pretrained_window_sizes == (3, 3, 2)
+    assert case.config.version == 2 and case.config.pretrained_window_sizes == (3, 3, 3)
     x = case.arrays["input"]
     model = swinref.load(_files("timm_v2_pwin")[0], config=case.config, dtype="float64", padding="timm")
     good = model.trace(x, attn_probs=["layers.0.blocks.1"])
@@ -260,3 +260,17 @@ def test_golden_v2_case_against_timm(tmp_path) -> None:
         logits = model(torch.from_numpy(case.arrays["input"])).numpy()
     report = compare(out, {"logits": logits})
     assert report["verdict"] == "pass", report["points"]
+
+
+def test_official_and_torchvision_v2_buffers_reveal_the_windows() -> None:
+    # The weights do not record the window, but official and torchvision files also save the derived buffers:
+    # relative_position_index gives each stage's window, relative_coords_table the pretrained window.
+    model = swinref.load(V2 / "timm_v2_pwin" / "official.pth")
+    want = _config("timm_v2_pwin")
+    for field in ("window_size", "img_size", "pretrained_window_sizes", "depths", "num_heads"):
+        assert getattr(model.config, field) == getattr(want, field), field
+    io = np.load(V2 / "timm_v2_pwin" / "io64.npz")
+    model = swinref.load(V2 / "timm_v2_pwin" / "official.pth", dtype="float64", padding="timm")
+    _assert_close("logits", model(io["input"]), io["logits"], "float64")
+    tv = swinref.load(_files("tv_v2_pad")[0])
+    assert tv.config.window_size == 4 and tv.config.pretrained_window_sizes == (0, 0)

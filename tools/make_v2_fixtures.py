@@ -159,7 +159,7 @@ def timm_to_official(model) -> dict[str, torch.Tensor]:
 
 
 def case_timm(out: Path, name: str, kwargs: dict, hw: tuple[int, int], seed: int, notes: list[str],
-              all_files: bool = True) -> None:
+              with_pth: bool = True) -> None:
     from safetensors.torch import save_file
     from timm.models.swin_transformer_v2 import checkpoint_filter_fn
 
@@ -171,20 +171,20 @@ def case_timm(out: Path, name: str, kwargs: dict, hw: tuple[int, int], seed: int
     write_npz(case / "io64.npz", a64)
     model = timm_build(kwargs, seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(case / "model.safetensors"))
-    files = ["model.safetensors"]
-    if all_files:  # the .pth and official layouts once, on the small case, to keep the fixtures small
+    files = ["model.safetensors", "official.pth"]
+    if with_pth:  # timm's own .pth once, to keep the fixtures small
         torch.save(model.state_dict(), case / "model.pth")
-        torch.save({"model": timm_to_official(model)}, case / "official.pth")
-        files += ["model.pth", "official.pth"]
-        fresh = timm_build(kwargs, seed + 99)
-        fresh.load_state_dict(checkpoint_filter_fn(torch.load(case / "official.pth", weights_only=True), fresh))
-        with torch.no_grad():
-            diff = (fresh.eval()(x) - model(x)).abs().max().item()
-        if diff != 0.0:
-            raise SystemExit(f"{name}: official.pth does not reproduce timm's logits via checkpoint_filter_fn ({diff})")
-        notes = notes + ["official.pth: timm's weights under the official V2 names (merge at the end of the stage, "
-                         "head.*) plus the buffers the official model saves; it loads back into timm through "
-                         "timm's checkpoint_filter_fn and reproduces the logits exactly."]
+        files.append("model.pth")
+    torch.save({"model": timm_to_official(model)}, case / "official.pth")
+    fresh = timm_build(kwargs, seed + 99)
+    fresh.load_state_dict(checkpoint_filter_fn(torch.load(case / "official.pth", weights_only=True), fresh))
+    with torch.no_grad():
+        diff = (fresh.eval()(x) - model(x)).abs().max().item()
+    if diff != 0.0:
+        raise SystemExit(f"{name}: official.pth does not reproduce timm's logits via checkpoint_filter_fn ({diff})")
+    notes = notes + ["official.pth: timm's weights under the official V2 names (merge at the end of the stage, "
+                     "head.*) plus the buffers the official model saves; it loads back into timm through "
+                     "timm's checkpoint_filter_fn and reproduces the logits exactly."]
     blocks = [{"block": f"layers.{i}.blocks.{j}", "window": list(b.window_size), "shift": list(b.shift_size)}
               for i, s in enumerate(model.layers) for j, b in enumerate(s.blocks)]
     write_json(case / "meta.json", {
@@ -370,12 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     case_timm(out, "timm_v2_pad", dict(img_size=pad_hw, patch_size=4, window_size=4, num_classes=10,
                                         pretrained_window_sizes=(0, 0), **TINY), pad_hw, seed=20,
               notes=["non-square size the window does not divide; timm rolls, then pads (padding='timm')"])
-    # 32x32, three stages, window 4 fine-tuned from pretrained windows (3, 3, 2), as the official 12 -> 16
-    # models: grids 8, 4, 2 -> stage 1 is clamped to its own size (window 4, no shift), stage 2 to window 2.
+    # 32x32, three stages, window 4 fine-tuned from pretrained windows (3, 3, 3), as the official 12 -> 16
+    # models: grids 8, 4, 2 -> stage 1 is clamped to its own size (window 4, no shift), stage 2 to window 2 (its
+    # pretrained window 3 differs from it, so the official.pth coordinate buffers reveal it).
     case_timm(out, "timm_v2_pwin", dict(img_size=(32, 32), patch_size=4, window_size=4, num_classes=10,
                                          embed_dim=8, depths=(2, 2, 2), num_heads=(2, 4, 8),
-                                         pretrained_window_sizes=(3, 3, 2)), (32, 32), seed=30,
-              notes=["pretrained_window_sizes != 0 with the clamp rule on the last two stages"], all_files=False)
+                                         pretrained_window_sizes=(3, 3, 3)), (32, 32), seed=30,
+              notes=["pretrained_window_sizes != 0 with the clamp rule on the last two stages"], with_pth=False)
     case_hf(out, "hf_v2_pad", dict(image_size=list(pad_hw), patch_size=4, embed_dim=16, depths=[2, 2],
                                    num_heads=[2, 4], window_size=4, num_labels=10, drop_path_rate=0.0,
                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,

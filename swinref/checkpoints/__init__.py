@@ -26,6 +26,7 @@ from swinref.checkpoints.detect import (
     infer_config,
     resolve_config,
     timm_config_hints,
+    v2_buffer_config_hints,
 )
 from swinref.checkpoints.files import (
     NPZ_CONFIG_KEY,
@@ -71,6 +72,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     info.update(notes)
     info.setdefault("hints", {})
     info.setdefault("widened", [])
+    # Official and torchvision V2 files save derived buffers that reveal the windows the weights do not.
+    if info.get("buffer_hints") and "window_size" not in info["hints"]:
+        info["hints"].update(v2_buffer_config_hints(info["buffer_hints"], params))
     return params, info
 
 

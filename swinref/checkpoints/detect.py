@@ -22,7 +22,8 @@ from swinref.config import ALIASES, REGISTRY, SwinConfig, describe, get_config
 from swinref.errors import CheckpointError, ConfigError
 from swinref.layout import param_shapes
 
-__all__ = ["infer_config", "check_params", "resolve_config", "hf_config_hints", "timm_config_hints"]
+__all__ = ["infer_config", "check_params", "resolve_config", "hf_config_hints", "timm_config_hints",
+           "v2_buffer_config_hints"]
 
 _BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 # What a Swin V2 checkpoint's weights cannot tell (its position bias is an MLP of coordinates).
@@ -149,6 +150,22 @@ def _image_size_from_windows(patch: int, window: int, windows: list[int]) -> tup
             return (side, side)
     side = patch * window * 2 ** (len(windows) - 1)
     return (side, side)
+
+
+def v2_buffer_config_hints(buffer_hints: dict[str, Any], params: dict) -> dict[str, Any]:
+    """SwinConfig fields from a V2 file's derived buffers (formats.v2_buffer_hints): the window of stage 0, the
+    image size the stage windows imply (the clamp rule, as for V1 tables) and the pretrained windows.
+    {} when the buffers do not cover every stage of the weights."""
+    windows = list(buffer_hints.get("stage_windows") or [])
+    stages = {int(m.group(1)) for name in params if (m := _BLOCK.match(name))}
+    w = params.get("patch_embed.proj.weight")
+    if not windows or len(windows) != len(stages) or w is None or w.ndim != 4:
+        return {}
+    return {
+        "window_size": windows[0],
+        "img_size": _image_size_from_windows(int(w.shape[2]), windows[0], windows),
+        "pretrained_window_sizes": tuple(buffer_hints["pretrained_window_sizes"]),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------

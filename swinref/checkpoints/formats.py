@@ -33,7 +33,7 @@ import numpy as np
 
 from swinref.errors import CheckpointError
 
-__all__ = ["LAYOUTS", "find_state_dict", "detect_layout", "to_canonical", "DERIVED_BUFFERS"]
+__all__ = ["LAYOUTS", "find_state_dict", "detect_layout", "to_canonical", "DERIVED_BUFFERS", "v2_buffer_hints"]
 
 LAYOUTS = ("official", "timm", "huggingface", "torchvision", "swinref")
 
@@ -125,8 +125,11 @@ def to_canonical(
     if layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     dropped = sorted(k for k in sd if _is_derived(k))
-    sd = {k: v for k, v in sd.items() if not _is_derived(k)}
     notes: dict[str, Any] = {"dropped": dropped}
+    hints = v2_buffer_hints(sd, layout)
+    if hints:
+        notes["buffer_hints"] = hints
+    sd = {k: v for k, v in sd.items() if not _is_derived(k)}
     if layout in ("official", "swinref"):
         params = dict(sd)
     elif layout == "timm":
@@ -139,6 +142,61 @@ def to_canonical(
         params = _from_huggingface(sd, notes, source)
     notes["renamed"] = sum(1 for k in sd if k not in params)
     return params, notes
+
+
+# Swin V2 ---------------------------------------------------------------------------------------------------------
+
+# The first block of each stage, per layout, where official and torchvision V2 files keep their derived buffers.
+_V2_BUFFER = {
+    "official": re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.(relative_position_index|relative_coords_table)$"),
+    "timm": re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.(relative_position_index|relative_coords_table)$"),
+    "torchvision": re.compile(r"^features\.(\d+)\.0\.attn\.(relative_position_index|relative_coords_table)$"),
+    "huggingface": re.compile(r"^(?:swinv2\.)?encoder\.layers\.(\d+)\.blocks\.0\.attention\.self\."
+                              r"(relative_position_index|relative_coords_table)$"),
+}
+
+
+def v2_buffer_hints(sd: dict[str, np.ndarray], layout: str) -> dict[str, Any]:
+    """What a V2 file's derived buffers tell about its windows (never used for computing, only for detection).
+
+    V2 weights do not record the window (the position bias is an MLP of coordinates), but the official and
+    torchvision files also save each block's relative_position_index [N, N] (torchvision: flat [N*N]), which gives
+    the stage's window M, and relative_coords_table [1, 2M-1, 2M-1, 2], whose largest entry
+    log2(8 (M-1)/(P-1) + 1) / 3 gives the pretrained window P (P = M is the same as none).
+    Returns {'stage_windows': [...], 'pretrained_window_sizes': [...]} for the stages found in order, or {}.
+    """
+    pattern = _V2_BUFFER.get(layout)
+    if pattern is None or not any(k.endswith("logit_scale") for k in sd):
+        return {}
+    index: dict[int, int] = {}
+    coords: dict[int, float] = {}
+    for name, value in sd.items():
+        m = pattern.match(name)
+        if not m:
+            continue
+        stage = int(m.group(1))
+        if layout == "torchvision":
+            if stage % 2 == 0:
+                continue
+            stage = (stage - 1) // 2
+        if m.group(2) == "relative_position_index":
+            n = value.shape[0] if value.ndim == 2 else int(round(value.size ** 0.5))
+            index[stage] = int(round(n ** 0.5))
+        elif value.size:
+            coords[stage] = float(np.abs(value.astype(np.float64)).max())
+    stages = sorted(index)
+    if not stages or stages != list(range(len(stages))):
+        return {}
+    windows = [index[i] for i in stages]
+    pretrained = []
+    for i, M in zip(stages, windows):
+        top = coords.get(i)
+        if top is None or M < 2 or top <= 0:
+            pretrained.append(0)
+            continue
+        P = int(round(8.0 * (M - 1) / (2.0 ** (3.0 * top) - 1.0) + 1.0))
+        pretrained.append(0 if P == M else P)
+    return {"stage_windows": windows, "pretrained_window_sizes": pretrained}
 
 
 def _put(params: dict[str, np.ndarray], name: str, value: np.ndarray, original: str) -> None:
