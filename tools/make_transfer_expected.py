@@ -62,9 +62,6 @@ def v1_case() -> tuple[dict, dict]:
     from timm.layers import resize_rel_pos_bias_table, resize_rel_pos_bias_table_simple
     from timm.models.swin_transformer import SwinTransformer
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    from make_peer_fixtures import randomize_  # noqa: F401  (same family of fixtures)
-
     src = json.loads((ROOT / "tests/data/peers/timm_v1_clamp/meta.json").read_text())["constructor"]
     kwargs = {**src, "img_size": [128, 128], "window_size": 8}
     model = SwinTransformer(**kwargs).eval()

@@ -8,12 +8,13 @@ Run with the peers environment (torch, timm, transformers, torchvision):
 
 Every case is a directory with `meta.json` (peer versions, constructor arguments, the equivalent swinref config,
 padding policy, notes), the checkpoint(s) exactly as that peer writes them, `io.npz` (float32: input, logits,
-the NCHW stage pyramid `features.i`, pooled) and `io64.npz` (the same in float64). Deterministic: fixed seeds,
+the NCHW stage pyramid `features.i`, pooled) and `io64.npz` (the same in float64; hf_v2_pad also has
+`io64_mask_once.npz`, see case_hf). Deterministic: fixed seeds,
 one thread. Never edited by hand: rerun this script.
 
-Every parameter is redrawn from a seeded normal, including V2's learned temperature `logit_scale` (the first head
-of every block above the clamp log(100), so the clamp matters) and the continuous position bias MLP (its default init would
-make 16*sigmoid(...) nearly constant and hide a wrong coordinate table).
+Every parameter is redrawn from a seeded normal, including V2's learned temperature `logit_scale` (the first
+head of every block above the clamp log(100), so the clamp matters) and the continuous position bias MLP (its
+default init would make 16*sigmoid(...) nearly constant and hide a wrong coordinate table).
 
 float64: timm, transformers and torchvision compute the V2 coordinate table (log-spaced offsets) in float32 and
 cast it, so a `.double()` model carries float32-rounded coordinates. For the float64 files this script
@@ -24,7 +25,6 @@ logits); swinref computes the table in float64 and casts it to the compute dtype
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
