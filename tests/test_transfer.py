@@ -176,3 +176,40 @@ def test_timm_simple_resize_equals_the_official_one() -> None:
     table = np.random.default_rng(12).standard_normal((13 * 13, 3))
     got = resize_rel_pos_bias_table_simple(torch.from_numpy(table), (12, 12), (23 * 23, 3)).numpy()
     assert np.abs(resize_bias_table(table, 12) - got).max() < 1e-13
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_full_size_swin_t_224_to_384_window_12_matches_timm_with_official_tables(tmp_path) -> None:
+    # The official fine-tuning case: Swin-T weights at 224 / window 7 loaded at 384 / window 12. timm is built at
+    # 384 / 12 and given the tables resized by the official expression (its own checkpoint_filter_fn would use
+    # its geometric resize instead).
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    import sys
+
+    from timm.models.swin_transformer import SwinTransformer
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tools"))
+    import peers
+
+    torch.set_num_threads(2)
+    src = peers.build("timm", swinref.get_config("T"), seed=5)
+    path = peers.save("timm", src, tmp_path / "t224")
+    big = SwinTransformer(img_size=384, window_size=12, embed_dim=96, depths=(2, 2, 6, 2),
+                          num_heads=(3, 6, 12, 24)).eval()
+    sd = src.state_dict()
+    for k, v in sd.items():
+        if k.endswith("relative_position_bias_table"):
+            nH = v.shape[1]
+            sd[k] = torch.nn.functional.interpolate(v.permute(1, 0).view(1, nH, 13, 13), size=(23, 23),
+                                                    mode="bicubic").view(nH, 529).permute(1, 0)
+    big.load_state_dict(sd)
+    x = np.random.default_rng(6).standard_normal((1, 3, 384, 384)).astype(np.float32)
+    with torch.no_grad():
+        want = big(torch.from_numpy(x)).numpy()
+    model = swinref.load(path, img=384, window=12, padding="timm")
+    assert len(model.info["resized"]) == 4
+    err = float(np.abs(model(x) - want).max())
+    print(f"Swin-T 224/7 -> 384/12 vs timm with official tables: max |diff| {err:.3g}")
+    assert err <= 1e-4 * max(1.0, float(np.abs(want).max()))
