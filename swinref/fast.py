@@ -32,7 +32,7 @@ from swinref import geometry
 from swinref.backend import Backend
 from swinref.config import StagePlan, SwinConfig
 
-__all__ = ["enabled", "plain", "swin_block", "MLP_CHUNK_TOKENS", "ATTN_CHUNK_BYTES"]
+__all__ = ["enabled", "plain", "swin_block", "layer_norm", "MLP_CHUNK_TOKENS", "ATTN_CHUNK_BYTES"]
 
 # The MLP's hidden layer holds at most this many tokens x 4C values at a time (8192 x 384 x 4 B = 12.6 MB for
 # Swin-T stage 1); a 224 x 224 image (3136 tokens) is one chunk.
@@ -125,6 +125,14 @@ def _window_tokens(B: int, H: int, W: int, Hp: int, Wp: int, M: int, shift: int,
     return index
 
 
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, xp: Any = None) -> np.ndarray:
+    """LayerNorm over the last axis (twin: swinref.model.layer_norm, same signature), one parallel pass."""
+    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.empty_like(x2d)
+    _load_kernels().layer_norm_rows(x2d, weight, bias, eps, out)
+    return out.reshape(x.shape)
+
+
 def _linear(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """[T, in] @ [out, in]^T + [out] (twin: swinref.model.linear), bias added in place."""
     y = np.matmul(x2d, weight.T)
@@ -200,7 +208,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
             logits = np.matmul(qn, kn) * logit_scale
         k.attention_logits_shift(logits, rel_bias, mask, w0, floor)
         np.exp(logits, out=logits)
-        logits /= np.sum(logits, axis=-1, keepdims=True)
+        k.softmax_normalize(logits)
         if probs is not None:
             probs[w0:w0 + nw] = logits
         out = np.matmul(logits, v)  # nw, nH, N, d

@@ -56,6 +56,9 @@ def layer_norm(x: Any, weight: Any, bias: Any, eps: float, xp: Any) -> Any:
     return centred / xp.sqrt(var + eps) * weight + bias
 
 
+_layer_norm = layer_norm  # for functions that pick between it and its Numba twin (fast.layer_norm)
+
+
 def gelu(x: Any, be: Backend) -> Any:
     """The exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (all peers use the erf form, not the tanh approximation)."""
     return x * 0.5 * (1.0 + be.erf(x * (1.0 / math.sqrt(2.0))))
@@ -256,6 +259,7 @@ def patch_merging(x: Any, p: Params, prefix: str, cfg: SwinConfig, be: Backend) 
     x = xp.concat([x[:, 0::2, 0::2, :], x[:, 1::2, 0::2, :], x[:, 0::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1)
     eps = cfg.layer_norm_eps
     norm_w, norm_b = p[prefix + "norm.weight"], p[prefix + "norm.bias"]
+    layer_norm = fast.layer_norm if fast.enabled(be) else _layer_norm
     if cfg.version == 1:
         return linear(layer_norm(x, norm_w, norm_b, eps, xp), p[prefix + "reduction.weight"], None, xp)
     return layer_norm(linear(x, p[prefix + "reduction.weight"], None, xp), norm_w, norm_b, eps, xp)

@@ -1,0 +1,477 @@
+"""CPU benchmark: swinref (NumPy + Numba) against PyTorch eager running timm's Swin, and onnxruntime when present.
+
+    python benchmarks/cpu.py                       # Swin-T, batches 1 and 8, 2 threads
+    python benchmarks/cpu.py --models T S B B-384 --json out.json
+    python benchmarks/cpu.py --big 1536            # also peak RSS at 1536 x 1536 (fast and plain path)
+
+One random-weight model per config is built in timm (tools/peers.py), saved as a .pth, and loaded by swinref from
+that file, so both run the same weights; their logits are compared before anything is timed. Then:
+
+- latency: warm-ups, then paired repetitions that alternate the order (swinref, torch / torch, swinref, ...), so a
+  load change on a shared machine hits both; medians, min, max, the ratio of medians and the median of the
+  per-pair ratios;
+- peak memory: a fresh process per library loads the checkpoint and runs batch 1; ru_maxrss of that process;
+- cold start: wall time of that fresh process from spawn to the first prediction (interpreter, imports, load,
+  JIT compilation or Numba cache load, first run). swinref is measured twice: with its Numba cache as installed
+  and with an empty NUMBA_CACHE_DIR (everything compiled);
+- the thread settings in force (environment, BLAS via threadpoolctl if installed, Numba, torch).
+
+The torch side is skipped with a message when torch or timm is missing. Set the thread count with --threads (it
+sets OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before NumPy loads, and torch.set_num_threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODELS = {"T": "swin_tiny_patch4_window7_224", "S": "swin_small_patch4_window7_224",
+          "B": "swin_base_patch4_window7_224", "B-384": "swin_base_patch4_window12_384"}
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def _set_threads(n: int) -> None:
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["T"], choices=sorted(MODELS))
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=10, help="paired repetitions per batch size")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--big", type=int, default=0, help="also measure peak RSS at this image side (Swin-T, batch 1)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime even if it is installed")
+    ap.add_argument("--no-processes", action="store_true", help="skip the memory / cold-start subprocesses")
+    ap.add_argument("--json", type=pathlib.Path, help="write all figures to this file")
+    # Internal: one fresh process measuring memory and cold start.
+    ap.add_argument("--child", choices=["swinref", "swinref-plain", "torch", "onnx"], help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["swinref", "torch", "onnx"], help=argparse.SUPPRESS)
+    ap.add_argument("--out-dir", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--pause", type=float, default=0.2,
+                    help="seconds of idle between timed calls, so no runtime's spinning threads linger into the next")
+    return ap.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Child processes: load, predict once, report.
+
+
+def _child(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    import numpy as np
+
+    size = args.size
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    if args.child.startswith("swinref"):
+        import swinref
+        from swinref import fast
+
+        t_import = time.perf_counter()
+        model = swinref.load(args.checkpoint, config=args.config, padding="timm")
+        t_load = time.perf_counter()
+        if args.child == "swinref-plain":
+            with fast.plain():
+                y = model(x)
+        else:
+            y = model(x)
+    elif args.child == "torch":
+        import torch
+        from timm.models.swin_transformer import SwinTransformer
+
+        from swinref.config import get_config
+
+        torch.set_num_threads(args.threads)
+        t_import = time.perf_counter()
+        cfg = get_config(args.config)
+        net = SwinTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
+                              depths=cfg.depths, num_heads=cfg.num_heads, window_size=cfg.window_size,
+                              num_classes=cfg.num_classes, mlp_ratio=cfg.mlp_ratio)
+        net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+        net.eval()
+        t_load = time.perf_counter()
+        with torch.no_grad():
+            y = net(torch.from_numpy(x)).numpy()
+    else:
+        import onnxruntime as ort
+
+        t_import = time.perf_counter()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(args.checkpoint, so, providers=["CPUExecutionProvider"])
+        t_load = time.perf_counter()
+        y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    t_run = time.perf_counter()
+    print(json.dumps({"rss_mb": _peak_rss_mb(), "import_s": t_import - t0, "load_s": t_load - t_import,
+                      "first_run_s": t_run - t_load, "checksum": float(np.asarray(y, dtype=np.float64).sum())}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set: VmHWM, which exec resets (ru_maxrss would carry the parent's peak over)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:  # not Linux
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """A timing worker: loads one runtime, then answers `run B` lines on stdin with the seconds one call took.
+
+    Each runtime lives in its own process, so thread pools never meet: torch's OpenMP threads, OpenBLAS's threads
+    and Numba's never spin against each other inside one process. The parent alternates between workers.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    size = args.size
+    cache: dict[int, np.ndarray] = {}
+    kind = args.worker
+    if kind == "swinref":
+        import swinref
+
+        model = swinref.load(args.checkpoint, config=args.config, padding="timm")
+        run = model
+    elif kind == "torch":
+        import torch
+
+        sys.path.insert(0, str(ROOT))
+        from tools import peers
+        from swinref.config import get_config
+
+        torch.set_num_threads(args.threads)
+        net = peers.build("timm", get_config(args.config))
+        net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+
+        def run(x):
+            with torch.no_grad():
+                return net(torch.from_numpy(x)).numpy()
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(args.checkpoint, so, providers=["CPUExecutionProvider"])
+
+        def run(x):
+            return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd, b = line.split()
+        b = int(b)
+        if b not in cache:
+            cache[b] = rng.standard_normal((b, 3, size, size)).astype(np.float32)
+        if cmd == "out":
+            np.save(sys.stdout.buffer if False else args.out_dir + f"/{kind}-{b}.npy", np.asarray(run(cache[b])))
+            print("saved", flush=True)
+            continue
+        t = time.perf_counter()
+        run(cache[b])
+        print(time.perf_counter() - t, flush=True)
+
+
+class _Worker:
+    def __init__(self, kind: str, checkpoint: str, config: str, size: int, threads: int, out_dir: str):
+        cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", kind, "--checkpoint", checkpoint,
+               "--config", config, "--size", str(size), "--threads", str(threads), "--out-dir", out_dir]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{kind} worker failed to start (see its messages above)")
+
+    def ask(self, cmd: str, batch: int) -> str:
+        self.proc.stdin.write(f"{cmd} {batch}\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _spawn(kind: str, checkpoint: str, config: str, size: int, threads: int, env_extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", kind, "--checkpoint", checkpoint,
+           "--config", config, "--size", str(size), "--threads", str(threads)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cold_start_s"] = wall
+    warnings = [line for line in done.stderr.splitlines() if "Warning" in line]
+    if warnings:
+        result["warnings"] = warnings
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The parent: build, compare, time.
+
+
+def _thread_info(threads: int) -> dict:
+    info: dict = {"requested": threads, "env": {v: os.environ.get(v) for v in THREAD_VARS}}
+    import numpy as np
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # pragma: no cover - older NumPy
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpoolctl"] = [{k: p.get(k) for k in ("internal_api", "num_threads", "version")}
+                                 for p in threadpool_info()]
+    except ImportError:
+        info["threadpoolctl"] = "not installed (BLAS threads from the environment variables above)"
+    import numba
+
+    info["numba_threads"] = numba.get_num_threads()
+    try:
+        info["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:
+        info["numba_threading_layer"] = "not yet initialised"
+    return info
+
+
+def _stats(times: list[float]) -> dict:
+    import statistics
+
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
+
+
+def _export_onnx(net, cfg, path: pathlib.Path) -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+        import torch
+    except ImportError as exc:
+        return f"onnxruntime not installed ({exc})"
+    x = torch.zeros(1, 3, *cfg.img_size)
+    try:
+        torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
+    except Exception as exc:
+        return f"torch.onnx.export failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
+    import numpy as np
+
+    import swinref
+    from swinref import fast
+    from swinref.config import get_config
+
+    name = MODELS[key]
+    cfg = get_config(name)
+    H = cfg.img_size[0]
+    out: dict = {"model": key, "config": name, "image": H, "batches": {}}
+    rng = np.random.default_rng(0)
+
+    torch_net = None
+    ckpt = workdir / f"{key}.pth"
+    try:
+        import torch
+
+        sys.path.insert(0, str(ROOT))
+        from tools import peers
+
+        torch.set_num_threads(args.threads)
+        torch_net = peers.build("timm", cfg)
+        peers.save("timm", torch_net, workdir / key)
+        ckpt = workdir / key / "model.pth"
+    except ImportError as exc:
+        out["torch"] = f"skipped: {exc}"
+        print(f"torch side skipped ({exc}); timing swinref alone", file=sys.stderr)
+    if torch_net is None:
+        from swinref.params import init_params
+        from swinref.api import from_params
+
+        model = from_params(init_params(cfg, seed=0), cfg, padding="timm")
+    else:
+        model = swinref.load(ckpt, config=name, padding="timm")
+
+    b0 = args.batches[0]
+    x1 = rng.standard_normal((b0, 3, H, H)).astype(np.float32)
+    got = model(x1)
+    with fast.plain():
+        ref = model(x1)
+    out["fast_vs_plain_max_abs"] = float(np.abs(got - ref).max())
+    del model
+
+    # Timing: one worker process per runtime, called in alternating order.
+    workers = {"swinref": _Worker("swinref", str(ckpt), name, H, args.threads, str(workdir))}
+    if torch_net is not None:
+        workers["torch"] = _Worker("torch", str(ckpt), name, H, args.threads, str(workdir))
+        if not args.no_onnx:
+            onnx_path = workdir / f"{key}.onnx"
+            problem = _export_onnx(torch_net, cfg, onnx_path)
+            if problem:
+                out["onnx"] = problem
+            else:
+                workers["onnxruntime"] = _Worker("onnx", str(onnx_path), name, H, args.threads, str(workdir))
+        torch_net = True  # the module itself is no longer needed here
+    try:
+        outs = {}
+        for k, w in workers.items():
+            w.ask("out", b0)
+            outs[k] = np.load(workdir / f"{'onnx' if k == 'onnxruntime' else k}-{b0}.npy")
+        if "torch" in outs:
+            out["swinref_vs_torch_max_abs"] = float(np.abs(outs["swinref"] - outs["torch"]).max())
+            out["logit_scale"] = float(np.abs(outs["torch"]).max())
+        if "onnxruntime" in outs:
+            out["onnx_vs_torch_max_abs"] = float(np.abs(outs["onnxruntime"] - outs["torch"]).max())
+        names = list(workers)
+        for b in args.batches:
+            for _ in range(args.warmup):
+                for w in workers.values():
+                    w.ask("run", b)
+            times: dict[str, list[float]] = {k: [] for k in names}
+            for r in range(args.repeat):
+                for k in (names if r % 2 == 0 else names[::-1]):
+                    time.sleep(args.pause)
+                    times[k].append(float(workers[k].ask("run", b)))
+            row = {k: _stats(v) for k, v in times.items()}
+            for k in names:
+                row[k]["images_per_s"] = b / row[k]["median_s"]
+            if "torch" in times:
+                import statistics
+
+                row["ratio_swinref_over_torch"] = row["swinref"]["median_s"] / row["torch"]["median_s"]
+                row["paired_ratio_median"] = statistics.median(s / t for s, t in zip(times["swinref"], times["torch"]))
+            out["batches"][str(b)] = row
+    finally:
+        for w in workers.values():
+            w.close()
+
+    if not args.no_processes:
+        procs = {}
+        procs["swinref"] = _spawn("swinref", str(ckpt), name, H, args.threads)
+        with tempfile.TemporaryDirectory() as empty:
+            procs["swinref_empty_numba_cache"] = _spawn("swinref", str(ckpt), name, H, args.threads,
+                                                        {"NUMBA_CACHE_DIR": empty})
+        if torch_net is not None:
+            procs["torch"] = _spawn("torch", str(ckpt), name, H, args.threads)
+            if (workdir / f"{key}.onnx").exists():
+                procs["onnxruntime"] = _spawn("onnx", str(workdir / f"{key}.onnx"), name, H, args.threads)
+        out["processes"] = procs
+    return out
+
+
+def _big(args: argparse.Namespace, workdir: pathlib.Path) -> dict:
+    """Peak RSS of one batch-1 prediction at args.big x args.big (Swin-T), fast and plain path."""
+    import swinref
+    from swinref.api import random_model
+
+    path = workdir / "T-big.safetensors"
+    if not path.exists():
+        model = random_model("T")
+        from safetensors.numpy import save_file
+
+        save_file({k: v for k, v in model.params.items()}, str(path))
+    del swinref
+    res = {"image": args.big}
+    for kind in ("swinref", "swinref-plain"):
+        res[kind] = _spawn(kind, str(path), MODELS["T"], args.big, args.threads)
+    return res
+
+
+def _table(results: dict) -> str:
+    lines = []
+    for m in results["models"]:
+        lines.append(f"\n{m['config']} ({m['image']}x{m['image']}, float32)  "
+                     f"fast-vs-plain max|diff| {m['fast_vs_plain_max_abs']:.2e}"
+                     + (f", vs torch {m['swinref_vs_torch_max_abs']:.2e} (logits up to {m['logit_scale']:.1f})"
+                        if "swinref_vs_torch_max_abs" in m else ""))
+        lines.append(f"  {'batch':>5} {'runtime':<12} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'img/s':>8}")
+        for b, row in m["batches"].items():
+            for k, s in row.items():
+                if isinstance(s, dict):
+                    lines.append(f"  {b:>5} {k:<12} {s['median_s'] * 1e3:10.1f} {s['min_s'] * 1e3:9.1f} "
+                                 f"{s['max_s'] * 1e3:9.1f} {s['images_per_s']:8.2f}")
+            if "ratio_swinref_over_torch" in row:
+                lines.append(f"  {b:>5} swinref/torch: {row['ratio_swinref_over_torch']:.3f} (medians), "
+                             f"{row['paired_ratio_median']:.3f} (median of paired ratios)")
+        for k, p in m.get("processes", {}).items():
+            if "error" in p:
+                lines.append(f"  process {k:<26} error: {p['error']}")
+            else:
+                lines.append(f"  process {k:<26} peak RSS {p['rss_mb']:7.0f} MB   cold start {p['cold_start_s']:6.2f} s "
+                             f"(imports {p['import_s']:.2f}, load {p['load_s']:.2f}, first run {p['first_run_s']:.2f})")
+        procs = m.get("processes", {})
+        if "swinref" in procs and "torch" in procs and "error" not in procs["swinref"] and "error" not in procs["torch"]:
+            lines.append(f"  swinref/torch: peak RSS {procs['swinref']['rss_mb'] / procs['torch']['rss_mb']:.2f}, "
+                         f"cold start {procs['swinref']['cold_start_s'] / procs['torch']['cold_start_s']:.2f} "
+                         f"(empty Numba cache: "
+                         f"{procs['swinref_empty_numba_cache'].get('cold_start_s', float('nan')) / procs['torch']['cold_start_s']:.2f})")
+    if "big" in results:
+        big = results["big"]
+        for k in ("swinref", "swinref-plain"):
+            p = big[k]
+            lines.append(f"\nSwin-T {big['image']}x{big['image']} batch 1, {k}: "
+                         + (f"peak RSS {p['rss_mb']:.0f} MB, wall {p['cold_start_s']:.1f} s" if "rss_mb" in p
+                            else f"error: {p['error']}"))
+    t = results["threads"]
+    lines.append(f"\nthreads: requested {t['requested']}; env {t['env']}; numba {t['numba_threads']} "
+                 f"({t['numba_threading_layer']}); torch {t.get('torch_threads', '-')}; BLAS {t.get('numpy_blas')}; "
+                 f"threadpoolctl: {t['threadpoolctl']}")
+    lines.append(f"load average at start {results['loadavg_start']}, at end {results['loadavg_end']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    _set_threads(args.threads)
+    if args.child:
+        _child(args)
+        return 0
+    if args.worker:
+        _worker(args)
+        return 0
+    results: dict = {"loadavg_start": os.getloadavg(), "cpu_count": os.cpu_count(), "models": []}
+    with tempfile.TemporaryDirectory(prefix="swinref-bench-") as tmp:
+        workdir = pathlib.Path(tmp)
+        for key in args.models:
+            print(f"benchmarking {key} ...", file=sys.stderr)
+            results["models"].append(_bench_model(key, args, workdir))
+        if args.big:
+            print(f"peak RSS at {args.big}x{args.big} ...", file=sys.stderr)
+            results["big"] = _big(args, workdir)
+    results["threads"] = _thread_info(args.threads)
+    try:
+        import torch
+
+        results["threads"]["torch_threads"] = torch.get_num_threads()
+        results["torch_version"] = torch.__version__
+    except ImportError:
+        pass
+    results["loadavg_end"] = os.getloadavg()
+    print(_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Every Numba kernel against the plain function it replaces, and the fast NumPy block against the plain block.
+
+The plain path (swinref.model on the array API) is the reference; the fast path (swinref.fast + swinref.kernels)
+must agree to float32 rounding in float32 and to float64 rounding in float64, on random shapes and configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+numba = pytest.importorskip("numba")
+
+from swinref import fast, kernels  # noqa: E402
+from swinref.backend import numpy_backend  # noqa: E402
+from swinref.model import features, forward, forward_trace, gelu, layer_norm, softmax  # noqa: E402
+from swinref.params import init_params  # noqa: E402
+
+from strategies import configs_with_size  # noqa: E402
+
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+FLOAT32_MIN_NORMAL_LOG = math.log(np.finfo(np.float32).tiny)
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# erf
+
+
+def test_erf_polynomial_is_libm_erff_to_half_an_ulp() -> None:
+    xs = np.concatenate([np.linspace(-6, 6, 400_001), np.logspace(-30, 0.7, 20_000), -np.logspace(-30, 0.7, 20_000)])
+    xs = xs.astype(np.float32)
+    exact = np.array([math.erf(float(v)) for v in xs])
+    got = np.array([np.float32(kernels.erf_poly(v)) for v in xs[::10]], dtype=np.float64)
+    ulp = np.spacing(np.abs(exact[::10]).astype(np.float32)).astype(np.float64)
+    assert (np.abs(got - exact[::10]) / ulp).max() < 0.51
+
+
+def test_erf_coefficients_are_the_stated_fit() -> None:
+    """Refit: least squares at 4000 Chebyshev nodes of erf(x)/x in t = x^2/8 - 1, degree 18, in powers of t."""
+    from numpy.polynomial import chebyshev
+
+    nodes = np.cos(np.pi * (np.arange(4000) + 0.5) / 4000)
+    u = (nodes + 1.0) * 8.0
+    target = np.array([math.erf(math.sqrt(v)) / math.sqrt(v) for v in u])
+    powers = chebyshev.cheb2poly(chebyshev.chebfit(nodes, target, 18))
+    np.testing.assert_allclose(kernels.ERF_T_POLY, powers, rtol=0, atol=1e-9)
+    x = np.linspace(1e-6, kernels.ERF_CLAMP, 50_001)
+    approx = x * np.polynomial.polynomial.polyval(x * x / 8.0 - 1.0, kernels.ERF_T_POLY)
+    exact = np.array([math.erf(v) for v in x])
+    assert np.abs(approx / exact - 1).max() < 1e-9
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Row kernels against their twins.
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 200), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
+def test_layer_norm_rows_equals_layer_norm(T, C, dtype, seed) -> None:
+    rng = _rng(seed)
+    x = (rng.standard_normal((T, C)) * rng.uniform(0.1, 50) + rng.uniform(-20, 20)).astype(dtype)
+    w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    out = np.empty_like(x)
+    kernels.layer_norm_rows(x, w, b, 1e-5, out)
+    want = layer_norm(x, w, b, 1e-5, np)
+    np.testing.assert_allclose(out, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
+def test_gelu_bias_rows_equals_gelu_of_biased_input(T, D, dtype, seed) -> None:
+    rng = _rng(seed)
+    h = (rng.standard_normal((T, D)) * rng.uniform(0.1, 8)).astype(dtype)
+    bias = rng.standard_normal(D).astype(dtype)
+    x = h + bias
+    want = gelu(x, numpy_backend())
+    kernels.gelu_bias_rows(h, bias, dtype == np.float32)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(h, want)  # same libm erf, same operations
+        return
+    # float32: erf may differ from libm's erff by one rounding (<= 6e-8 near +-1); x * 0.5 * (1 + erf) carries that
+    # as an absolute error of 0.5 |x| * 6e-8, plus the usual rounding of the result.
+    bound = 0.5 * np.abs(x) * 6e-8 + 2 * np.spacing(np.abs(want))
+    assert np.all(np.abs(h - want) <= bound), float(np.max(np.abs(h - want) - bound))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 8), st.booleans(), st.integers(0, 3),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
+def test_attention_softmax_equals_plain_softmax(nw, nH, M, masked, first, dtype, seed) -> None:
+    """attention_logits_shift + exp + softmax_normalize == softmax(logits + bias + mask) of the plain path."""
+    rng = _rng(seed)
+    N = M * M
+    logits = (rng.standard_normal((nw, nH, N, N)) * 4).astype(dtype)
+    rel_bias = rng.standard_normal((nH, N, N)).astype(dtype)
+    nW = 3
+    mask = np.where(rng.random((nW, N, N)) < 0.4, -100.0, 0.0).astype(dtype)
+    for w in range(nW):
+        np.fill_diagonal(mask[w], 0.0)  # a token always sees itself, as in every real shift mask
+    plain_logits = logits + rel_bias
+    if masked:
+        plain_logits = plain_logits + mask[(first + np.arange(nw)) % nW][:, None]
+    want = softmax(plain_logits, np)
+    got = logits.copy()
+    floor = math.log(np.finfo(dtype).tiny)
+    kernels.attention_logits_shift(got, rel_bias, mask if masked else np.zeros((0, 1, 1), dtype), first, floor)
+    np.exp(got, out=got)
+    kernels.softmax_normalize(got)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=1e-37 if dtype == np.float32 else 1e-300)
+    assert np.all(np.isfinite(got))
+
+
+def test_masked_terms_are_flushed_to_zero_not_subnormal() -> None:
+    """exp(-100) is a float32 subnormal; the kernel makes such terms exactly 0 and nothing else changes."""
+    logits = np.zeros((1, 1, 4, 4), np.float32)
+    mask = np.zeros((1, 4, 4), np.float32)
+    mask[0, :2, 2:] = mask[0, 2:, :2] = -100.0
+    rel = np.zeros((1, 4, 4), np.float32)
+    plain = softmax(logits + rel + mask[:, None], np)
+    assert 0 < plain[0, 0, 0, 3] < np.finfo(np.float32).tiny  # the plain path really produces a subnormal
+    got = logits.copy()
+    kernels.attention_logits_shift(got, rel, mask, 0, FLOAT32_MIN_NORMAL_LOG)
+    np.exp(got, out=got)
+    kernels.softmax_normalize(got)
+    assert got[0, 0, 0, 3] == 0.0
+    np.testing.assert_array_equal(got[0, 0, :2, :2], plain[0, 0, :2, :2])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Whole blocks and whole models: fast path against plain path.
+
+
+def _both(params, x, cfg, padding):
+    fast_out = forward(params, x, cfg, padding=padding)
+    with fast.plain():
+        plain_out = forward(params, x, cfg, padding=padding)
+    return fast_out, plain_out
+
+
+@settings(max_examples=20, deadline=None)
+@given(configs_with_size(max_pixels=72, max_window=8, max_depth=2, max_layers=3), st.sampled_from(["pad", "timm"]),
+       st.sampled_from(["float32", "float64"]), st.integers(1, 2))
+def test_fast_forward_equals_plain_forward(cfg_size, padding, dtype, batch) -> None:
+    cfg, (H, W) = cfg_size
+    cfg = dataclasses.replace(cfg, img_size=(H, W))  # bias tables sized for the windows at this image size
+    params = init_params(cfg, seed=1, dtype=dtype)
+    x = _rng(H * W).standard_normal((batch, cfg.in_chans, H, W)).astype(dtype)
+    got, want = _both(params, x, cfg, padding)
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-5 if dtype == "float32" else 1e-10) * scale)
+
+
+def test_fast_path_is_taken_and_can_be_switched_off() -> None:
+    be = numpy_backend()
+    assert fast.enabled(be)
+    with fast.plain():
+        assert not fast.enabled(be)
+    assert fast.enabled(be)
+    assert not fast.enabled(dataclasses.replace(be, name="array_api_strict"))
+
+
+def test_chunked_attention_equals_one_chunk(monkeypatch) -> None:
+    """Window chunks (the memory bound) do not change results: a tiny chunk budget gives the same logits."""
+    from swinref.config import get_config
+
+    cfg = get_config("T", img_size=(112, 112), depths=(2, 2, 2, 2))
+    params = init_params(cfg, seed=3, dtype="float32")
+    x = _rng(0).standard_normal((2, 3, 112, 112)).astype(np.float32)
+    whole = forward(params, x, cfg)
+    monkeypatch.setattr(fast, "ATTN_CHUNK_BYTES", 1)  # one window per chunk
+    monkeypatch.setattr(fast, "MLP_CHUNK_TOKENS", 100)
+    np.testing.assert_allclose(forward(params, x, cfg), whole, rtol=0, atol=1e-6)
+
+
+def test_trace_points_equal_features_and_plain_trace() -> None:
+    from swinref.config import get_config
+
+    cfg = get_config("T", img_size=(64, 64), depths=(1, 2, 1, 1), window_size=4)
+    params = init_params(cfg, seed=2, dtype="float64")
+    x = _rng(1).standard_normal((1, 3, 64, 64))
+    points = forward_trace(params, x, cfg, attn_probs=["layers.0.blocks.1"])
+    with fast.plain():
+        plain_points = forward_trace(params, x, cfg, attn_probs=["layers.0.blocks.1"])
+    assert list(points) == list(plain_points)
+    for name in points:
+        np.testing.assert_allclose(points[name], plain_points[name], rtol=0, atol=1e-10, err_msg=name)
+    np.testing.assert_array_equal(features(params, x, cfg, layout="NHWC")[0], points["layers.0.blocks.0"])
+
+
+def test_v2_block_equals_plain() -> None:
+    from swinref.config import get_config
+
+    cfg = get_config("swinv2_tiny_patch4_window8_256", img_size=(64, 96), depths=(1, 2, 1, 1))
+    params = init_params(cfg, seed=4, dtype="float32")
+    x = _rng(2).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    got, want = _both(params, x, cfg, "pad")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Numba cache: used when writable, clean fallback when not.
+
+_CHILD = textwrap.dedent("""
+    import warnings, numpy as np
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        from swinref.api import random_model
+        from swinref import fast
+        from swinref.config import get_config
+        cfg = get_config("T", img_size=(64, 64), depths=(1, 1, 1, 1), window_size=4)
+        m = random_model(cfg)
+        x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+        a = m(x)
+        with fast.plain():
+            b = m(x)
+    ours = [str(w.message) for w in caught if "Numba cache" in str(w.message)]
+    print(len(ours), float(np.abs(a - b).max()))
+""")
+
+
+def _run_child(env_extra: dict) -> tuple[int, float, str]:
+    env = dict(os.environ, **env_extra)
+    done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, diff = done.stdout.split()
+    return int(count), float(diff), done.stderr
+
+
+@pytest.mark.slow
+def test_no_writable_cache_directory_falls_back_with_one_warning(tmp_path) -> None:
+    # Running as root, permissions cannot make a directory read-only; a path under a regular file cannot be created
+    # by anyone, and limiting Numba to the user-provided locator removes the in-package and per-user fallbacks.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    count, diff, _ = _run_child({"NUMBA_CACHE_DIR": str(blocker / "cache"),
+                                 "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator"})
+    assert count == 1
+    assert diff < 1e-5
+
+
+@pytest.mark.slow
+def test_cache_directory_is_used_when_writable(tmp_path) -> None:
+    count, diff, _ = _run_child({"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert count == 0 and diff < 1e-5
+    index_files = list(tmp_path.rglob("*.nbi"))
+    assert any("kernels" in p.name for p in index_files), sorted(p.name for p in index_files)
