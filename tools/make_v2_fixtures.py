@@ -251,8 +251,8 @@ def case_hf(out: Path, name: str, cfg_kwargs: dict, hw: tuple[int, int], seed: i
     write_npz(case / "io.npz", a32)
     write_npz(case / "io64.npz", a64)
     # transformers 5.23's Swinv2SelfAttention adds the shift mask twice (-200 between regions, official -100).
-    # With cosine attention the logits span +-exp(logit_scale) (up to +-100), so -100 does not silence the other
-    # regions and the doubled mask changes outputs. The same model with the mask halved (added twice: -100)
+    # With cosine attention the logits span +-exp(logit_scale) (up to +-100), so -100 need not silence the other
+    # regions and the doubled mask can change outputs. The same model with the mask halved (added twice: -100)
     # gives the official semantics; record it and the difference.
     from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer
 
