@@ -213,3 +213,19 @@ def test_full_size_swin_t_224_to_384_window_12_matches_timm_with_official_tables
     err = float(np.abs(model(x) - want).max())
     print(f"Swin-T 224/7 -> 384/12 vs timm with official tables: max |diff| {err:.3g}")
     assert err <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_cli_convert_v2_to_another_window_keeps_the_mlp_and_sets_pretrained_windows(tmp_path, capsys) -> None:
+    # official.pth states its windows (4, 4) and no pretrained windows through its buffers; loaded at window 8
+    # the MLP is reused with the old windows (4, 4) as pretrained windows, as the official 12 -> 16 fine-tuning.
+    src = DATA / "peers_v2" / "timm_v2_pad" / "official.pth"
+    out = tmp_path / "v2w8.safetensors"
+    assert main(["convert", "--img", "64", "--window", "8", str(src), str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "resized continuous position bias: windows 4,4 -> 8,8" in captured.err
+    written = json.loads(captured.out)
+    assert written["config"]["pretrained_window_sizes"] == [4, 4] and written["config"]["window_size"] == 8
+    z = np.load(EXPECTED / "v2.npz")
+    model = swinref.load(out, padding="timm")
+    err = np.abs(model(z["input"].astype(np.float32)) - z["logits"]).max()
+    assert err <= 1e-4 * max(1.0, np.abs(z["logits"]).max())
