@@ -189,10 +189,12 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 class _Worker:
-    def __init__(self, kind: str, checkpoint: str, config: str, size: int, threads: int, out_dir: str):
+    def __init__(self, kind: str, checkpoint: str, config: str, size: int, threads: int, out_dir: str,
+                 env: dict | None = None):
         cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", kind, "--checkpoint", checkpoint,
                "--config", config, "--size", str(size), "--threads", str(threads), "--out-dir", out_dir]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
+                                     env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"{kind} worker failed to start (see its messages above)")

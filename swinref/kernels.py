@@ -107,25 +107,19 @@ def erf_poly(x):  # pragma: no cover - compiled
     z = z if z < ERF_CLAMP else ERF_CLAMP
     z = z if z > -ERF_CLAMP else -ERF_CLAMP
     t = z * z * (1.0 / 8.0) - 1.0
-    p = c[18]
-    p = p * t + c[17]
-    p = p * t + c[16]
-    p = p * t + c[15]
-    p = p * t + c[14]
-    p = p * t + c[13]
-    p = p * t + c[12]
-    p = p * t + c[11]
-    p = p * t + c[10]
-    p = p * t + c[9]
-    p = p * t + c[8]
-    p = p * t + c[7]
-    p = p * t + c[6]
-    p = p * t + c[5]
-    p = p * t + c[4]
-    p = p * t + c[3]
-    p = p * t + c[2]
-    p = p * t + c[1]
-    p = p * t + c[0]
+    # Estrin's scheme: the same polynomial as Horner's rule, but six dependent steps deep instead of nineteen, so
+    # the vectorised loop is not held up by multiply-add latency.
+    t2 = t * t
+    t4 = t2 * t2
+    t8 = t4 * t4
+    t16 = t8 * t8
+    r0 = (c[0] + c[1] * t) + (c[2] + c[3] * t) * t2
+    r1 = (c[4] + c[5] * t) + (c[6] + c[7] * t) * t2
+    r2 = (c[8] + c[9] * t) + (c[10] + c[11] * t) * t2
+    r3 = (c[12] + c[13] * t) + (c[14] + c[15] * t) * t2
+    low = (r0 + r1 * t4) + (r2 + r3 * t4) * t8  # c0 .. c15
+    high = (c[16] + c[17] * t) + c[18] * t2  # c16 .. c18
+    p = low + high * t16
     return z * p
 
 
@@ -140,22 +134,49 @@ def layer_norm_rows(x, weight, bias, eps, out):  # pragma: no cover - compiled
     Two passes per row (mean, then the biased variance of the centred values), as the plain function.
     """
     T, C = x.shape
+    C8 = C - C % 8
     for r in numba.prange(T):
-        row = x[r]
-        s = 0.0
-        for c in range(C):
-            s += row[c]
-        mean = x.dtype.type(s / C)
-        v = 0.0
-        for c in range(C):
-            d = row[c] - mean
-            v += d * d
+        # Eight running sums per pass (float64), combined at the end: the same terms in a fixed order that does not
+        # make each addition wait for the previous one.
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for c in range(0, C8, 8):
+            a0 += x[r, c]
+            a1 += x[r, c + 1]
+            a2 += x[r, c + 2]
+            a3 += x[r, c + 3]
+            a4 += x[r, c + 4]
+            a5 += x[r, c + 5]
+            a6 += x[r, c + 6]
+            a7 += x[r, c + 7]
+        for c in range(C8, C):
+            a0 += x[r, c]
         # Rounded to the row's dtype as the plain function's xp.mean would be.
-        var = x.dtype.type(v / C)
+        mean = x.dtype.type((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) / C)
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for c in range(0, C8, 8):
+            d0 = x[r, c] - mean
+            d1 = x[r, c + 1] - mean
+            d2 = x[r, c + 2] - mean
+            d3 = x[r, c + 3] - mean
+            d4 = x[r, c + 4] - mean
+            d5 = x[r, c + 5] - mean
+            d6 = x[r, c + 6] - mean
+            d7 = x[r, c + 7] - mean
+            a0 += d0 * d0
+            a1 += d1 * d1
+            a2 += d2 * d2
+            a3 += d3 * d3
+            a4 += d4 * d4
+            a5 += d5 * d5
+            a6 += d6 * d6
+            a7 += d7 * d7
+        for c in range(C8, C):
+            d0 = x[r, c] - mean
+            a0 += d0 * d0
+        var = x.dtype.type((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) / C)
         denom = np.sqrt(var + x.dtype.type(eps))
-        o = out[r]
         for c in range(C):
-            o[c] = (row[c] - mean) / denom * weight[c] + bias[c]
+            out[r, c] = (x[r, c] - mean) / denom * weight[c] + bias[c]
 
 
 @_jit(parallel=True, fastmath={"contract"})
