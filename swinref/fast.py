@@ -9,8 +9,8 @@ What differs from the plain block, and why:
   the [tokens + 1, 3C] qkv matrix through one cached index (row `tokens` is the zero padding token, whose qkv is
   the bias) and scatters its outputs back the same way;
 - no [B*nW, nH, N, N] tensors: windows go in chunks of at most ATTN_CHUNK_BYTES of logits, so memory stays
-  O(tokens) however large the image; bias, mask and the max shift are one Numba pass
-  (kernels.attention_logits_shift), exp and the products are NumPy / BLAS;
+  O(tokens) however large the image; bias, mask and softmax are one Numba pass (kernels.attention_softmax), the
+  products BLAS;
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
 - the MLP runs over chunks of at most MLP_CHUNK_TOKENS tokens, so its [T, 4C] hidden layer stays bounded;
 - GELU (with fc1's bias) and LayerNorm are single parallel passes; erf is vectorisable (kernels.erf_poly).
@@ -206,9 +206,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
             qn = q / np.maximum(np.linalg.vector_norm(q, axis=-1, keepdims=True), dtype.type(1e-12))
             kn = kk / np.maximum(np.linalg.vector_norm(kk, axis=-2, keepdims=True), dtype.type(1e-12))
             logits = np.matmul(qn, kn) * logit_scale
-        k.attention_logits_shift(logits, rel_bias, mask, w0, floor)
-        np.exp(logits, out=logits)
-        k.softmax_normalize(logits)
+        k.attention_softmax(logits, rel_bias, mask, w0, floor, dtype == np.float32)
         if probs is not None:
             probs[w0:w0 + nw] = logits
         out = np.matmul(logits, v)  # nw, nH, N, d

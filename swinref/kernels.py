@@ -28,8 +28,8 @@ __all__ = [
     "erf_ufunc",
     "layer_norm_rows",
     "gelu_bias_rows",
-    "attention_logits_shift",
-    "softmax_normalize",
+    "attention_softmax",
+    "exp_nonpositive",
     "erf_poly",
     "ERF_T_POLY",
     "CACHE_WARNING",
@@ -209,30 +209,56 @@ def gelu_bias_rows(h, bias, poly_erf):  # pragma: no cover - compiled
 # ----------------------------------------------------------------------------------------------------------------
 # Attention softmax, in place on a chunk of windows' logits (the matmuls around it stay in BLAS).
 
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+# 2**-i for i = 0 .. 149: every exp the softmax keeps is 2**k * e^r with -126 <= k <= 0.
+POW2_NEG = 2.0 ** -np.arange(150, dtype=np.float64)
 
-@_jit(parallel=True)
-def attention_logits_shift(logits, rel_bias, mask, first_window, floor):  # pragma: no cover - compiled
-    """In place on logits [nw, nH, N, N]: z = logits + rel_bias[h] (+ mask[w]) - row max, with z < floor set
-    to -inf. Then exp, sum and divide (NumPy's vectorised exp) finish the softmax.
 
-    Twin: the part of swinref.model.window_attention between the q k^T product and softmax's exp (bias add, mask
-    add, max shift). rel_bias [nH, N, N]; mask [nW, N, N] (0 / -100) for shifted blocks or an empty array, window
-    i of the chunk using mask[(first_window + i) % nW] (windows run b-major, nW per image).
+@_jit(inline="always", fastmath={"contract"})
+def exp_nonpositive(z):  # pragma: no cover - compiled
+    """exp(z) for float32 z in [log(float32 tiny), 0], evaluated in float64 (twin: numpy.exp).
 
-    floor is the log of the dtype's smallest normal number: exp of anything below it is subnormal (exp(-100) for
-    every masked pair) and slow on the CPU, and at most 1e-38 of the row's largest term, which is exp(0) = 1.
-    Making those terms exactly 0 changes the row sum by less than N * 1e-38, far below one float32 rounding of a
-    sum >= 1, and each dropped probability by less than 1e-38 in absolute value.
+    z = k ln 2 + r with integer k = round(z / ln 2) and |r| <= ln(2) / 2; e^r from its Taylor series to r^10
+    (relative error < 3e-13), times 2^k from a table. Rounded to float32 it is the correctly rounded exp except in
+    rare half-ulp ties; no libm call, so the loop around it vectorises.
+    """
+    x = np.float64(z)
+    k = np.floor(x * LOG2E + 0.5)
+    r = x - k * LN2
+    r2 = r * r
+    r4 = r2 * r2
+    # Estrin's scheme for sum r^n / n!, n = 0 .. 10.
+    p = ((1.0 + r) + (0.5 + r * (1.0 / 6.0)) * r2) + ((1.0 / 24.0 + r * (1.0 / 120.0))
+                                                       + (1.0 / 720.0 + r * (1.0 / 5040.0)) * r2) * r4
+    p = p + ((1.0 / 40320.0 + r * (1.0 / 362880.0)) + (1.0 / 3628800.0) * r2) * (r4 * r4)
+    return p * POW2_NEG[np.int64(-k)]
+
+
+@_jit(parallel=True, fastmath={"contract"})
+def attention_softmax(logits, rel_bias, mask, first_window, floor, poly_exp):  # pragma: no cover - compiled
+    """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] (+ mask[w])) over the last axis.
+
+    Twin: the part of swinref.model.window_attention between the q k^T product and the product with v (bias add,
+    mask add, swinref.model.softmax). rel_bias [nH, N, N]; mask [nW, N, N] (0 / -100) for shifted blocks or an
+    empty array, window i of the chunk using mask[(first_window + i) % nW] (windows run b-major, nW per image).
+    exp is exp_nonpositive when poly_exp (float32), libm's otherwise (float64).
+
+    Terms exp(z), z = logit - row max, with z < floor are set to 0 instead of computed: floor is the log of the
+    dtype's smallest normal number, so those terms would be subnormal (exp(-100) for every masked pair), slow on the
+    CPU, and below 1e-38 of the row's largest term, which is exp(0) = 1. Dropping them changes the row sum by less
+    than N * 1e-38, far below one float32 rounding of a sum >= 1, and each probability by less than 1e-38.
     """
     nw, nH, N, _ = logits.shape
     nW = mask.shape[0]
-    neg_inf = -np.inf
+    typ = logits.dtype.type
+    N4 = N - N % 4
     for job in numba.prange(nw * nH):
         i = job // nH
         h = job % nH
         w = (first_window + i) % nW if nW > 0 else 0
         for r in range(N):
-            # Three loops per row (direct indexing, no reduction in the first and last) so that LLVM vectorises them.
+            # Separate loops per row, with direct indexing, so that LLVM vectorises all but the max.
             if nW > 0:
                 for j in range(N):
                     logits[i, h, r, j] = (logits[i, h, r, j] + rel_bias[h, r, j]) + mask[w, r, j]
@@ -242,20 +268,26 @@ def attention_logits_shift(logits, rel_bias, mask, first_window, floor):  # prag
             mx = logits[i, h, r, 0]
             for j in range(1, N):
                 mx = max(mx, logits[i, h, r, j])
+            if poly_exp:
+                for j in range(N):
+                    z = logits[i, h, r, j] - mx
+                    logits[i, h, r, j] = typ(exp_nonpositive(z)) if z >= floor else typ(0.0)
+            else:
+                for j in range(N):
+                    z = logits[i, h, r, j] - mx
+                    logits[i, h, r, j] = typ(np.exp(z)) if z >= floor else typ(0.0)
+            # Four running sums, combined at the end: a fixed order that does not serialise every addition.
+            s0 = typ(0.0)
+            s1 = typ(0.0)
+            s2 = typ(0.0)
+            s3 = typ(0.0)
+            for j in range(0, N4, 4):
+                s0 += logits[i, h, r, j]
+                s1 += logits[i, h, r, j + 1]
+                s2 += logits[i, h, r, j + 2]
+                s3 += logits[i, h, r, j + 3]
+            for j in range(N4, N):
+                s0 += logits[i, h, r, j]
+            s = (s0 + s1) + (s2 + s3)
             for j in range(N):
-                z = logits[i, h, r, j] - mx
-                logits[i, h, r, j] = z if z >= floor else neg_inf
-
-
-@_jit(parallel=True)
-def softmax_normalize(e):  # pragma: no cover - compiled
-    """In place on e [..., N] (exponentials): e / sum(e) along the last axis (twin: the last line of
-    swinref.model.softmax). The sum runs left to right; NumPy's pairwise sum differs only in rounding."""
-    rows = e.reshape(-1, e.shape[-1])
-    R, N = rows.shape
-    for r in numba.prange(R):
-        s = rows.dtype.type(0.0)
-        for j in range(N):
-            s += rows[r, j]
-        for j in range(N):
-            rows[r, j] = rows[r, j] / s
+                logits[i, h, r, j] = logits[i, h, r, j] / s

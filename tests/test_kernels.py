@@ -97,11 +97,22 @@ def test_gelu_bias_rows_equals_gelu_of_biased_input(T, D, dtype, seed) -> None:
     assert np.all(np.abs(h - want) <= bound), float(np.max(np.abs(h - want) - bound))
 
 
+def test_exp_polynomial_is_numpy_exp_to_one_ulp() -> None:
+    z = np.concatenate([np.linspace(FLOAT32_MIN_NORMAL_LOG, 0, 200_001), -np.logspace(-12, 1.9, 5000), [0.0]])
+    z = z.astype(np.float32)
+    z = z[z.astype(np.float64) >= FLOAT32_MIN_NORMAL_LOG]  # the kernel's own test: float32 z against the floor
+    got = np.array([np.float32(kernels.exp_nonpositive(v)) for v in z[::7]])
+    exact = np.exp(z[::7].astype(np.float64))
+    ulps = np.abs(got.astype(np.float64) - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 0.5 + 1e-6
+    assert np.all(got >= np.finfo(np.float32).tiny)  # never subnormal on the kept range
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 8), st.booleans(), st.integers(0, 3),
        st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
 def test_attention_softmax_equals_plain_softmax(nw, nH, M, masked, first, dtype, seed) -> None:
-    """attention_logits_shift + exp + softmax_normalize == softmax(logits + bias + mask) of the plain path."""
+    """attention_softmax == softmax(logits + bias + mask) of the plain path."""
     rng = _rng(seed)
     N = M * M
     logits = (rng.standard_normal((nw, nH, N, N)) * 4).astype(dtype)
@@ -116,9 +127,8 @@ def test_attention_softmax_equals_plain_softmax(nw, nH, M, masked, first, dtype,
     want = softmax(plain_logits, np)
     got = logits.copy()
     floor = math.log(np.finfo(dtype).tiny)
-    kernels.attention_logits_shift(got, rel_bias, mask if masked else np.zeros((0, 1, 1), dtype), first, floor)
-    np.exp(got, out=got)
-    kernels.softmax_normalize(got)
+    kernels.attention_softmax(got, rel_bias, mask if masked else np.zeros((0, 1, 1), dtype), first, floor,
+                              dtype == np.float32)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=1e-37 if dtype == np.float32 else 1e-300)
     assert np.all(np.isfinite(got))
 
@@ -132,9 +142,7 @@ def test_masked_terms_are_flushed_to_zero_not_subnormal() -> None:
     plain = softmax(logits + rel + mask[:, None], np)
     assert 0 < plain[0, 0, 0, 3] < np.finfo(np.float32).tiny  # the plain path really produces a subnormal
     got = logits.copy()
-    kernels.attention_logits_shift(got, rel, mask, 0, FLOAT32_MIN_NORMAL_LOG)
-    np.exp(got, out=got)
-    kernels.softmax_normalize(got)
+    kernels.attention_softmax(got, rel, mask, 0, FLOAT32_MIN_NORMAL_LOG, True)
     assert got[0, 0, 0, 3] == 0.0
     np.testing.assert_array_equal(got[0, 0, :2, :2], plain[0, 0, :2, :2])
 
