@@ -34,12 +34,34 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = {"T": "swin_tiny_patch4_window7_224", "S": "swin_small_patch4_window7_224",
           "B": "swin_base_patch4_window7_224", "B-384": "swin_base_patch4_window12_384"}
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+               "OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")
 
 
-def _set_threads(n: int) -> None:
-    for var in THREAD_VARS:
+# `import swinref` sets OMP_WAIT_POLICY=PASSIVE for its Numba workers when the user has not chosen one; that must not
+# leak from this process into the torch and onnxruntime processes, which get the user's original setting.
+_USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+
+
+def _env_for(kind: str, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    if not kind.startswith("swinref"):
+        env.pop("OMP_WAIT_POLICY", None)
+        if _USER_WAIT_POLICY is not None:
+            env["OMP_WAIT_POLICY"] = _USER_WAIT_POLICY
+    env.update(extra or {})
+    return env
+
+
+def _set_threads(n: int, blas_timeout: int) -> None:
+    for var in THREAD_VARS[:4]:
         os.environ[var] = str(n)
+    # What `import swinref` sets when it comes before NumPy (see swinref/__init__.py); the workers import NumPy
+    # first, so it is set here for every process (torch and onnxruntime do not use OpenBLAS). 0: leave it unset.
+    if blas_timeout:
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(blas_timeout)
+    else:
+        os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +71,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=10, help="paired repetitions per batch size")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--blas-timeout", type=int, default=4,
+                    help="OPENBLAS_THREAD_TIMEOUT for all processes (0: unset, OpenBLAS's own default)")
     ap.add_argument("--big", type=int, default=0, help="also measure peak RSS at this image side (Swin-T, batch 1)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime even if it is installed")
     ap.add_argument("--no-processes", action="store_true", help="skip the memory / cold-start subprocesses")
@@ -194,7 +218,7 @@ class _Worker:
         cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", kind, "--checkpoint", checkpoint,
                "--config", config, "--size", str(size), "--threads", str(threads), "--out-dir", out_dir]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
-                                     env={**os.environ, **(env or {})})
+                                     env=_env_for(kind, env))
         line = self.proc.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"{kind} worker failed to start (see its messages above)")
@@ -210,8 +234,7 @@ class _Worker:
 
 
 def _spawn(kind: str, checkpoint: str, config: str, size: int, threads: int, env_extra: dict | None = None) -> dict:
-    env = dict(os.environ)
-    env.update(env_extra or {})
+    env = _env_for(kind, env_extra)
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", kind, "--checkpoint", checkpoint,
            "--config", config, "--size", str(size), "--threads", str(threads)]
     t0 = time.perf_counter()
@@ -444,7 +467,8 @@ def _table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    _set_threads(args.threads)
+    if not (args.child or args.worker):
+        _set_threads(args.threads, args.blas_timeout)
     if args.child:
         _child(args)
         return 0

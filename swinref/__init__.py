@@ -7,7 +7,14 @@ forward pass, the loaders) is imported on first use, so `swinref trace` and `swi
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# OpenBLAS's idle threads spin for a while after every product, and here products alternate with Numba kernels
+# that need the same cores (Swin-T 224, batch 8, 2 threads: 900 ms spinning, 819 ms with the timeout, against
+# torch's 830). Read when NumPy loads OpenBLAS, so it only takes effect if swinref is imported first; an explicit
+# setting wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs, plan
 from swinref.errors import (
