@@ -62,13 +62,15 @@ def _jit(**options):
     return wrap
 
 
-def _vectorize(signatures):
+def _vectorize():
+    """A lazily compiled NumPy ufunc (one loop per input dtype, compiled on first use), cached like _jit."""
+
     def wrap(fn):
         try:
-            return numba.vectorize(signatures, cache=True)(fn)
+            return numba.vectorize(cache=True)(fn)
         except RuntimeError:
             _cache_unavailable()
-            return numba.vectorize(signatures, cache=False)(fn)
+            return numba.vectorize(cache=False)(fn)
 
     return wrap
 
@@ -77,8 +79,9 @@ def _vectorize(signatures):
 # erf
 
 
-# Plain twin: swinref.backend.erf_reference (math.erf per element).
-@_vectorize(["float32(float32)", "float64(float64)"])
+# Plain twin: swinref.backend.erf_reference (math.erf per element). Used by the plain path's GELU on NumPy; compiled
+# for a dtype only when first called, so the fast path (which has its own erf) never pays for it.
+@_vectorize()
 def erf_ufunc(x):  # pragma: no cover - compiled
     return math.erf(x)
 
