@@ -40,6 +40,7 @@ MLP_CHUNK_TOKENS = 8192
 # Attention runs over chunks of windows whose [nw, nH, N, N] logits take at most this many bytes (a chunk stays in
 # the cache while bias, mask, softmax and the second product pass over it).
 ATTN_CHUNK_BYTES = 2 << 20
+ATTN_THREADS = True
 
 _use_kernels: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "swinref_use_kernels", default=os.environ.get("SWINREF_KERNELS", "").lower() != "plain"
@@ -133,6 +134,38 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, 
     return out.reshape(x.shape)
 
 
+# The per-window products are many small GEMMs that OpenBLAS runs on one thread each; with more than one thread
+# configured, chunks of windows go to this many Python threads (NumPy and BLAS release the GIL; the Numba kernel
+# keeps it, so its own parallel loop never nests).
+_POOL: Any = None
+
+
+def _attention_lanes() -> int:
+    try:
+        import numba
+
+        return min(2, numba.get_num_threads()) if ATTN_THREADS else 1
+    except Exception:  # pragma: no cover
+        return 1
+
+
+def _run_chunks(fn: Any, starts: list[int], lanes: int) -> None:
+    global _POOL
+    if lanes < 2 or len(starts) < 2:
+        for s in starts:
+            fn(s)
+        return
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=lanes - 1, thread_name_prefix="swinref-attn")
+    futures = [_POOL.submit(fn, s) for s in starts[1::2]]
+    for s in starts[0::2]:
+        fn(s)
+    for f in futures:
+        f.result()
+
+
 def _linear(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """[T, in] @ [out, in]^T + [out] (twin: swinref.model.linear), bias added in place."""
     y = np.matmul(x2d, weight.T)
@@ -193,7 +226,11 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
     # A trace wants the probabilities of every window at once, as the plain path gives them.
     probs = None if emit is None else np.empty((BnW, nH, N, N), dtype=dtype)
     step = max(1, ATTN_CHUNK_BYTES // (nH * N * N * dtype.itemsize))
-    for w0 in range(0, BnW, step):
+    lanes = _attention_lanes()
+    if lanes > 1:
+        step = min(step, -(-BnW // lanes))  # at least one chunk per lane
+
+    def attend(w0: int) -> None:
         rows = index[w0:w0 + step]  # [nw, N]
         nw = rows.shape[0]
         t = qkv[rows].reshape(nw, N, 3, nH, d)
@@ -211,6 +248,8 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
             probs[w0:w0 + nw] = logits
         out = np.matmul(logits, v)  # nw, nH, N, d
         attn[rows] = np.transpose(out, (0, 2, 1, 3)).reshape(nw, N, C)
+
+    _run_chunks(attend, list(range(0, BnW, step)), lanes)
     del qkv
     attn2d = _linear(attn[:T], p[a + "proj.weight"], p[a + "proj.bias"])
     del attn

@@ -193,6 +193,20 @@ def test_chunked_attention_equals_one_chunk(monkeypatch) -> None:
     np.testing.assert_allclose(forward(params, x, cfg), whole, rtol=0, atol=1e-6)
 
 
+def test_attention_chunks_on_two_python_threads_equal_one_thread(monkeypatch) -> None:
+    """Window chunks handed to a second Python thread give bit-identical results (disjoint rows, same products)."""
+    from swinref.config import get_config
+
+    cfg = get_config("T", img_size=(112, 112), depths=(2, 2, 2, 2))
+    params = init_params(cfg, seed=5, dtype="float32")
+    x = _rng(3).standard_normal((3, 3, 112, 112)).astype(np.float32)
+    monkeypatch.setattr(fast, "_attention_lanes", lambda: 1)
+    serial = forward(params, x, cfg)
+    monkeypatch.setattr(fast, "_attention_lanes", lambda: 2)
+    monkeypatch.setattr(fast, "ATTN_CHUNK_BYTES", 50_000)  # several chunks per lane
+    np.testing.assert_array_equal(forward(params, x, cfg), serial)
+
+
 def test_trace_points_equal_features_and_plain_trace() -> None:
     from swinref.config import get_config
 
