@@ -283,7 +283,8 @@ def patch_embed(images: Any, p: Params, cfg: SwinConfig, mp: ModelPlan, be: Back
     weight = xp.reshape(p["patch_embed.proj.weight"], (cfg.embed_dim, Cin * P * P))
     x = linear(patches, weight, p["patch_embed.proj.bias"], xp)
     if cfg.patch_norm:
-        x = layer_norm(x, p["patch_embed.norm.weight"], p["patch_embed.norm.bias"], cfg.layer_norm_eps, xp)
+        norm = fast.layer_norm if fast.enabled(be) else layer_norm
+        x = norm(x, p["patch_embed.norm.weight"], p["patch_embed.norm.bias"], cfg.layer_norm_eps, xp)
     return x
 
 
