@@ -330,10 +330,13 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
         out["torch"] = f"skipped: {exc}"
         print(f"torch side skipped ({exc}); timing swinref alone", file=sys.stderr)
     if torch_net is None:
-        from swinref.params import init_params
-        from swinref.api import from_params
+        from safetensors.numpy import save_file
 
-        model = from_params(init_params(cfg, seed=0), cfg, padding="timm")
+        from swinref.params import init_params
+
+        ckpt = workdir / f"{key}.safetensors"
+        save_file({k: v.astype(np.float32) for k, v in init_params(cfg, seed=0).items()}, str(ckpt))
+        model = swinref.load(ckpt, config=name, padding="timm")
     else:
         model = swinref.load(ckpt, config=name, padding="timm")
 
