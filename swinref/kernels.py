@@ -62,15 +62,13 @@ def _jit(**options):
     return wrap
 
 
-def _vectorize():
-    """A lazily compiled NumPy ufunc (one loop per input dtype, compiled on first use), cached like _jit."""
-
+def _vectorize(signatures):
     def wrap(fn):
         try:
-            return numba.vectorize(cache=True)(fn)
+            return numba.vectorize(signatures, cache=True)(fn)
         except RuntimeError:
             _cache_unavailable()
-            return numba.vectorize(cache=False)(fn)
+            return numba.vectorize(signatures, cache=False)(fn)
 
     return wrap
 
@@ -79,9 +77,9 @@ def _vectorize():
 # erf
 
 
-# Plain twin: swinref.backend.erf_reference (math.erf per element). Used by the plain path's GELU on NumPy; compiled
-# for a dtype only when first called, so the fast path (which has its own erf) never pays for it.
-@_vectorize()
+# Plain twin: swinref.backend.erf_reference (math.erf per element). Used by the plain path's GELU on NumPy. Both
+# loops are compiled up front: a lazily compiled ufunc would run float32 input through an existing float64 loop.
+@_vectorize(["float32(float32)", "float64(float64)"])
 def erf_ufunc(x):  # pragma: no cover - compiled
     return math.erf(x)
 
