@@ -5,8 +5,9 @@ Compiled lazily on first use and cached on disk (cache=True). Where no cache dir
 install, NUMBA_CACHE_DIR on a read-only mount) the kernels are compiled without a cache, with one warning.
 
 Numerics: no fastmath reassociation anywhere (it would let LLVM reorder reductions and change results beyond
-float32 rounding); only the erf polynomial may fuse multiply-adds. The float32 erf is a float64 polynomial good to
-5e-10 relative, so after rounding to float32 it agrees with libm's erff to 0.508 ulp; float64 uses libm's erf.
+float32 rounding); only the erf and exp polynomials may fuse multiply-adds (fastmath "contract" on the kernels that
+inline them; their other arithmetic has no a * b + c to fuse). Both polynomials are evaluated in float64 and give
+the correctly rounded float32 result to within 0.51 ulp; float64 models use libm's erf and exp.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import warnings
 
 # Numba's OpenMP workers spin after every parallel region unless told otherwise, and here the regions alternate with
 # BLAS calls whose own threads then find every core taken. Measured on 2 cores (Swin-T 224, batch 1, OpenBLAS and
-# Numba 2 threads each): 455 ms per image spinning, 148 ms passive. Must be set before Numba starts its OpenMP
+# Numba 2 threads each, shared machine): 455 ms per image spinning, 148 ms passive. Must be set before Numba starts its OpenMP
 # runtime, which happens at the first parallel kernel call; an explicit setting by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
