@@ -18,8 +18,8 @@ import warnings
 
 # Numba's OpenMP workers spin after every parallel region unless told otherwise, and here the regions alternate with
 # BLAS calls whose own threads then find every core taken. Measured on 2 cores (Swin-T 224, batch 1, OpenBLAS and
-# Numba 2 threads each, shared machine): 455 ms per image spinning, 148 ms passive. Must be set before Numba starts its OpenMP
-# runtime, which happens at the first parallel kernel call; an explicit setting by the user wins.
+# Numba 2 threads each, shared machine): 455 ms per image spinning, 148 ms passive. Must be set before Numba starts
+# its OpenMP runtime, which happens at the first parallel kernel call; an explicit setting by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
