@@ -445,14 +445,16 @@ def _table(results: dict) -> str:
             if "error" in p:
                 lines.append(f"  process {k:<26} error: {p['error']}")
             else:
-                lines.append(f"  process {k:<26} peak RSS {p['rss_mb']:7.0f} MB   cold start {p['cold_start_s']:6.2f} s "
-                             f"(imports {p['import_s']:.2f}, load {p['load_s']:.2f}, first run {p['first_run_s']:.2f})")
+                lines.append(f"  process {k:<26} peak RSS {p['rss_mb']:7.0f} MB   "
+                             f"cold start {p['cold_start_s']:6.2f} s (imports {p['import_s']:.2f}, "
+                             f"load {p['load_s']:.2f}, first run {p['first_run_s']:.2f})")
         procs = m.get("processes", {})
-        if "swinref" in procs and "torch" in procs and "error" not in procs["swinref"] and "error" not in procs["torch"]:
-            lines.append(f"  swinref/torch: peak RSS {procs['swinref']['rss_mb'] / procs['torch']['rss_mb']:.2f}, "
-                         f"cold start {procs['swinref']['cold_start_s'] / procs['torch']['cold_start_s']:.2f} "
-                         f"(empty Numba cache: "
-                         f"{procs['swinref_empty_numba_cache'].get('cold_start_s', float('nan')) / procs['torch']['cold_start_s']:.2f})")
+        sw, th = procs.get("swinref", {}), procs.get("torch", {})
+        if "rss_mb" in sw and "rss_mb" in th:
+            empty = procs.get("swinref_empty_numba_cache", {}).get("cold_start_s", float("nan"))
+            lines.append(f"  swinref/torch: peak RSS {sw['rss_mb'] / th['rss_mb']:.2f}, "
+                         f"cold start {sw['cold_start_s'] / th['cold_start_s']:.2f} "
+                         f"(empty Numba cache: {empty / th['cold_start_s']:.2f})")
     if "big" in results:
         big = results["big"]
         for k in ("swinref", "swinref-plain"):
