@@ -41,6 +41,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 # `import swinref` sets OMP_WAIT_POLICY=PASSIVE for its Numba workers when the user has not chosen one; that must not
 # leak from this process into the torch and onnxruntime processes, which get the user's original setting.
 _USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+_BLAS_TIMEOUT: list[int] = [4]  # --blas-timeout; `import swinref` in this process would otherwise set it again
 
 
 def _env_for(kind: str, extra: dict | None = None) -> dict:
@@ -49,6 +50,10 @@ def _env_for(kind: str, extra: dict | None = None) -> dict:
         env.pop("OMP_WAIT_POLICY", None)
         if _USER_WAIT_POLICY is not None:
             env["OMP_WAIT_POLICY"] = _USER_WAIT_POLICY
+    if _BLAS_TIMEOUT[0]:
+        env["OPENBLAS_THREAD_TIMEOUT"] = str(_BLAS_TIMEOUT[0])
+    else:
+        env.pop("OPENBLAS_THREAD_TIMEOUT", None)
     env.update(extra or {})
     return env
 
@@ -58,6 +63,7 @@ def _set_threads(n: int, blas_timeout: int) -> None:
         os.environ[var] = str(n)
     # What `import swinref` sets when it comes before NumPy (see swinref/__init__.py); the workers import NumPy
     # first, so it is set here for every process (torch and onnxruntime do not use OpenBLAS). 0: leave it unset.
+    _BLAS_TIMEOUT[0] = blas_timeout
     if blas_timeout:
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(blas_timeout)
     else:

@@ -226,7 +226,9 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
     # A trace wants the probabilities of every window at once, as the plain path gives them.
     probs = None if emit is None else np.empty((BnW, nH, N, N), dtype=dtype)
     step = max(1, ATTN_CHUNK_BYTES // (nH * N * N * dtype.itemsize))
-    lanes = _attention_lanes()
+    # OpenBLAS threads a GEMM itself once m * n * k reaches 4 * 65536 (M = 12 windows: 144 * 144 * 32); two Python
+    # threads calling threaded GEMMs would oversubscribe the cores (Swin-B/384 batch 1 went 1.2 s -> 1.9 s).
+    lanes = _attention_lanes() if N * N * d < 4 * 65536 else 1
     if lanes > 1:
         step = min(step, -(-BnW // lanes))  # at least one chunk per lane
 
