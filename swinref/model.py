@@ -166,24 +166,15 @@ def window_attention(windows: Any, p: Params, prefix: str, cfg: SwinConfig, stag
     return linear(out, p[prefix + "proj.weight"], p[prefix + "proj.bias"], xp)
 
 
-def _pad_hw(x: Any, pad_h: int, pad_w: int, xp: Any) -> Any:
+def _pad_hw(x: Any, pad_h: int, pad_w: int, be: Backend) -> Any:
     """Zero-pad a [B, H, W, C] map at the bottom and right."""
     if pad_h == 0 and pad_w == 0:
         return x
     B, H, W, C = x.shape
-    out = xp.zeros((B, H + pad_h, W + pad_w, C), dtype=x.dtype, device=_device_of(x))
+    out = be.xp.zeros((B, H + pad_h, W + pad_w, C), dtype=x.dtype, device=be.device)
     # Functional update would be nicer; the standard only offers setitem, which every backend supports.
     out[:, :H, :W, :] = x
     return out
-
-
-def _device_of(x: Any) -> Any:
-    try:
-        import array_api_compat
-
-        return array_api_compat.device(x)
-    except Exception:  # pragma: no cover
-        return None
 
 
 def shifted_window_attention(x: Any, p: Params, prefix: str, cfg: SwinConfig, stage: StagePlan, shift: int,
@@ -197,9 +188,9 @@ def shifted_window_attention(x: Any, p: Params, prefix: str, cfg: SwinConfig, st
     if shift and padding == "timm":
         # timm rolls the unpadded map and pads afterwards; the mask is still built on the padded size.
         x = xp.roll(x, shift=(-shift, -shift), axis=(1, 2))
-        x = _pad_hw(x, pad_h, pad_w, xp)
+        x = _pad_hw(x, pad_h, pad_w, be)
     else:
-        x = _pad_hw(x, pad_h, pad_w, xp)
+        x = _pad_hw(x, pad_h, pad_w, be)
         if shift:
             x = xp.roll(x, shift=(-shift, -shift), axis=(1, 2))
     mask = None
@@ -255,7 +246,7 @@ def patch_merging(x: Any, p: Params, prefix: str, cfg: SwinConfig, be: Backend) 
     """
     xp = be.xp
     B, H, W, C = x.shape
-    x = _pad_hw(x, H % 2, W % 2, xp)
+    x = _pad_hw(x, H % 2, W % 2, be)
     x = xp.concat([x[:, 0::2, 0::2, :], x[:, 1::2, 0::2, :], x[:, 0::2, 1::2, :], x[:, 1::2, 1::2, :]], axis=-1)
     eps = cfg.layer_norm_eps
     norm_w, norm_b = p[prefix + "norm.weight"], p[prefix + "norm.bias"]
@@ -276,7 +267,7 @@ def patch_embed(images: Any, p: Params, cfg: SwinConfig, mp: ModelPlan, be: Back
     P = cfg.patch_size
     pad_h, pad_w = mp.embed.pad
     if pad_h or pad_w:
-        images = xp.permute_dims(_pad_hw(xp.permute_dims(images, (0, 2, 3, 1)), pad_h, pad_w, xp), (0, 3, 1, 2))
+        images = xp.permute_dims(_pad_hw(xp.permute_dims(images, (0, 2, 3, 1)), pad_h, pad_w, be), (0, 3, 1, 2))
     h, w = mp.embed.grid
     patches = xp.reshape(images, (B, Cin, h, P, w, P))
     patches = xp.reshape(xp.permute_dims(patches, (0, 2, 4, 1, 3, 5)), (B, h, w, Cin * P * P))
