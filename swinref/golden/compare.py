@@ -397,6 +397,33 @@ def _num(x: Any) -> str:
     return str(x)
 
 
+def summary_lines(report: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The lines under the per-point table, as (text, rich style): first failure, missing, extra, notes, verdict.
+
+    Shared by the plain-text report (AssertionError, format_report) and the rich one (swinref golden compare).
+    """
+    out: list[tuple[str, str | None]] = []
+    if report["first_failure"]:
+        r = next(p for p in report["points"] if p["name"] == report["first_failure"])
+        if r["status"] == "fail":
+            where = (f" at {r['worst_index']}: golden {_num(r.get('golden_at_worst'))}, candidate "
+                     f"{_num(r.get('candidate_at_worst'))}")
+        else:
+            where = f": {r['note']}" if r.get("note") else ""
+        out.append((f"first failure (likely bug location): {r['name']} (candidate {r['candidate_name']}){where}",
+                    "bold red"))
+    if report["missing"]:
+        out.append((f"missing ({len(report['missing'])}): {', '.join(report['missing'])}", None))
+    if report["extra"]:
+        out.append((f"extra, not in the golden case ({len(report['extra'])}): {', '.join(report['extra'])}", None))
+    out += [(f"note: {note}", None) for note in report["notes"]]
+    c = report["counts"]
+    out.append((f"verdict: {report['verdict'].upper()} ({c['pass']} pass, {c['fail']} fail, {c['shape']} shape "
+                f"mismatch, {c['missing']} missing, {c['extra']} extra)",
+                "bold green" if report["verdict"] == "pass" else "bold red"))
+    return out
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as plain text: one line per point in execution order, the first failure marked."""
     head = (f"golden {report['golden']} ({report['golden_dtype']}, padding {report['padding']})"
@@ -412,20 +439,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{mark}{r['name']:<34} {r['status'].upper():<6} {_num(r['max_abs']):>10} "
                      f"{_num(r['tolerance']):>10} {_num(r['max_rel']):>10} {_num(r['ulp']):>8}  "
                      f"{r['worst_index']}" + (f"  ({r['note']})" if r.get("note") else ""))
-    if report["first_failure"]:
-        r = next(p for p in report["points"] if p["name"] == report["first_failure"])
-        where = f" at {r['worst_index']}: golden {_num(r.get('golden_at_worst'))}, candidate " \
-                f"{_num(r.get('candidate_at_worst'))}" if r["status"] == "fail" else ""
-        lines.append(f"first failure (likely bug location): {r['name']} (candidate {r['candidate_name']}){where}")
-    if report["missing"]:
-        lines.append(f"missing ({len(report['missing'])}): {', '.join(report['missing'])}")
-    if report["extra"]:
-        lines.append(f"extra, not in the golden case ({len(report['extra'])}): {', '.join(report['extra'])}")
-    for note in report["notes"]:
-        lines.append(f"note: {note}")
-    c = report["counts"]
-    lines.append(f"verdict: {report['verdict'].upper()} ({c['pass']} pass, {c['fail']} fail, {c['shape']} shape "
-                 f"mismatch, {c['missing']} missing, {c['extra']} extra)")
+    lines += [text for text, _ in summary_lines(report)]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from swinref.golden.compare import _num
+from swinref.golden.compare import _num, summary_lines
 
 
 def report(rep: dict[str, Any]) -> None:
@@ -30,18 +30,5 @@ def report(rep: dict[str, Any]) -> None:
         t.add_row(name, r["candidate_name"], r["status"].upper(), _num(r["max_abs"]), _num(r["tolerance"]),
                   _num(r["max_rel"]), _num(r["ulp"]), str(r["worst_index"]), style=style)
     console.print(t)
-    if rep["first_failure"]:
-        r = next(p for p in rep["points"] if p["name"] == rep["first_failure"])
-        detail = (f" at {r['worst_index']}: golden {_num(r.get('golden_at_worst'))}, candidate "
-                  f"{_num(r.get('candidate_at_worst'))}" if r["status"] == "fail" else f": {escape(r['note'])}")
-        console.print(f"[bold red]first failure (likely bug location): {r['name']}[/]{detail}")
-    if rep["missing"]:
-        console.print(f"missing ({len(rep['missing'])}): {', '.join(rep['missing'])}")
-    if rep["extra"]:
-        console.print(f"extra, not in the golden case ({len(rep['extra'])}): {', '.join(rep['extra'])}")
-    for note in rep["notes"]:
-        console.print(f"note: {escape(note)}")
-    c = rep["counts"]
-    colour = "green" if rep["verdict"] == "pass" else "red"
-    console.print(f"[bold {colour}]verdict: {rep['verdict'].upper()}[/] ({c['pass']} pass, {c['fail']} fail, "
-                  f"{c['shape']} shape mismatch, {c['missing']} missing, {c['extra']} extra)")
+    for text, style in summary_lines(rep):
+        console.print(escape(text), style=style)
