@@ -64,19 +64,29 @@ def _check_dtype(dtype: str) -> str:
     return name
 
 
-def from_params(params: dict[str, Any], config: SwinConfig | str, *, dtype: str = "float32", device: str = "cpu",
-                padding: str = "pad", info: dict[str, Any] | None = None) -> Model:
-    """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`."""
-    import numpy as np
-
-    cfg = config if isinstance(config, SwinConfig) else get_config(config)
-    dtype = _check_dtype(dtype)
+def _check_padding(padding: str) -> str:
     if padding not in _model.PADDING_POLICIES:
         raise InputError(f"unknown padding policy {padding!r}; choose one of {', '.join(_model.PADDING_POLICIES)}")
-    be = resolve_device(device)
+    return padding
+
+
+def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, padding: str,
+           info: dict[str, Any] | None) -> Model:
+    """Cast every param to `dtype` and move it to the resolved backend's device once."""
+    import numpy as np
+
     placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
     return Model(config=cfg, params=placed, dtype=dtype, device=str(device), padding=padding,
                  info=dict(info or {}), backend=be)
+
+
+def from_params(params: dict[str, Any], config: SwinConfig | str, *, dtype: str = "float32", device: str = "cpu",
+                padding: str = "pad", info: dict[str, Any] | None = None) -> Model:
+    """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`."""
+    cfg = config if isinstance(config, SwinConfig) else get_config(config)
+    dtype = _check_dtype(dtype)
+    _check_padding(padding)
+    return _place(params, cfg, dtype, device, resolve_device(device), padding, info)
 
 
 def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
@@ -102,10 +112,11 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     from swinref.checkpoints import load_state_dict
 
     dtype = _check_dtype(dtype)
-    resolve_device(device)  # fail fast on a missing GPU, before reading a large file
+    _check_padding(padding)
+    be = resolve_device(device)  # fail fast on a missing GPU, before reading a large file
     report: dict[str, Any] = {}
     params, cfg = load_state_dict(path, config=config, report=report, **overrides)
     # 'resized': what a load at another window or image size transferred (swinref.transfer); 'notes': what the
     # file could not tell.
     info = {"path": str(path), "resized": report.get("resized", []), "notes": report.get("notes", [])}
-    return from_params(params, cfg, dtype=dtype, device=device, padding=padding, info=info)
+    return _place(params, cfg, dtype, device, be, padding, info)
