@@ -45,16 +45,23 @@ def model_parser(positional: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+# The config overrides of model_parser(): (attribute, flag), the attribute being get_config's keyword.
+_MODEL_OPTIONS = (("img", "--img"), ("window", "--window"), ("embed_dim", "--embed-dim"), ("depths", "--depths"),
+                  ("heads", "--heads"), ("classes", "--classes"), ("patch", "--patch"))
+
+
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config overrides given on the command line (unset options left out)."""
+    return {attr: getattr(args, attr) for attr, _ in _MODEL_OPTIONS if getattr(args, attr) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> SwinConfig:
     positional = getattr(args, "model", None)
     variant = getattr(args, "variant", None)
     if positional and variant and get_config(positional).name != get_config(variant).name:
         raise ConfigError(f"two models given: {positional!r} and --variant {variant!r}; give only one")
     name = positional or variant or DEFAULT_VARIANT
-    return get_config(
-        name, img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths, heads=args.heads,
-        classes=args.classes, patch=args.patch,
-    )
+    return get_config(name, **_model_overrides(args))
 
 
 def _batch(text: str) -> int:
@@ -165,11 +172,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
-    overrides = dict(img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths,
-                     heads=args.heads, classes=args.classes, patch=args.patch)
     report: dict[str, Any] = {}
     cfg = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype, report=report,
-                  **{k: v for k, v in overrides.items() if v is not None})
+                  **_model_overrides(args))
     _say_transferred(report.get("resized", []), report.get("notes", []))
     if args.json:
         return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict(),
@@ -186,12 +191,6 @@ WEIGHTS_HELP = (
     "and torchvision (swin_t-704ceda3.pth). Accepted: .pth/.bin (read without torch), .safetensors, .npz, and "
     "Hugging Face model directories; download one on a machine with network access."
 )
-
-
-def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    fields = dict(img=args.img, window=args.window, embed_dim=args.embed_dim, depths=args.depths,
-                  heads=args.heads, classes=args.classes, patch=args.patch)
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -250,10 +249,6 @@ def _stderr_console():
 
 # golden: export a case, compare a candidate with one (swinref.golden; docs/golden.md) ----------------------------
 
-_MODEL_OPTIONS = (("img", "--img"), ("window", "--window"), ("embed_dim", "--embed-dim"), ("depths", "--depths"),
-                  ("heads", "--heads"), ("classes", "--classes"), ("patch", "--patch"))
-
-
 def _export_command(args: argparse.Namespace) -> str:
     """The export command in canonical form, recorded in the manifest so a stale case names its own rebuild."""
     import shlex
@@ -282,7 +277,7 @@ def _export_command(args: argparse.Namespace) -> str:
 def _cmd_golden_export(args: argparse.Namespace) -> int:
     from swinref.golden import export_case
 
-    overrides = {a: getattr(args, a) for a, _ in _MODEL_OPTIONS if getattr(args, a) is not None}
+    overrides = _model_overrides(args)
     cfg = None
     if args.weights is None or args.variant is not None:
         cfg = config_from_args(args)
