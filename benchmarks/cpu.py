@@ -35,21 +35,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = {"T": "swin_tiny_patch4_window7_224", "S": "swin_small_patch4_window7_224",
           "B": "swin_base_patch4_window7_224", "B-384": "swin_base_patch4_window12_384"}
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-               "OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY")
+               "OPENBLAS_THREAD_TIMEOUT")
 
 
-# `import swinref` sets OMP_WAIT_POLICY=PASSIVE for its Numba workers when the user has not chosen one; that must not
-# leak from this process into the torch and onnxruntime processes, which get the user's original setting.
-_USER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 _BLAS_TIMEOUT: list[int] = [4]  # --blas-timeout; `import swinref` in this process would otherwise set it again
 
 
 def _env_for(kind: str, extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    if not kind.startswith("swinref"):
-        env.pop("OMP_WAIT_POLICY", None)
-        if _USER_WAIT_POLICY is not None:
-            env["OMP_WAIT_POLICY"] = _USER_WAIT_POLICY
     if _BLAS_TIMEOUT[0]:
         env["OPENBLAS_THREAD_TIMEOUT"] = str(_BLAS_TIMEOUT[0])
     else:
@@ -276,13 +269,9 @@ def _thread_info(threads: int) -> dict:
                                  for p in threadpool_info()]
     except ImportError:
         info["threadpoolctl"] = "not installed (BLAS threads from the environment variables above)"
-    import numba
+    from swinref import fast
 
-    info["numba_threads"] = numba.get_num_threads()
-    try:
-        info["numba_threading_layer"] = numba.threading_layer()
-    except ValueError:
-        info["numba_threading_layer"] = "not yet initialised"
+    info["swinref_lanes"] = fast._lanes()  # threads sharing a block's kernels and window chunks (NUMBA_NUM_THREADS)
     return info
 
 
@@ -469,8 +458,7 @@ def _table(results: dict) -> str:
                          + (f"peak RSS {p['rss_mb']:.0f} MB, wall {p['cold_start_s']:.1f} s" if "rss_mb" in p
                             else f"error: {p['error']}"))
     t = results["threads"]
-    lines.append(f"\nthreads: requested {t['requested']}; env {t['env']}; numba {t['numba_threads']} "
-                 f"({t['numba_threading_layer']}); torch {t.get('torch_threads', '-')}; BLAS {t.get('numpy_blas')}; "
+    lines.append(f"\nthreads: requested {t['requested']}; env {t['env']}; swinref lanes {t['swinref_lanes']}; torch {t.get('torch_threads', '-')}; BLAS {t.get('numpy_blas')}; "
                  f"threadpoolctl: {t['threadpoolctl']}")
     lines.append(f"load average at start {results['loadavg_start']}, at end {results['loadavg_end']}")
     return "\n".join(lines)

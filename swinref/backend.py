@@ -93,12 +93,16 @@ def index_rows(table: Any, index: Any) -> Any:
 
 
 def _numpy_erf() -> Callable[[Any], Any]:
-    """libm's erf as a NumPy ufunc, compiled by Numba (NumPy has no erf); falls back to the plain twin."""
+    """libm's erf as a NumPy ufunc, compiled by Numba on first call (NumPy has no erf); else the plain twin."""
     try:
-        from swinref.kernels import erf_ufunc
+        from swinref import kernels
     except Exception:  # numba missing or broken: the slow, exact twin still gives the right answer
         return erf_reference
-    return erf_ufunc
+
+    def erf(x: Any) -> Any:
+        return kernels.erf_ufunc()(x)
+
+    return erf
 
 
 def _cupy_erf() -> Callable[[Any], Any]:

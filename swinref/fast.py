@@ -13,7 +13,8 @@ What differs from the plain block, and why:
   products BLAS;
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
 - the MLP runs over chunks of at most MLP_CHUNK_TOKENS tokens, so its [T, 4C] hidden layer stays bounded;
-- GELU (with fc1's bias) and LayerNorm are single parallel passes; erf is vectorisable (kernels.erf_poly).
+- GELU (with fc1's bias) and LayerNorm are single passes, on row blocks split between threads; erf is vectorisable
+  (kernels.erf_poly).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ MLP_CHUNK_TOKENS = 8192
 # Attention runs over chunks of windows whose [nw, nH, N, N] logits take at most this many bytes (a chunk stays in
 # the cache while bias, mask, softmax and the second product pass over it).
 ATTN_CHUNK_BYTES = 2 << 20
-ATTN_THREADS = True
+# At most this many lanes (threads) share a block's work; row kernels use a second lane from this many rows on.
+MAX_LANES = 8
+ROW_BLOCK_MIN = 256
 
 _use_kernels: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "swinref_use_kernels", default=os.environ.get("SWINREF_KERNELS", "").lower() != "plain"
@@ -127,43 +130,63 @@ def _window_tokens(B: int, H: int, W: int, Hp: int, Wp: int, M: int, shift: int,
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, xp: Any = None) -> np.ndarray:
-    """LayerNorm over the last axis (twin: swinref.model.layer_norm, same signature), one parallel pass."""
+    """LayerNorm over the last axis (twin: swinref.model.layer_norm, same signature), one pass over the rows."""
     x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     out = np.empty_like(x2d)
-    _load_kernels().layer_norm_rows(x2d, weight, bias, eps, out)
+    _layer_norm_rows(x2d, weight, bias, eps, out)
     return out.reshape(x.shape)
 
 
-# The per-window products are many small GEMMs that OpenBLAS runs on one thread each; with more than one thread
-# configured, chunks of windows go to this many Python threads (NumPy and BLAS release the GIL; the Numba kernel
-# keeps it, so its own parallel loop never nests).
+def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, out: np.ndarray) -> None:
+    """kernels.layer_norm_rows over [T, C] rows, split between the lanes."""
+    kernel = _load_kernels().layer_norm_rows
+    _row_blocks(x.shape[0], lambda r0, r1: kernel(x[r0:r1], weight, bias, eps, out[r0:r1]))
+
+
+# A block's work is split between lanes: the calling thread and lanes - 1 pool threads. The per-window products
+# are many small GEMMs that OpenBLAS runs on one thread each, and the kernels are serial and release the GIL, so
+# chunks of windows, and blocks of rows for the row kernels, run side by side. NUMBA_NUM_THREADS (default: the
+# number of CPUs) sets the count; it is read from Numba's config, which starts no Numba thread pool.
 _POOL: Any = None
+_POOL_THREADS = 0
 
 
-def _attention_lanes() -> int:
+def _lanes() -> int:
     try:
         import numba
 
-        return min(2, numba.get_num_threads()) if ATTN_THREADS else 1
+        return max(1, min(MAX_LANES, int(numba.config.NUMBA_NUM_THREADS)))
     except Exception:  # pragma: no cover
         return 1
 
 
 def _run_chunks(fn: Any, starts: list[int], lanes: int) -> None:
-    global _POOL
+    """fn(start) for every start: one in every `lanes` on the calling thread, the others on the pool."""
+    global _POOL, _POOL_THREADS
     if lanes < 2 or len(starts) < 2:
         for s in starts:
             fn(s)
         return
-    if _POOL is None:
+    if _POOL_THREADS < lanes - 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=lanes - 1, thread_name_prefix="swinref-attn")
-    futures = [_POOL.submit(fn, s) for s in starts[1::2]]
-    for s in starts[0::2]:
+        _POOL = ThreadPoolExecutor(max_workers=lanes - 1, thread_name_prefix="swinref")
+        _POOL_THREADS = lanes - 1
+    futures = [_POOL.submit(fn, s) for i, s in enumerate(starts) if i % lanes]
+    for s in starts[::lanes]:
         fn(s)
     for f in futures:
         f.result()
+
+
+def _row_blocks(rows: int, fn: Any) -> None:
+    """fn(r0, r1) over blocks of rows [r0, r1) covering range(rows), one block per lane.
+
+    Below ROW_BLOCK_MIN rows per lane a second thread costs more than it saves (a hand-over takes ~20 us).
+    """
+    lanes = min(_lanes(), max(1, rows // ROW_BLOCK_MIN))
+    step = -(-rows // lanes)
+    _run_chunks(lambda r0: fn(r0, min(rows, r0 + step)), list(range(0, rows, step)), lanes)
 
 
 def _linear(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -192,7 +215,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
 
     def norm(name: str, t: np.ndarray) -> np.ndarray:
         out = np.empty_like(t)
-        k.layer_norm_rows(t, p[prefix + name + ".weight"], p[prefix + name + ".bias"], eps, out)
+        _layer_norm_rows(t, p[prefix + name + ".weight"], p[prefix + name + ".bias"], eps, out)
         return out
 
     # --- attention: qkv on the unpadded tokens plus one zero token (row T) standing for the padding.
@@ -203,7 +226,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
         qkv_bias = None if q_bias is None else np.concatenate([q_bias, np.zeros_like(q_bias), p[a + "v_bias"]])
     src = np.empty((T + 1, C), dtype=dtype)
     if cfg.version == 1:
-        k.layer_norm_rows(x2d, p[prefix + "norm1.weight"], p[prefix + "norm1.bias"], eps, src[:T])
+        _layer_norm_rows(x2d, p[prefix + "norm1.weight"], p[prefix + "norm1.bias"], eps, src[:T])
     else:
         src[:T] = x2d
     src[T] = 0
@@ -216,7 +239,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
         mask = model._constant(be, ("mask", Hp, Wp, M, shift), lambda: model.geometry.shift_mask(Hp, Wp, M, shift),
                                dtype)
     else:
-        mask = np.zeros((0, 1, 1), dtype=dtype)
+        mask = model._constant(be, ("no mask", N), lambda: np.zeros((1, N, N)), dtype)  # one all-zero window
     index = _window_tokens(B, H, W, Hp, Wp, M, shift, padding == "timm")  # [B*nW, N] rows of qkv
     if cfg.version == 2:
         logit_scale = np.exp(np.minimum(p[a + "logit_scale"], model.V2_LOGIT_SCALE_MAX)).astype(dtype)  # nH, 1, 1
@@ -228,7 +251,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
     step = max(1, ATTN_CHUNK_BYTES // (nH * N * N * dtype.itemsize))
     # OpenBLAS threads a GEMM itself once m * n * k reaches 4 * 65536 (M = 12 windows: 144 * 144 * 32); two Python
     # threads calling threaded GEMMs would oversubscribe the cores (Swin-B/384 batch 1 went 1.2 s -> 1.9 s).
-    lanes = _attention_lanes() if N * N * d < 4 * 65536 else 1
+    lanes = _lanes() if N * N * d < 4 * 65536 else 1
     if lanes > 1:
         step = min(step, -(-BnW // lanes))  # at least one chunk per lane
 
@@ -245,7 +268,7 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
             qn = q / np.maximum(np.linalg.vector_norm(q, axis=-1, keepdims=True), dtype.type(1e-12))
             kn = kk / np.maximum(np.linalg.vector_norm(kk, axis=-2, keepdims=True), dtype.type(1e-12))
             logits = np.matmul(qn, kn) * logit_scale
-        k.attention_softmax(logits, rel_bias, mask, w0, floor, dtype == np.float32)
+        k.attention_softmax(logits, rel_bias, mask, w0, floor)
         if probs is not None:
             probs[w0:w0 + nw] = logits
         out = np.matmul(logits, v)  # nw, nH, N, d
@@ -268,7 +291,8 @@ def swin_block(x: np.ndarray, p: dict, prefix: str, cfg: SwinConfig, stage: Stag
     for start in range(0, T, MLP_CHUNK_TOKENS):
         xs = out[start:start + MLP_CHUNK_TOKENS]
         h = np.matmul(norm("norm2", xs) if cfg.version == 1 else xs, p[m + "fc1.weight"].T)
-        k.gelu_bias_rows(h, p[m + "fc1.bias"], dtype == np.float32)
+        fc1_bias = p[m + "fc1.bias"]
+        _row_blocks(h.shape[0], lambda r0, r1: k.gelu_bias_rows(h[r0:r1], fc1_bias))
         y = _linear(h, p[m + "fc2.weight"], p[m + "fc2.bias"])
         if cfg.version == 2:
             y = norm("norm2", y)

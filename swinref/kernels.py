@@ -1,35 +1,42 @@
 """Numba kernels for the NumPy backend. Each names the plain function it replaces; tests/test_kernels.py compares
 the two on random shapes.
 
-Compiled lazily on first use and cached on disk (cache=True). Where no cache directory is writable (a read-only
-install, NUMBA_CACHE_DIR on a read-only mount) the kernels are compiled without a cache, with one warning.
+Compiled lazily on first use and cached on disk (cache=True); a kernel is compiled only for the dtype it is called
+with, and the float32 and float64 variants are separate functions, so a float32 model never compiles the float64
+ones. Where no cache directory is writable (a read-only install, NUMBA_CACHE_DIR on a read-only mount) the kernels
+are compiled without a cache, with one warning.
 
-Numerics: no fastmath reassociation anywhere (it would let LLVM reorder reductions and change results beyond
-float32 rounding); only the erf and exp polynomials may fuse multiply-adds (fastmath "contract" on the kernels that
-inline them; their other arithmetic has no a * b + c to fuse). Both polynomials are evaluated in float64 and give
-the correctly rounded float32 result to within 0.51 ulp; float64 models use libm's erf and exp.
+Every kernel is serial and releases the GIL (nogil): swinref.fast runs them on row blocks from its own two-lane
+thread pool. Numba's parallel=True would cost an OpenMP runtime whose idle workers spin against BLAS's threads,
+and about twice the compile time at the first start after installing (measured: 7.6 s -> 3.4 s for the three
+kernels, before the simplifications below).
+
+Numerics: the kernels follow the plain functions' float32 rounding steps. Two fastmath flags are used, each only
+where it cannot move a result beyond that rounding: "contract" (fused multiply-adds) in the erf and exp
+polynomials, which only makes them more accurate, and "reassoc" in the two reductions that accumulate float32
+values in float64 (LayerNorm's mean and variance), where the order of float64 additions changes the float32
+result by far less than one rounding; it lets LLVM vectorise those sums. Both polynomials are evaluated in float64
+and give the correctly rounded float32 result to within 0.51 ulp; float64 models use libm's erf and exp.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 import warnings
 
-# Numba's OpenMP workers spin after every parallel region unless told otherwise, and here the regions alternate with
-# BLAS calls whose own threads then find every core taken. Measured on 2 cores (Swin-T 224, batch 1, OpenBLAS and
-# Numba 2 threads each, shared machine): 455 ms per image spinning, 148 ms passive. Must be set before Numba starts
-# its OpenMP runtime, which happens at the first parallel kernel call; an explicit setting by the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
+import numba
+import numpy as np
 
 __all__ = [
     "erf_ufunc",
     "layer_norm_rows",
     "gelu_bias_rows",
+    "gelu_bias_rows_f32",
+    "gelu_bias_rows_f64",
     "attention_softmax",
+    "attention_softmax_f32",
+    "attention_softmax_f64",
     "exp_nonpositive",
     "erf_poly",
     "ERF_T_POLY",
@@ -50,26 +57,21 @@ def _cache_unavailable() -> None:
         )
 
 
+# nogil: the fast path calls kernels from two threads at once. error_model="numpy": a division by zero gives inf or
+# nan as in NumPy instead of a Python exception, so Numba adds no zero test before every division (none can be
+# zero here: LayerNorm divides by sqrt(var + eps), the softmax by a sum that includes exp(0) = 1).
+_OPTIONS = {"nogil": True, "error_model": "numpy"}
+
+
 def _jit(**options):
     """numba.njit with cache=True, falling back to no cache (one warning) where no cache directory is usable."""
 
     def wrap(fn):
         try:
-            return numba.njit(cache=True, **options)(fn)
+            return numba.njit(cache=True, **_OPTIONS, **options)(fn)
         except RuntimeError:  # "cannot cache function ...: no locator available"
             _cache_unavailable()
-            return numba.njit(cache=False, **options)(fn)
-
-    return wrap
-
-
-def _vectorize(signatures):
-    def wrap(fn):
-        try:
-            return numba.vectorize(signatures, cache=True)(fn)
-        except RuntimeError:
-            _cache_unavailable()
-            return numba.vectorize(signatures, cache=False)(fn)
+            return numba.njit(cache=False, **_OPTIONS, **options)(fn)
 
     return wrap
 
@@ -78,11 +80,23 @@ def _vectorize(signatures):
 # erf
 
 
-# Plain twin: swinref.backend.erf_reference (math.erf per element). Used by the plain path's GELU on NumPy. Both
-# loops are compiled up front: a lazily compiled ufunc would run float32 input through an existing float64 loop.
-@_vectorize(["float32(float32)", "float64(float64)"])
-def erf_ufunc(x):  # pragma: no cover - compiled
+def _erf_scalar(x):  # pragma: no cover - compiled
     return math.erf(x)
+
+
+@functools.cache
+def erf_ufunc():
+    """libm's erf as a NumPy ufunc (plain twin: swinref.backend.erf_reference), for the plain path's GELU on NumPy.
+
+    Built on first use, not at import: the fast path never needs it. Both loops are compiled up front: a lazily
+    compiled ufunc would run float32 input through an existing float64 loop.
+    """
+    signatures = ["float32(float32)", "float64(float64)"]
+    try:
+        return numba.vectorize(signatures, cache=True)(_erf_scalar)
+    except RuntimeError:
+        _cache_unavailable()
+        return numba.vectorize(signatures, cache=False)(_erf_scalar)
 
 
 # erf(x) / x as a polynomial of degree 18 in t = x^2 / 8 - 1 on |x| <= 4: a least-squares Chebyshev fit at 4000
@@ -97,15 +111,18 @@ ERF_T_POLY = (
     0.00015834101714129898, -0.000246708830066705, 9.735201331581571e-05,
 )
 ERF_CLAMP = 4.0
+# The same coefficients as separate globals: Numba folds a float global into a constant at no cost, where indexing
+# a tuple costs type inference for every element (erf_poly compiled in 0.30 s with the tuple, 0.16 s without).
+_E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13, _E14, _E15, _E16, _E17, _E18 = ERF_T_POLY
 
 
 # fastmath "contract" lets LLVM fuse the multiply-adds of the polynomial (FMA: one rounding instead of two), which
 # only makes this approximation more accurate; nothing else is reassociated.
-@_jit(inline="always", fastmath={"contract"})
+@_jit(fastmath={"contract"})
 def erf_poly(x):  # pragma: no cover - compiled
-    """erf of a float32 argument, evaluated in float64 (twin: math.erf). Scalar; inlined into gelu_bias_rows."""
-    c = ERF_T_POLY
-    z = np.float64(x)
+    """erf of a float32 argument, evaluated in float64 (twin: math.erf). Scalar; inlined by LLVM where called."""
+    z = x * 1.0  # float64
+    # Conditional expressions rather than min / max, which cost more to compile.
     z = z if z < ERF_CLAMP else ERF_CLAMP
     z = z if z > -ERF_CLAMP else -ERF_CLAMP
     t = z * z * (1.0 / 8.0) - 1.0
@@ -115,97 +132,74 @@ def erf_poly(x):  # pragma: no cover - compiled
     t4 = t2 * t2
     t8 = t4 * t4
     t16 = t8 * t8
-    r0 = (c[0] + c[1] * t) + (c[2] + c[3] * t) * t2
-    r1 = (c[4] + c[5] * t) + (c[6] + c[7] * t) * t2
-    r2 = (c[8] + c[9] * t) + (c[10] + c[11] * t) * t2
-    r3 = (c[12] + c[13] * t) + (c[14] + c[15] * t) * t2
+    r0 = (_E0 + _E1 * t) + (_E2 + _E3 * t) * t2
+    r1 = (_E4 + _E5 * t) + (_E6 + _E7 * t) * t2
+    r2 = (_E8 + _E9 * t) + (_E10 + _E11 * t) * t2
+    r3 = (_E12 + _E13 * t) + (_E14 + _E15 * t) * t2
     low = (r0 + r1 * t4) + (r2 + r3 * t4) * t8  # c0 .. c15
-    high = (c[16] + c[17] * t) + c[18] * t2  # c16 .. c18
+    high = (_E16 + _E17 * t) + _E18 * t2  # c16 .. c18
     p = low + high * t16
     return z * p
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Token-wise kernels: rows of a [tokens, C] matrix, one row per parallel iteration.
+# Token-wise kernels: rows of a [tokens, C] matrix. swinref.fast splits the rows between its threads.
 
 
-@_jit(parallel=True)
+@_jit(fastmath={"reassoc"})
 def layer_norm_rows(x, weight, bias, eps, out):  # pragma: no cover - compiled
     """LayerNorm over the last axis of x [T, C] into out [T, C] (twin: swinref.model.layer_norm).
 
-    Two passes per row (mean, then the biased variance of the centred values), as the plain function.
+    Two passes per row (mean, then the biased variance of the centred values), as the plain function, each summed
+    in float64 ("reassoc": in any order, vectorised) and rounded to the row's dtype as xp.mean would be.
     """
     T, C = x.shape
-    C8 = C - C % 8
-    for r in numba.prange(T):
-        # Eight running sums per pass (float64), combined at the end: the same terms in a fixed order that does not
-        # make each addition wait for the previous one.
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        for c in range(0, C8, 8):
-            a0 += x[r, c]
-            a1 += x[r, c + 1]
-            a2 += x[r, c + 2]
-            a3 += x[r, c + 3]
-            a4 += x[r, c + 4]
-            a5 += x[r, c + 5]
-            a6 += x[r, c + 6]
-            a7 += x[r, c + 7]
-        for c in range(C8, C):
-            a0 += x[r, c]
-        # Rounded to the row's dtype as the plain function's xp.mean would be.
-        mean = x.dtype.type((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) / C)
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        for c in range(0, C8, 8):
-            d0 = x[r, c] - mean
-            d1 = x[r, c + 1] - mean
-            d2 = x[r, c + 2] - mean
-            d3 = x[r, c + 3] - mean
-            d4 = x[r, c + 4] - mean
-            d5 = x[r, c + 5] - mean
-            d6 = x[r, c + 6] - mean
-            d7 = x[r, c + 7] - mean
-            a0 += d0 * d0
-            a1 += d1 * d1
-            a2 += d2 * d2
-            a3 += d3 * d3
-            a4 += d4 * d4
-            a5 += d5 * d5
-            a6 += d6 * d6
-            a7 += d7 * d7
-        for c in range(C8, C):
-            d0 = x[r, c] - mean
-            a0 += d0 * d0
-        var = x.dtype.type((((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))) / C)
-        denom = np.sqrt(var + x.dtype.type(eps))
+    typ = x.dtype.type
+    for r in range(T):
+        s = 0.0
+        for c in range(C):
+            s += x[r, c]
+        mean = typ(s / C)
+        s = 0.0
+        for c in range(C):
+            d = x[r, c] - mean
+            s += d * d
+        denom = np.sqrt(typ(s / C) + typ(eps))
         for c in range(C):
             out[r, c] = (x[r, c] - mean) / denom * weight[c] + bias[c]
 
 
-@_jit(parallel=True, fastmath={"contract"})
-def gelu_bias_rows(h, bias, poly_erf):  # pragma: no cover - compiled
-    """In place: h <- gelu(h + bias) for h [T, D] (twin: swinref.model.gelu applied to linear's output).
+# The float32 rounding steps of the plain expression x * 0.5 * (1 + erf(x / sqrt 2)) are kept in both GELU kernels;
+# only erf itself is evaluated differently (erf_poly for float32, libm for float64).
 
-    The float32 rounding steps of the plain expression x * 0.5 * (1 + erf(x / sqrt 2)) are kept; only erf itself
-    is evaluated differently (erf_poly in float32, libm in float64).
-    """
+
+@_jit(fastmath={"contract"})
+def gelu_bias_rows_f32(h, bias):  # pragma: no cover - compiled
+    """In place: h <- gelu(h + bias) for float32 h [T, D] (twin: swinref.model.gelu applied to linear's output)."""
     T, D = h.shape
-    typ = h.dtype.type
-    half = typ(0.5)
-    one = typ(1.0)
-    inv_sqrt2 = typ(1.0 / math.sqrt(2.0))
-    # Two loops rather than a branch per element, so the float32 one vectorises.
-    if poly_erf:
-        for r in numba.prange(T):
-            for c in range(D):
-                x = h[r, c] + bias[c]
-                e = typ(erf_poly(x * inv_sqrt2))
-                h[r, c] = x * half * (one + e)
-    else:
-        for r in numba.prange(T):
-            for c in range(D):
-                x = h[r, c] + bias[c]
-                e = typ(math.erf(x * inv_sqrt2))
-                h[r, c] = x * half * (one + e)
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    inv_sqrt2 = np.float32(1.0 / math.sqrt(2.0))
+    for r in range(T):
+        for c in range(D):
+            x = h[r, c] + bias[c]
+            h[r, c] = x * half * (one + np.float32(erf_poly(x * inv_sqrt2)))
+
+
+@_jit()
+def gelu_bias_rows_f64(h, bias):  # pragma: no cover - compiled
+    """gelu_bias_rows_f32 for float64, with libm's erf."""
+    T, D = h.shape
+    inv_sqrt2 = 1.0 / math.sqrt(2.0)
+    for r in range(T):
+        for c in range(D):
+            x = h[r, c] + bias[c]
+            h[r, c] = x * 0.5 * (1.0 + math.erf(x * inv_sqrt2))
+
+
+def gelu_bias_rows(h: np.ndarray, bias: np.ndarray) -> None:
+    """In place: h <- gelu(h + bias), with the kernel for h's dtype."""
+    (gelu_bias_rows_f32 if h.dtype == np.float32 else gelu_bias_rows_f64)(h, bias)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -217,7 +211,7 @@ LN2 = 0.6931471805599453
 POW2_NEG = 2.0 ** -np.arange(150, dtype=np.float64)
 
 
-@_jit(inline="always", fastmath={"contract"})
+@_jit(fastmath={"contract"})
 def exp_nonpositive(z):  # pragma: no cover - compiled
     """exp(z) for float32 z in [log(float32 tiny), 0], evaluated in float64 (twin: numpy.exp).
 
@@ -225,71 +219,99 @@ def exp_nonpositive(z):  # pragma: no cover - compiled
     (relative error < 3e-13), times 2^k from a table. Rounded to float32 it is the correctly rounded exp except in
     rare half-ulp ties; no libm call, so the loop around it vectorises.
     """
-    x = np.float64(z)
-    k = np.floor(x * LOG2E + 0.5)
-    r = x - k * LN2
+    x = z * 1.0  # float64
+    n = int(0.5 - x * LOG2E)  # k = -n = round(x / ln 2); truncating a non-negative number is floor
+    r = x + n * LN2
     r2 = r * r
     r4 = r2 * r2
     # Estrin's scheme for sum r^n / n!, n = 0 .. 10.
     p = ((1.0 + r) + (0.5 + r * (1.0 / 6.0)) * r2) + ((1.0 / 24.0 + r * (1.0 / 120.0))
                                                        + (1.0 / 720.0 + r * (1.0 / 5040.0)) * r2) * r4
     p = p + ((1.0 / 40320.0 + r * (1.0 / 362880.0)) + (1.0 / 3628800.0) * r2) * (r4 * r4)
-    return p * POW2_NEG[np.int64(-k)]
+    return p * POW2_NEG[n]
 
 
-@_jit(parallel=True, fastmath={"contract"})
-def attention_softmax(logits, rel_bias, mask, first_window, floor, poly_exp):  # pragma: no cover - compiled
-    """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] (+ mask[w])) over the last axis.
+# One kernel per dtype: the float32 one uses the exp polynomial (a libm call per element would not vectorise), the
+# float64 one libm's exp; neither pays for a branch per element or compiles the other's loop.
+_SOFTMAX_DOC = """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] + mask[w]) over the last axis.
 
     Twin: the part of swinref.model.window_attention between the q k^T product and the product with v (bias add,
-    mask add, swinref.model.softmax). rel_bias [nH, N, N]; mask [nW, N, N] (0 / -100) for shifted blocks or an
-    empty array, window i of the chunk using mask[(first_window + i) % nW] (windows run b-major, nW per image).
-    exp is exp_nonpositive when poly_exp (float32), libm's otherwise (float64).
+    mask add, swinref.model.softmax). rel_bias [nH, N, N]; mask [nW, N, N]: 0 / -100 for shifted blocks, one
+    all-zero [1, N, N] window otherwise; window i of the chunk uses mask[(first_window + i) % nW] (windows run
+    b-major, nW per image).
 
     Terms exp(z), z = logit - row max, with z < floor are set to 0 instead of computed: floor is the log of the
     dtype's smallest normal number, so those terms would be subnormal (exp(-100) for every masked pair), slow on the
     CPU, and below 1e-38 of the row's largest term, which is exp(0) = 1. Dropping them changes the row sum by less
     than N * 1e-38, far below one float32 rounding of a sum >= 1, and each probability by less than 1e-38.
     """
+
+
+@_jit(fastmath={"contract"})
+def attention_softmax_f32(logits, rel_bias, mask, first_window, floor):  # pragma: no cover - compiled
     nw, nH, N, _ = logits.shape
     nW = mask.shape[0]
-    typ = logits.dtype.type
-    N4 = N - N % 4
-    for job in numba.prange(nw * nH):
-        i = job // nH
-        h = job % nH
-        w = (first_window + i) % nW if nW > 0 else 0
-        for r in range(N):
-            # Separate loops per row, with direct indexing, so that LLVM vectorises all but the max.
-            if nW > 0:
+    for i in range(nw):
+        w = (first_window + i) % nW
+        for h in range(nH):
+            for r in range(N):
+                row = logits[i, h, r]
+                b = rel_bias[h, r]
+                m = mask[w, r]
+                # Separate loops, each simple enough for LLVM to vectorise (all but the max).
                 for j in range(N):
-                    logits[i, h, r, j] = (logits[i, h, r, j] + rel_bias[h, r, j]) + mask[w, r, j]
-            else:
+                    row[j] = (row[j] + b[j]) + m[j]
+                mx = row[0]
+                for j in range(1, N):
+                    mx = row[j] if row[j] > mx else mx
                 for j in range(N):
-                    logits[i, h, r, j] = logits[i, h, r, j] + rel_bias[h, r, j]
-            mx = logits[i, h, r, 0]
-            for j in range(1, N):
-                mx = max(mx, logits[i, h, r, j])
-            if poly_exp:
+                    z = row[j] - mx
+                    # The polynomial on a clamped argument, so its table index stays in range on every lane.
+                    e = exp_nonpositive(z if z >= floor else floor)
+                    row[j] = e if z >= floor else 0.0
+                # Four running sums combined at the end: a fixed order that does not serialise every addition.
+                s0 = s1 = s2 = s3 = np.float32(0.0)
+                for j in range(0, N - N % 4, 4):
+                    s0 += row[j]
+                    s1 += row[j + 1]
+                    s2 += row[j + 2]
+                    s3 += row[j + 3]
+                for j in range(N - N % 4, N):
+                    s0 += row[j]
+                s = (s0 + s1) + (s2 + s3)
                 for j in range(N):
-                    z = logits[i, h, r, j] - mx
-                    logits[i, h, r, j] = typ(exp_nonpositive(z)) if z >= floor else typ(0.0)
-            else:
+                    row[j] = row[j] / s
+
+
+@_jit()
+def attention_softmax_f64(logits, rel_bias, mask, first_window, floor):  # pragma: no cover - compiled
+    nw, nH, N, _ = logits.shape
+    nW = mask.shape[0]
+    for i in range(nw):
+        w = (first_window + i) % nW
+        for h in range(nH):
+            for r in range(N):
+                row = logits[i, h, r]
+                b = rel_bias[h, r]
+                m = mask[w, r]
                 for j in range(N):
-                    z = logits[i, h, r, j] - mx
-                    logits[i, h, r, j] = typ(np.exp(z)) if z >= floor else typ(0.0)
-            # Four running sums, combined at the end: a fixed order that does not serialise every addition.
-            s0 = typ(0.0)
-            s1 = typ(0.0)
-            s2 = typ(0.0)
-            s3 = typ(0.0)
-            for j in range(0, N4, 4):
-                s0 += logits[i, h, r, j]
-                s1 += logits[i, h, r, j + 1]
-                s2 += logits[i, h, r, j + 2]
-                s3 += logits[i, h, r, j + 3]
-            for j in range(N4, N):
-                s0 += logits[i, h, r, j]
-            s = (s0 + s1) + (s2 + s3)
-            for j in range(N):
-                logits[i, h, r, j] = logits[i, h, r, j] / s
+                    row[j] = (row[j] + b[j]) + m[j]
+                mx = row[0]
+                for j in range(1, N):
+                    mx = row[j] if row[j] > mx else mx
+                s = 0.0
+                for j in range(N):
+                    z = row[j] - mx
+                    row[j] = np.exp(z) if z >= floor else 0.0
+                    s += row[j]
+                for j in range(N):
+                    row[j] = row[j] / s
+
+
+def attention_softmax(logits: np.ndarray, rel_bias: np.ndarray, mask: np.ndarray, first_window: int,
+                      floor: float) -> None:
+    (attention_softmax_f32 if logits.dtype == np.float32 else attention_softmax_f64)(
+        logits, rel_bias, mask, first_window, floor)
+
+
+attention_softmax.__doc__ = _SOFTMAX_DOC

@@ -87,7 +87,7 @@ def test_gelu_bias_rows_equals_gelu_of_biased_input(T, D, dtype, seed) -> None:
     bias = rng.standard_normal(D).astype(dtype)
     x = h + bias
     want = gelu(x, numpy_backend())
-    kernels.gelu_bias_rows(h, bias, dtype == np.float32)
+    kernels.gelu_bias_rows(h, bias)
     if dtype == np.float64:
         np.testing.assert_array_equal(h, want)  # same libm erf, same operations
         return
@@ -127,8 +127,7 @@ def test_attention_softmax_equals_plain_softmax(nw, nH, M, masked, first, dtype,
     want = softmax(plain_logits, np)
     got = logits.copy()
     floor = math.log(np.finfo(dtype).tiny)
-    kernels.attention_softmax(got, rel_bias, mask if masked else np.zeros((0, 1, 1), dtype), first, floor,
-                              dtype == np.float32)
+    kernels.attention_softmax(got, rel_bias, mask if masked else np.zeros((1, N, N), dtype), first, floor)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=1e-37 if dtype == np.float32 else 1e-300)
     assert np.all(np.isfinite(got))
 
@@ -142,7 +141,7 @@ def test_masked_terms_are_flushed_to_zero_not_subnormal() -> None:
     plain = softmax(logits + rel + mask[:, None], np)
     assert 0 < plain[0, 0, 0, 3] < np.finfo(np.float32).tiny  # the plain path really produces a subnormal
     got = logits.copy()
-    kernels.attention_softmax(got, rel, mask, 0, FLOAT32_MIN_NORMAL_LOG, True)
+    kernels.attention_softmax(got, rel, mask, 0, FLOAT32_MIN_NORMAL_LOG)
     assert got[0, 0, 0, 3] == 0.0
     np.testing.assert_array_equal(got[0, 0, :2, :2], plain[0, 0, :2, :2])
 
@@ -193,17 +192,19 @@ def test_chunked_attention_equals_one_chunk(monkeypatch) -> None:
     np.testing.assert_allclose(forward(params, x, cfg), whole, rtol=0, atol=1e-6)
 
 
-def test_attention_chunks_on_two_python_threads_equal_one_thread(monkeypatch) -> None:
-    """Window chunks handed to a second Python thread give bit-identical results (disjoint rows, same products)."""
+def test_work_split_between_threads_equals_one_thread(monkeypatch) -> None:
+    """Window chunks and row blocks handed to other Python threads give bit-identical results (disjoint rows, same
+    products, the same kernel on each row)."""
     from swinref.config import get_config
 
     cfg = get_config("T", img_size=(112, 112), depths=(2, 2, 2, 2))
     params = init_params(cfg, seed=5, dtype="float32")
     x = _rng(3).standard_normal((3, 3, 112, 112)).astype(np.float32)
-    monkeypatch.setattr(fast, "_attention_lanes", lambda: 1)
+    monkeypatch.setattr(fast, "_lanes", lambda: 1)
     serial = forward(params, x, cfg)
-    monkeypatch.setattr(fast, "_attention_lanes", lambda: 2)
+    monkeypatch.setattr(fast, "_lanes", lambda: 3)
     monkeypatch.setattr(fast, "ATTN_CHUNK_BYTES", 50_000)  # several chunks per lane
+    monkeypatch.setattr(fast, "ROW_BLOCK_MIN", 7)  # row blocks of uneven sizes on every lane
     np.testing.assert_array_equal(forward(params, x, cfg), serial)
 
 
