@@ -12,11 +12,12 @@ and about twice the compile time at the first start after installing (measured: 
 kernels, before the simplifications below).
 
 Numerics: the kernels follow the plain functions' float32 rounding steps. Two fastmath flags are used, each only
-where it cannot move a result beyond that rounding: "contract" (fused multiply-adds) in the erf and exp
-polynomials, which only makes them more accurate, and "reassoc" in the two reductions that accumulate float32
-values in float64 (LayerNorm's mean and variance), where the order of float64 additions changes the float32
-result by far less than one rounding; it lets LLVM vectorise those sums. Both polynomials are evaluated in float64
-and give the correctly rounded float32 result to within 0.51 ulp; float64 models use libm's erf and exp.
+where it cannot move a result by more than those roundings: "contract" (fused multiply-adds), which only makes
+the erf and exp polynomials more accurate, and "reassoc" in LayerNorm and the attention softmax, whose sums
+(LayerNorm's in float64, the softmax's row sum in float32) it lets LLVM vectorise in any order; the plain path's
+NumPy sums are pairwise, in yet another order. In the softmax it also lets LLVM regroup logit + bias + mask, a
+change of at most one rounding of that three-term sum. Both polynomials are evaluated in float64 and give the correctly rounded float32 result to within
+0.51 ulp; float64 models use libm's erf and exp.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ _SOFTMAX_DOC = """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h
     """
 
 
-@_jit(fastmath={"contract"})
+@_jit(fastmath={"contract", "reassoc"})
 def attention_softmax_f32(logits, rel_bias, mask, first_window, floor):  # pragma: no cover - compiled
     nw, nH, N, _ = logits.shape
     nW = mask.shape[0]
@@ -269,16 +270,9 @@ def attention_softmax_f32(logits, rel_bias, mask, first_window, floor):  # pragm
                     # The polynomial on a clamped argument, so its table index stays in range on every lane.
                     e = exp_nonpositive(z if z >= floor else floor)
                     row[j] = e if z >= floor else 0.0
-                # Four running sums combined at the end: a fixed order that does not serialise every addition.
-                s0 = s1 = s2 = s3 = np.float32(0.0)
-                for j in range(0, N - N % 4, 4):
-                    s0 += row[j]
-                    s1 += row[j + 1]
-                    s2 += row[j + 2]
-                    s3 += row[j + 3]
-                for j in range(N - N % 4, N):
-                    s0 += row[j]
-                s = (s0 + s1) + (s2 + s3)
+                s = np.float32(0.0)
+                for j in range(N):
+                    s += row[j]
                 for j in range(N):
                     row[j] = row[j] / s
 

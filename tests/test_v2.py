@@ -43,11 +43,18 @@ def _files(case: str) -> list[pathlib.Path]:
     return [V2 / case / f for f in _meta(case)["checkpoint_files"]]
 
 
-def _assert_close(name: str, got: np.ndarray, want: np.ndarray, dtype: str) -> None:
+def _assert_close(name: str, got: np.ndarray, want: np.ndarray, dtype: str, want64: np.ndarray | None = None) -> None:
+    """|got - want| <= tolerance * scale. For float32, want64 (the peer's float64 output) widens the tolerance to
+    twice the peer's own float32 error on this point: some points amplify rounding (tv_v2_pad's features.1: the
+    peer's float32 run is 1.8e-4 of scale from its float64 run), and no float32 implementation can be expected to
+    agree with another more closely than either agrees with the exact result."""
     assert got.shape == want.shape, f"{name}: shape {got.shape} != peer {want.shape}"
     scale = max(1.0, float(np.abs(want).max()))
+    tolerance = TOLERANCE[dtype]
+    if want64 is not None:
+        tolerance = max(tolerance, 2 * float(np.abs(want.astype(np.float64) - want64).max()) / scale)
     err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
-    assert err <= TOLERANCE[dtype] * scale, f"{name}: max |diff| {err:.3g} > {TOLERANCE[dtype] * scale:.3g}"
+    assert err <= tolerance * scale, f"{name}: max |diff| {err:.3g} > {tolerance * scale:.3g}"
 
 
 def test_fixtures_present() -> None:
@@ -62,14 +69,19 @@ def test_forward_matches_peer(case: str, path: pathlib.Path, io_name: str) -> No
     io = np.load(V2 / case / io_name)
     x = io["input"]
     dtype = str(x.dtype)
+    io64 = np.load(V2 / case / "io64.npz") if dtype == "float32" else None
     model = swinref.load(path, config=_config(case), dtype=dtype, padding=_meta(case)["padding"])
-    _assert_close("logits", model(x), io["logits"], dtype)
+
+    def check(name: str, got: np.ndarray) -> None:
+        _assert_close(name, got, io[name], dtype, None if io64 is None else io64[name])
+
+    check("logits", model(x))
     pyramid = model.features(x)
     keys = sorted(k for k in io.files if k.startswith("features."))
     assert len(keys) == len(model.config.depths)
     for key in keys:
-        _assert_close(key, pyramid[int(key.split(".")[1])], io[key], dtype)
-    _assert_close("pooled", model.trace(x)["pooled"], io["pooled"], dtype)
+        check(key, pyramid[int(key.split(".")[1])])
+    check("pooled", model.trace(x)["pooled"])
 
 
 def test_padded_case_discriminates_the_padding_order() -> None:
