@@ -10,10 +10,11 @@ that file, so both run the same weights; their logits are compared before anythi
 - latency: warm-ups, then paired repetitions that alternate the order (swinref, torch / torch, swinref, ...), so a
   load change on a shared machine hits both; medians, min, max, the ratio of medians and the median of the
   per-pair ratios;
-- peak memory: a fresh process per library loads the checkpoint and runs batch 1; ru_maxrss of that process;
+- peak memory: a fresh process per library loads the checkpoint and runs batch 1; the peak RSS of that process;
 - cold start: wall time of that fresh process from spawn to the first prediction (interpreter, imports, load,
   JIT compilation or Numba cache load, first run). swinref is measured twice: with its Numba cache as installed
-  and with an empty NUMBA_CACHE_DIR (everything compiled);
+  and with an empty NUMBA_CACHE_DIR (everything compiled, as at the first start after installing). Each kind of
+  process runs --cold-runs times (default 3) in alternating order; the median run is reported;
 - the thread settings in force (environment, BLAS via threadpoolctl if installed, Numba, torch).
 
 The torch side is skipped with a message when torch or timm is missing. Set the thread count with --threads (it
@@ -75,6 +76,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--big", type=int, default=0, help="also measure peak RSS at this image side (Swin-T, batch 1)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime even if it is installed")
     ap.add_argument("--no-processes", action="store_true", help="skip the memory / cold-start subprocesses")
+    ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per runtime for cold start and memory")
     ap.add_argument("--json", type=pathlib.Path, help="write all figures to this file")
     # Internal: one fresh process measuring memory and cold start.
     ap.add_argument("--child", choices=["swinref", "swinref-plain", "torch", "onnx"], help=argparse.SUPPRESS)
@@ -389,16 +391,37 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
             w.close()
 
     if not args.no_processes:
-        procs = {}
-        procs["swinref"] = _spawn("swinref", str(ckpt), name, H, args.threads)
-        with tempfile.TemporaryDirectory() as empty:
-            procs["swinref_empty_numba_cache"] = _spawn("swinref", str(ckpt), name, H, args.threads,
-                                                        {"NUMBA_CACHE_DIR": empty})
+        # Fresh processes, each kind args.cold_runs times in alternating order; the run with the median cold start
+        # is reported, with every run's wall time beside it.
+        spawners = {"swinref": lambda: _spawn("swinref", str(ckpt), name, H, args.threads)}
+
+        def empty_cache() -> dict:
+            with tempfile.TemporaryDirectory() as empty:
+                return _spawn("swinref", str(ckpt), name, H, args.threads, {"NUMBA_CACHE_DIR": empty})
+
+        spawners["swinref_empty_numba_cache"] = empty_cache
         if torch_net is not None:
-            procs["torch"] = _spawn("torch", str(ckpt), name, H, args.threads)
+            spawners["torch"] = lambda: _spawn("torch", str(ckpt), name, H, args.threads)
             if (workdir / f"{key}.onnx").exists():
-                procs["onnxruntime"] = _spawn("onnx", str(workdir / f"{key}.onnx"), name, H, args.threads)
-        out["processes"] = procs
+                spawners["onnxruntime"] = lambda: _spawn("onnx", str(workdir / f"{key}.onnx"), name, H, args.threads)
+        runs: dict[str, list[dict]] = {k: [] for k in spawners}
+        kinds = list(spawners)
+        for r in range(args.cold_runs):
+            for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                runs[kind].append(spawners[kind]())
+        out["processes"] = {k: _median_run(v) for k, v in runs.items()}
+    return out
+
+
+def _median_run(runs: list[dict]) -> dict:
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda r: r["cold_start_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["cold_start_runs_s"] = [r["cold_start_s"] for r in runs]
+    chosen["rss_mb_max"] = max(r["rss_mb"] for r in runs)
+    return chosen
     return out
 
 
@@ -440,9 +463,10 @@ def _table(results: dict) -> str:
             if "error" in p:
                 lines.append(f"  process {k:<26} error: {p['error']}")
             else:
+                runs = ", ".join(f"{t:.2f}" for t in p.get("cold_start_runs_s", []))
                 lines.append(f"  process {k:<26} peak RSS {p['rss_mb']:7.0f} MB   "
                              f"cold start {p['cold_start_s']:6.2f} s (imports {p['import_s']:.2f}, "
-                             f"load {p['load_s']:.2f}, first run {p['first_run_s']:.2f})")
+                             f"load {p['load_s']:.2f}, first run {p['first_run_s']:.2f}; runs {runs})")
         procs = m.get("processes", {})
         sw, th = procs.get("swinref", {}), procs.get("torch", {})
         if "rss_mb" in sw and "rss_mb" in th:

@@ -7,8 +7,11 @@ must agree to float32 rounding in float32 and to float64 rounding in float64, on
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -237,11 +240,11 @@ def test_v2_block_equals_plain() -> None:
 # The Numba cache: used when writable, clean fallback when not.
 
 _CHILD = textwrap.dedent("""
-    import warnings, numpy as np
+    import json, warnings, numpy as np
     warnings.simplefilter("always")
     with warnings.catch_warnings(record=True) as caught:
         from swinref.api import random_model
-        from swinref import fast
+        from swinref import fast, kernels
         from swinref.config import get_config
         cfg = get_config("T", img_size=(64, 64), depths=(1, 1, 1, 1), window_size=4)
         m = random_model(cfg)
@@ -250,16 +253,19 @@ _CHILD = textwrap.dedent("""
         with fast.plain():
             b = m(x)
     ours = [str(w.message) for w in caught if "Numba cache" in str(w.message)]
-    print(len(ours), float(np.abs(a - b).max()))
+    used = [kernels.layer_norm_rows, kernels.gelu_bias_rows_f32, kernels.attention_softmax_f32]
+    stats = {f.__name__: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())] for f in used}
+    print(json.dumps({"warnings": len(ours), "diff": float(np.abs(a - b).max()), "hits_misses": stats,
+                      "kernels_file": kernels.__file__}))
 """)
 
 
-def _run_child(env_extra: dict) -> tuple[int, float, str]:
+def _run_child(env_extra: dict, cwd: str | None = None) -> dict:
     env = dict(os.environ, **env_extra)
-    done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=cwd)
     assert done.returncode == 0, done.stderr[-2000:]
-    count, diff = done.stdout.split()
-    return int(count), float(diff), done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -268,15 +274,34 @@ def test_no_writable_cache_directory_falls_back_with_one_warning(tmp_path) -> No
     # by anyone, and limiting Numba to the user-provided locator removes the in-package and per-user fallbacks.
     blocker = tmp_path / "file"
     blocker.write_text("")
-    count, diff, _ = _run_child({"NUMBA_CACHE_DIR": str(blocker / "cache"),
-                                 "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator"})
-    assert count == 1
-    assert diff < 1e-5
+    got = _run_child({"NUMBA_CACHE_DIR": str(blocker / "cache"),
+                      "NUMBA_CACHE_LOCATOR_CLASSES": "UserProvidedCacheLocator"})
+    assert got["warnings"] == 1
+    assert got["diff"] < 1e-5
 
 
 @pytest.mark.slow
-def test_cache_directory_is_used_when_writable(tmp_path) -> None:
-    count, diff, _ = _run_child({"NUMBA_CACHE_DIR": str(tmp_path)})
-    assert count == 0 and diff < 1e-5
+def test_second_start_loads_every_kernel_from_the_cache(tmp_path) -> None:
+    first = _run_child({"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert first["warnings"] == 0 and first["diff"] < 1e-5
+    assert all(misses >= 1 for _, misses in first["hits_misses"].values()), first  # compiled, nothing cached yet
     index_files = list(tmp_path.rglob("*.nbi"))
     assert any("kernels" in p.name for p in index_files), sorted(p.name for p in index_files)
+    second = _run_child({"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert all(hits >= 1 and misses == 0 for hits, misses in second["hits_misses"].values()), second
+
+
+@pytest.mark.slow
+def test_cache_works_from_an_installed_copy(tmp_path) -> None:
+    """A copy of the package outside the source tree, as pip installs it, with no NUMBA_CACHE_DIR: the first start
+    writes the cache beside the installed kernels.py, the second loads everything from it."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(pathlib.Path(fast.__file__).parent, site / "swinref",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(site), "NUMBA_CACHE_DIR": "", "HOME": str(tmp_path / "home")}  # "": not set
+    first = _run_child(env, cwd=str(tmp_path))
+    assert pathlib.Path(first["kernels_file"]).parent == site / "swinref"
+    assert first["warnings"] == 0
+    assert any((site / "swinref" / "__pycache__").glob("kernels.*.nbi"))
+    second = _run_child(env, cwd=str(tmp_path))
+    assert all(hits >= 1 and misses == 0 for hits, misses in second["hits_misses"].values()), second
