@@ -11,9 +11,9 @@ import os
 from typing import Any
 
 # OpenBLAS's idle threads spin for a while after every product, and here products alternate with Numba kernels
-# that need the same cores (Swin-T 224, batch 8, 2 threads: 900 ms spinning, 819 ms with the timeout, against
-# torch's 830). Read when NumPy loads OpenBLAS, so it only takes effect if swinref is imported first; an explicit
-# setting wins.
+# that need the same cores (Swin-T 224, 2 threads, three alternating runs each: batch 1 99-116 ms with the
+# timeout, 134-149 ms with OpenBLAS's default of 28; batch 8 644-738 against 774-820 ms). Read when NumPy loads
+# OpenBLAS, so it only takes effect if swinref is imported first; an explicit setting wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs, plan
