@@ -482,8 +482,8 @@ def _table(results: dict) -> str:
                          + (f"peak RSS {p['rss_mb']:.0f} MB, wall {p['cold_start_s']:.1f} s" if "rss_mb" in p
                             else f"error: {p['error']}"))
     t = results["threads"]
-    lines.append(f"\nthreads: requested {t['requested']}; env {t['env']}; swinref lanes {t['swinref_lanes']}; torch {t.get('torch_threads', '-')}; BLAS {t.get('numpy_blas')}; "
-                 f"threadpoolctl: {t['threadpoolctl']}")
+    lines.append(f"\nthreads: requested {t['requested']}; env {t['env']}; swinref lanes {t['swinref_lanes']}; "
+                 f"torch {t.get('torch_threads', '-')}; BLAS {t.get('numpy_blas')}; threadpoolctl: {t['threadpoolctl']}")
     lines.append(f"load average at start {results['loadavg_start']}, at end {results['loadavg_end']}")
     return "\n".join(lines)
 

@@ -180,9 +180,12 @@ def _run_chunks(fn: Any, starts: list[int], lanes: int) -> None:
 
 
 def _row_blocks(rows: int, fn: Any) -> None:
-    """fn(r0, r1) over blocks of rows [r0, r1) covering range(rows), one block per lane.
+    """fn(r0, r1) over blocks of rows [r0, r1) covering range(rows), one block per lane, at least ROW_BLOCK_MIN
+    rows each (handing a small block to another thread costs more than it saves).
 
-    Below ROW_BLOCK_MIN rows per lane a second thread costs more than it saves (a hand-over takes ~20 us).
+    On 2 cores this measured neither faster nor slower than one lane (Swin-T 224, alternating runs: 1.00 at batch
+    1, 0.99 at batch 8; the kernels take ~10% of a forward); it keeps LayerNorm and GELU from becoming the serial
+    part of a forward on machines with more cores.
     """
     lanes = min(_lanes(), max(1, rows // ROW_BLOCK_MIN))
     step = -(-rows // lanes)
