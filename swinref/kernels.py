@@ -235,8 +235,9 @@ def exp_nonpositive(z):  # pragma: no cover - compiled
     return p * POW2_NEG[n]
 
 
-# One kernel per dtype: the float32 one uses the exp polynomial (a libm call per element would not vectorise), the
-# float64 one libm's exp; neither pays for a branch per element or compiles the other's loop.
+# One kernel per dtype, the same passes in both: the float32 one uses the exp polynomial (a libm call per element
+# would not vectorise), the float64 one libm's exp; neither pays for a branch per element, and a float32 model never
+# compiles the float64 loop (each compiled function costs about 0.2 s at the first start).
 _SOFTMAX_DOC = """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] + mask[w]) over the last axis.
 
     Twin: the part of swinref.model.window_attention between the q k^T product and the product with v (bias add,
@@ -293,16 +294,17 @@ def attention_softmax_f64(logits, rel_bias, mask, first_window, floor):  # pragm
                 row = logits[i, h, r]
                 b = rel_bias[h, r]
                 m = mask[w, r]
+                mx = -np.inf
                 for j in range(N):
-                    row[j] = (row[j] + b[j]) + m[j]
-                mx = row[0]
-                for j in range(1, N):
-                    mx = row[j] if row[j] > mx else mx
+                    v = (row[j] + b[j]) + m[j]
+                    row[j] = v
+                    mx = v if v > mx else mx
                 s = 0.0
                 for j in range(N):
                     z = row[j] - mx
-                    row[j] = np.exp(z) if z >= floor else 0.0
-                    s += row[j]
+                    e = np.exp(z) if z >= floor else 0.0
+                    row[j] = e
+                    s += e
                 for j in range(N):
                     row[j] = row[j] / s
 
