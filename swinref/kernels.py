@@ -237,7 +237,9 @@ def exp_nonpositive(z):  # pragma: no cover - compiled
 
 # One kernel per dtype, the same passes in both: the float32 one uses the exp polynomial (a libm call per element
 # would not vectorise), the float64 one libm's exp; neither pays for a branch per element, and a float32 model never
-# compiles the float64 loop (each compiled function costs about 0.2 s at the first start).
+# compiles the float64 loop (each compiled function costs about 0.2 s at the first start). The loop nest is written
+# twice on purpose: a factory closing over the exp function would share it, but Numba does not cache closures
+# (checked with numba 0.68: no cache hits in a second process), so every start would compile.
 _SOFTMAX_DOC = """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] + mask[w]) over the last axis.
 
     Twin: the part of swinref.model.window_attention between the q k^T product and the product with v (bias add,
