@@ -8,8 +8,9 @@ are compiled without a cache, with one warning.
 
 Every kernel is serial and releases the GIL (nogil): swinref.fast splits rows and windows between its own thread
 lanes. Numba's parallel=True would cost an OpenMP runtime whose idle workers spin against BLAS's threads, and
-about twice the compile time at the first start after installing (the three kernels: 7.6 s with parallel=True,
-3.4 s without; about 1 s after the simplifications below).
+about twice the compile time at the first start after installing. benchmarks/cpu.py's first start (empty Numba
+cache), Swin-T 224: 7.0 s with the parallel kernels (0.92x torch), 2.15 s now (0.35x); results in
+benchmarks/results/ and their git history.
 
 Numerics: the kernels follow the plain functions' float32 rounding steps. Two fastmath flags are used, each only
 where it cannot move a result by more than those roundings: "contract" (fused multiply-adds), which only makes the
@@ -59,8 +60,7 @@ def _cache_unavailable() -> None:
 
 
 # The scalar helpers (erf_poly, exp_nonpositive) are inlined into their kernel in Numba's IR (inline="always"):
-# compiling them as separate functions costs more at the first start (measured with callgrind: the three kernels'
-# compilation takes 11% fewer instructions with the helpers inlined and the softmax's passes fused).
+# compiled as separate functions, each would add its own pass through Numba's pipeline to the first start.
 # nogil: the fast path calls kernels from two threads at once. error_model="numpy": a division by zero gives inf or
 # nan as in NumPy instead of a Python exception, so Numba adds no zero test before every division (none can be
 # zero here: LayerNorm divides by sqrt(var + eps), the softmax by a sum that includes exp(0) = 1).
@@ -116,7 +116,7 @@ ERF_T_POLY = (
 )
 ERF_CLAMP = 4.0
 # The same coefficients as separate globals: Numba folds a float global into a constant at no cost, where indexing
-# a tuple costs type inference for every element (erf_poly compiled in 0.30 s with the tuple, 0.16 s without).
+# a tuple costs type inference for every element.
 _E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13, _E14, _E15, _E16, _E17, _E18 = ERF_T_POLY
 
 
@@ -237,21 +237,9 @@ def exp_nonpositive(z):  # pragma: no cover - compiled
 
 # One kernel per dtype, the same passes in both: the float32 one uses the exp polynomial (a libm call per element
 # would not vectorise), the float64 one libm's exp; neither pays for a branch per element, and a float32 model never
-# compiles the float64 loop (each compiled function costs about 0.2 s at the first start). The loop nest is written
+# compiles the float64 loop (every compiled function adds to the first start). The loop nest is written
 # twice on purpose: a factory closing over the exp function would share it, but Numba does not cache closures
 # (checked with numba 0.68: no cache hits in a second process), so every start would compile.
-_SOFTMAX_DOC = """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] + mask[w]) over the last axis.
-
-    Twin: the part of swinref.model.window_attention between the q k^T product and the product with v (bias add,
-    mask add, swinref.model.softmax). rel_bias [nH, N, N]; mask [nW, N, N]: 0 / -100 for shifted blocks, one
-    all-zero [1, N, N] window otherwise; window i of the chunk uses mask[(first_window + i) % nW] (windows run
-    b-major, nW per image).
-
-    Terms exp(z), z = logit - row max, with z < floor are set to 0 instead of computed: floor is the log of the
-    dtype's smallest normal number, so those terms would be subnormal (exp(-100) for every masked pair), slow on the
-    CPU, and below 1e-38 of the row's largest term, which is exp(0) = 1. Dropping them changes the row sum by less
-    than N * 1e-38, far below one float32 rounding of a sum >= 1, and each probability by less than 1e-38.
-    """
 
 
 @_jit(fastmath={"contract", "reassoc"})
@@ -266,8 +254,8 @@ def attention_softmax_f32(logits, rel_bias, mask, first_window, floor):  # pragm
                 b = rel_bias[h, r]
                 m = mask[w, r]
                 # Three passes: bias, mask and the running max (scalar: a max reduction does not vectorise unless
-                # NaN is ruled out; a separate vectorised bias pass measured no faster and costs compile time);
-                # exp and the sum (vectorised); the division.
+                # NaN is ruled out, and a separate vectorised bias pass costs compile time); exp and the sum
+                # (vectorised); the division.
                 mx = np.float32(-np.inf)
                 for j in range(N):
                     v = (row[j] + b[j]) + m[j]
@@ -313,8 +301,18 @@ def attention_softmax_f64(logits, rel_bias, mask, first_window, floor):  # pragm
 
 def attention_softmax(logits: np.ndarray, rel_bias: np.ndarray, mask: np.ndarray, first_window: int,
                       floor: float) -> None:
+    """In place on logits [nw, nH, N, N]: softmax(logits + rel_bias[h] + mask[w]) over the last axis.
+
+    Twin: the part of swinref.model.window_attention between the q k^T product and the product with v (bias add,
+    mask add, swinref.model.softmax). rel_bias [nH, N, N]; mask [nW, N, N]: 0 / -100 for shifted blocks, one
+    all-zero [1, N, N] window otherwise; window i of the chunk uses mask[(first_window + i) % nW] (windows run
+    b-major, nW per image).
+
+    Terms exp(z), z = logit - row max, with z < floor are set to 0 instead of computed: floor is the log of the
+    dtype's smallest normal number, so those terms would be subnormal (exp(-100) for every masked pair), slow on the
+    CPU, and below 1e-38 of the row's largest term, which is exp(0) = 1. Dropping them changes the row sum by less
+    than N * 1e-38, far below one float32 rounding of a sum >= 1, and each probability by less than 1e-38.
+    """
     (attention_softmax_f32 if logits.dtype == np.float32 else attention_softmax_f64)(
         logits, rel_bias, mask, first_window, floor)
 
-
-attention_softmax.__doc__ = _SOFTMAX_DOC
