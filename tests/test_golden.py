@@ -529,24 +529,19 @@ def test_timm_state_dict_names():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# timm itself, through the example.
+# timm and transformers themselves, through the examples.
 
 
 @pytest.mark.peers
-@pytest.mark.parametrize("case", ["tiny_v1", "tiny_v1_timm_pad"])
-def test_timm_matches_golden_case_via_example(case):
-    pytest.importorskip("timm")
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "golden_timm.py"), str(GOLDEN / case)],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
-
-
-@pytest.mark.peers
-@pytest.mark.parametrize("case", ["tiny_v1", "tiny_v1_pad_b2_f32"])
-def test_transformers_matches_golden_case_via_example(case):
-    pytest.importorskip("transformers")
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "golden_hf.py"), str(GOLDEN / case)],
+@pytest.mark.parametrize("example, library, case", [
+    ("golden_timm.py", "timm", "tiny_v1"),
+    ("golden_timm.py", "timm", "tiny_v1_timm_pad"),
+    ("golden_hf.py", "transformers", "tiny_v1"),
+    ("golden_hf.py", "transformers", "tiny_v1_pad_b2_f32"),
+])
+def test_peer_matches_golden_case_via_example(example, library, case):
+    pytest.importorskip(library)
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / example), str(GOLDEN / case)],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
