@@ -11,9 +11,10 @@ import os
 from typing import Any
 
 # OpenBLAS's idle threads spin for a while after every product, and here products alternate with Numba kernels
-# that need the same cores (Swin-T 224, 2 threads, three alternating runs each: batch 1 99-116 ms with the
-# timeout, 134-149 ms with OpenBLAS's default of 28; batch 8 644-738 against 774-820 ms). Read when NumPy loads
-# OpenBLAS, so it only takes effect if swinref is imported first; an explicit setting wins.
+# that need the same cores. Swin-T 224, 2 threads (`python benchmarks/cpu.py --no-processes --no-onnx --repeat 8`,
+# with and without `--blas-timeout 0`): batch 1 119 ms with the timeout, 145 ms with OpenBLAS's default; batch 8
+# 749 against 912 ms. Read when NumPy loads OpenBLAS, so it only takes effect if swinref is imported first; an
+# explicit setting wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs, plan
