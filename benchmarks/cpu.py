@@ -64,19 +64,34 @@ def _set_threads(n: int, blas_timeout: int) -> None:
         os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
 
 
+def _count(minimum: int):
+    """argparse type: an integer >= minimum, with a message naming the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give {minimum} or more")
+        return value
+
+    return parse
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["T"], choices=sorted(MODELS))
-    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=10, help="paired repetitions per batch size")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batches", nargs="+", type=_count(1), default=[1, 8])
+    ap.add_argument("--threads", type=_count(1), default=2)
+    ap.add_argument("--repeat", type=_count(1), default=10, help="paired repetitions per batch size")
+    ap.add_argument("--warmup", type=_count(0), default=2)
     ap.add_argument("--blas-timeout", type=int, default=4,
                     help="OPENBLAS_THREAD_TIMEOUT for all processes (0: unset, OpenBLAS's own default)")
-    ap.add_argument("--big", type=int, default=0, help="also measure peak RSS at this image side (Swin-T, batch 1)")
+    ap.add_argument("--big", type=_count(0), default=0, help="also measure peak RSS at this image side (Swin-T, batch 1)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime even if it is installed")
     ap.add_argument("--no-processes", action="store_true", help="skip the memory / cold-start subprocesses")
-    ap.add_argument("--cold-runs", type=int, default=3, help="fresh processes per runtime for cold start and memory")
+    ap.add_argument("--cold-runs", type=_count(1), default=3, help="fresh processes per runtime for cold start and memory")
     ap.add_argument("--json", type=pathlib.Path, help="write all figures to this file")
     # Internal: one fresh process measuring memory and cold start.
     ap.add_argument("--child", choices=["swinref", "swinref-plain", "torch", "onnx"], help=argparse.SUPPRESS)

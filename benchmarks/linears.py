@@ -38,6 +38,17 @@ def _shapes(variant: str, batch: int) -> list[tuple[int, int, int]]:
     return shapes
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
+    return value
+
+
 def _child(library: str, args: argparse.Namespace) -> None:
     """Times the whole sequence of products args.repeat times in this process; prints the times as JSON."""
     import swinref  # noqa: F401  (before NumPy, as a user would: it sets OPENBLAS_THREAD_TIMEOUT)
@@ -73,10 +84,10 @@ def _child(library: str, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="T")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=10, help="timed runs per process")
-    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per library, alternating")
+    ap.add_argument("--batch", type=_count, default=1)
+    ap.add_argument("--threads", type=_count, default=2)
+    ap.add_argument("--repeat", type=_count, default=10, help="timed runs per process")
+    ap.add_argument("--rounds", type=_count, default=3, help="fresh processes per library, alternating")
     ap.add_argument("--child", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -84,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(args.child, args)
         return 0
+    from swinref.errors import SwinrefError
+
+    try:
+        shapes = _shapes(args.variant, args.batch)
+    except SwinrefError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     libraries = ["numpy"]
     try:
         import torch  # noqa: F401
@@ -99,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
                    "--threads", str(args.threads), "--repeat", str(args.repeat)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             times[lib] += json.loads(done.stdout.strip().splitlines()[-1])
-    shapes = _shapes(args.variant, args.batch)
     gflop = sum(2 * T * n_in * n_out for T, n_in, n_out in shapes) / 1e9
     print(f"Swin {args.variant} batch {args.batch}: {len(shapes)} linear layers, {gflop:.2f} GFLOP, "
           f"{args.threads} threads, {args.rounds} processes x {args.repeat} runs per library")
