@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from cpu import _count  # benchmarks/cpu.py, beside this script
+
 
 def _shapes(variant: str, batch: int) -> list[tuple[int, int, int]]:
     """(tokens, in, out) of every linear layer in one forward pass, in order."""
@@ -36,17 +38,6 @@ def _shapes(variant: str, batch: int) -> list[tuple[int, int, int]]:
             h, w = (-(-n // 2) for n in stage.resolution)
             shapes.append((batch * h * w, 4 * C, 2 * C))
     return shapes
-
-
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is too small: give 1 or more")
-    return value
 
 
 def _child(library: str, args: argparse.Namespace) -> None:
@@ -84,10 +75,10 @@ def _child(library: str, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", default="T")
-    ap.add_argument("--batch", type=_count, default=1)
-    ap.add_argument("--threads", type=_count, default=2)
-    ap.add_argument("--repeat", type=_count, default=10, help="timed runs per process")
-    ap.add_argument("--rounds", type=_count, default=3, help="fresh processes per library, alternating")
+    ap.add_argument("--batch", type=_count(1), default=1)
+    ap.add_argument("--threads", type=_count(1), default=2)
+    ap.add_argument("--repeat", type=_count(1), default=10, help="timed runs per process")
+    ap.add_argument("--rounds", type=_count(1), default=3, help="fresh processes per library, alternating")
     ap.add_argument("--child", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
