@@ -49,3 +49,17 @@ def unpadded_side(cfg: SwinConfig, k: int) -> int:
 def configs_with_unpadded_size(draw, *, max_k: int = 3, **kw) -> tuple[SwinConfig, tuple[int, int]]:
     cfg = draw(configs(**kw))
     return cfg, (unpadded_side(cfg, draw(st.integers(1, max_k))), unpadded_side(cfg, draw(st.integers(1, max_k))))
+
+
+@st.composite
+def window_geometries(
+    draw, axes: int, *, max_window: int = 4, max_windows: int = 3,
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(spatial, padded, window, shift) per axis for `axes` spatial axes: any window side, a map side from one
+    position up to `max_windows` windows, padded up to whole windows, and any shift 0 <= s < w (0 included, so
+    some axes may be unshifted while others shift)."""
+    window = tuple(draw(st.integers(1, max_window)) for _ in range(axes))
+    spatial = tuple(draw(st.integers(1, w * max_windows)) for w in window)
+    padded = tuple(-(-n // w) * w for n, w in zip(spatial, window))
+    shift = tuple(draw(st.integers(0, w - 1)) for w in window)
+    return spatial, padded, window, shift
