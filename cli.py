@@ -79,7 +79,7 @@ def _batch(text: str) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from analysis.params import count_params
+    from swinref.analysis.params import count_params
     from swinref.config import ALIASES, REGISTRY
 
     aliases = {v: k for k, v in ALIASES.items()}
@@ -88,27 +88,27 @@ def cmd_configs(args: argparse.Namespace) -> int:
         rows.append({**cfg.to_dict(), "alias": aliases.get(name), "params": count_params(cfg).total})
     if args.json:
         return _print_json(rows)
-    from analysis import render
+    from swinref.analysis import render
 
     render.configs(rows)
     return 0
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from analysis.trace import trace
+    from swinref.analysis.trace import trace
 
     cfg = config_from_args(args)
     steps = trace(cfg, batch=args.batch)
     if args.json:
         return _print_json([s.to_dict() for s in steps])
-    from analysis import render
+    from swinref.analysis import render
 
     render.trace(cfg, steps)
     return 0
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
-    from analysis.flops import complexity, count_flops, parse_sweep, sweep
+    from swinref.analysis.flops import complexity, count_flops, parse_sweep, sweep
 
     cfg = config_from_args(args)
     sizes = parse_sweep(args.sweep) if args.sweep else None
@@ -121,7 +121,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
         if not args.items:
             data.pop("items")
         return _print_json(data)
-    from analysis import render
+    from swinref.analysis import render
 
     if sizes is not None:
         render.sweep(cfg, data["sweep"])
@@ -131,8 +131,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from analysis.flops import count_flops
-    from analysis.params import count_params
+    from swinref.analysis.flops import count_flops
+    from swinref.analysis.params import count_params
 
     cfg = config_from_args(args)
     report = count_params(cfg)
@@ -143,15 +143,15 @@ def cmd_params(args: argparse.Namespace) -> int:
     data["macs"], data["flops"] = flops.macs, flops.flops
     if args.json:
         return _print_json(data)
-    from analysis import render
+    from swinref.analysis import render
 
     render.params(cfg, report, show_tensors=args.tensors)
     return 0
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    from analysis.flops import count_flops
-    from analysis.memory import memory
+    from swinref.analysis.flops import count_flops
+    from swinref.analysis.memory import memory
 
     cfg = config_from_args(args)
     report = memory(cfg, batch=args.batch, dtype=args.dtype)
@@ -160,7 +160,7 @@ def cmd_memory(args: argparse.Namespace) -> int:
     data["params"], data["macs"], data["flops"] = flops.params, flops.macs, flops.flops
     if args.json:
         return _print_json(data)
-    from analysis import render
+    from swinref.analysis import render
 
     render.memory(cfg, report)
     return 0
@@ -356,8 +356,8 @@ def _print_json(data: Any) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analysis.flops import CONVENTIONS
-    from analysis.memory import DTYPE_BYTES
+    from swinref.analysis.flops import CONVENTIONS
+    from swinref.analysis.memory import DTYPE_BYTES
 
     parser = argparse.ArgumentParser(
         prog="swinref", description="Swin Transformer reference: shape traces, parameter, FLOP and memory counts.")

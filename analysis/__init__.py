@@ -7,10 +7,10 @@ and does integer arithmetic in pure Python. It must never import numpy, numba or
 
 from __future__ import annotations
 
-from analysis.flops import CONVENTIONS, FlopReport, Item, complexity, count_flops, sweep
-from analysis.memory import MemoryReport, memory
-from analysis.params import ParamReport, count_params
-from analysis.trace import Step, trace
+from .flops import CONVENTIONS, FlopReport, Item, complexity, count_flops, sweep
+from .memory import MemoryReport, memory
+from .params import ParamReport, count_params
+from .trace import Step, trace
 
 __all__ = [
     "CONVENTIONS", "FlopReport", "Item", "count_flops", "complexity", "sweep",

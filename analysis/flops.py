@@ -472,8 +472,8 @@ for _counter in _COUNTER_DOCS:
 def count_flops(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, convention: str = "official",
                 batch: int = 1) -> FlopReport:
     """Itemised FLOP count of `cfg` on an image of size `image` (default: the config's) under `convention`."""
-    from analysis.params import count_params
-    from analysis.trace import as_size
+    from .params import count_params
+    from .trace import as_size
 
     conv = get_convention(convention)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
@@ -508,7 +508,7 @@ def complexity(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None
 
     h, w are the stage's real token grid and M its effective window (after the clamp rule), as in the paper.
     """
-    from analysis.trace import as_size
+    from .trace import as_size
 
     mp = plan(cfg, as_size(image))
     rows = []

@@ -51,8 +51,8 @@ class MemoryReport:
 
 def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, batch: int = 1,
            dtype: str = "float32") -> MemoryReport:
-    from analysis.params import count_params
-    from analysis.trace import as_size
+    from .params import count_params
+    from .trace import as_size
 
     if dtype not in DTYPE_BYTES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from analysis.memory import human_bytes
+from .memory import human_bytes
 from swinref.config import SwinConfig, describe, plan
 
 _console: Console | None = None

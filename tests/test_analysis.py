@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import complexity, count_flops, count_params, memory, sweep, trace
-from analysis.flops import CONVENTIONS, parse_sweep
+from swinref.analysis import complexity, count_flops, count_params, memory, sweep, trace
+from swinref.analysis.flops import CONVENTIONS, parse_sweep
 from swinref.config import REGISTRY, get_config, plan
 from swinref.errors import ConfigError
 from strategies import configs_with_size, configs_with_unpadded_size, unpadded_side

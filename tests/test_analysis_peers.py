@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import count_flops, count_params
+from swinref.analysis import count_flops, count_params
 from swinref.config import REGISTRY, get_config, plan
 
 pytestmark = pytest.mark.peers

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import trace
+from swinref.analysis import trace
 from swinref.config import SwinConfig
 
 np = pytest.importorskip("numpy")

@@ -458,7 +458,7 @@ def test_v2_checkpoints_translate_and_match_the_peer(tmp_path, peer):
 
 
 def test_cli_convert(tmp_path, capsys):
-    from cli import main
+    from swinref.cli import main
 
     src = PEERS / "timm_v1_pad" / "model.pth"
     out = tmp_path / "m.npz"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from swinref import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,13 +199,13 @@ def _modules_after(code: str) -> list[str]:
 
 
 def test_import_analysis_and_cli_is_light():
-    assert _modules_after("import analysis, cli") == []
+    assert _modules_after("import swinref.analysis, swinref.cli") == []
 
 
 @pytest.mark.parametrize("argv", [["trace", "T"], ["flops", "B", "--items"], ["params"], ["memory"], ["configs"],
                                   ["flops", "--sweep", "224:512:32", "--json"], ["trace", "L", "--json"]])
 def test_analysis_commands_do_not_import_numpy(argv):
-    code = ("import contextlib, io, cli\n"
+    code = ("import contextlib, io\nfrom swinref import cli\n"
             f"with contextlib.redirect_stdout(io.StringIO()): rc = cli.main({argv!r})\n"
             "assert rc == 0, rc")
     assert _modules_after(code) == []

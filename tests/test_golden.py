@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cli
 import swinref
+from swinref import cli
 from swinref.golden import (
     GoldenError,
     assert_matches,

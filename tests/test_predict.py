@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
 import swinref
+from swinref import cli
 from swinref.checkpoints import save_params
 from swinref.params import init_params
 from swinref.preprocess import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes, preprocess

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import swinref
-from cli import main
 from swinref.checkpoints import load_state_dict
+from swinref.cli import main
 from swinref.errors import CheckpointError
 from swinref.transfer import bicubic_resize, resize_bias_table, resize_v1_tables, v2_transfer_config
 

@@ -16,7 +16,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cli  # noqa: E402
+from swinref import cli  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "golden"
 TINY = ["--variant", "T", "--embed-dim", "8", "--window", "4", "--classes", "10"]
