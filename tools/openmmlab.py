@@ -2,7 +2,7 @@
 
     from openmmlab import import_openmmlab      # tools/ on sys.path (tests: via tools_path fixtures)
     mm = import_openmmlab()                     # None when the packages are not installed
-    model = mm.pretrain(arch=dict(embed_dims=24, depths=(2, 2), num_heads=(3, 6)), ...)
+    model = build(mm, "det", cfg)               # mmdet's backbone of a SwinConfig, eval mode, outputs 0..L-1
 
 For tests and fixture scripts only; swinref never imports this module.
 
@@ -23,9 +23,10 @@ import sys
 import types
 from typing import Any, NamedTuple
 
-__all__ = ["import_openmmlab", "OpenMMLab", "STUBBED"]
+__all__ = ["import_openmmlab", "build", "OpenMMLab", "KINDS", "STUBBED"]
 
 STUBBED = "mmcv.ops"  # this package and every module under it
+KINDS = ("pretrain", "det", "seg")  # mmpretrain (V1 or V2 by the config), mmdet, mmseg
 
 
 class OpenMMLab(NamedTuple):
@@ -94,3 +95,38 @@ def import_openmmlab() -> OpenMMLab | None:
         return None
     return OpenMMLab(pretrain=pretrain.SwinTransformer, pretrain_v2=pretrain.SwinTransformerV2,
                      det=det.SwinTransformer, seg=seg.SwinTransformer)
+
+
+def build(mm: OpenMMLab, kind: str, cfg: Any, out_indices: tuple[int, ...] | None = None) -> Any:
+    """The backbone of a swinref SwinConfig in mmpretrain ('pretrain': SwinTransformer or SwinTransformerV2 by
+    cfg.version), mmdet ('det') or mmseg ('seg'), no dropout, eval mode; outputs every stage unless out_indices.
+
+    mmpretrain keeps its classification default pad_small_map=False (no shift where the map equals the window,
+    like the official clamp); mmdet and mmseg always shift."""
+    n = len(cfg.depths)
+    out_indices = tuple(range(n)) if out_indices is None else out_indices
+    if kind == "pretrain":
+        arch = dict(embed_dims=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.num_heads))
+        common = dict(img_size=tuple(cfg.img_size), patch_size=cfg.patch_size, in_channels=cfg.in_chans,
+                      window_size=cfg.window_size, drop_path_rate=0.0, out_indices=out_indices,
+                      stage_cfgs=dict(block_cfgs=dict(ffn_ratio=cfg.mlp_ratio, attn_cfgs=dict(qkv_bias=cfg.qkv_bias))))
+        if cfg.version == 2:
+            model = mm.pretrain_v2(arch=dict(arch, extra_norm_every_n_blocks=0),
+                                   pretrained_window_sizes=list(cfg.pretrained_window_sizes), **common)
+        else:
+            model = mm.pretrain(arch=arch, **common)
+    elif kind in ("det", "seg"):
+        if cfg.version != 1:
+            raise ValueError(f"mm{kind}'s SwinTransformer is Swin V1; {cfg.name} is V{cfg.version}")
+        cls = mm.det if kind == "det" else mm.seg
+        if cfg.mlp_ratio != int(cfg.mlp_ratio):
+            raise ValueError(f"mm{kind} sizes its MLP as mlp_ratio * channels, a whole number: {cfg.mlp_ratio}")
+        model = cls(pretrain_img_size=tuple(cfg.img_size), in_channels=cfg.in_chans, embed_dims=cfg.embed_dim,
+                    patch_size=cfg.patch_size, window_size=cfg.window_size, mlp_ratio=int(cfg.mlp_ratio),
+                    depths=tuple(cfg.depths), num_heads=tuple(cfg.num_heads),
+                    strides=(cfg.patch_size,) + (2,) * (n - 1), out_indices=out_indices, qkv_bias=cfg.qkv_bias,
+                    patch_norm=cfg.patch_norm, drop_path_rate=0.0)
+    else:
+        raise ValueError(f"unknown OpenMMLab backbone {kind!r}; choose one of {KINDS}")
+    model.eval()  # their train(mode) override returns None, so eval() does too
+    return model

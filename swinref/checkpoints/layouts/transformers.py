@@ -1,0 +1,157 @@
+"""Hugging Face transformers' layout (SwinForImageClassification / Swinv2ForImageClassification / SwinModel,
+verified against transformers 5.23.0), both generations of names.
+
+    [swin.|swinv2.]embeddings.{patch_embeddings.projection, norm}, encoder.layers.i.blocks.j.{layernorm_before,
+    attention..., layernorm_after, ...}, encoder.layers.i.downsample.* (end of stage i), layernorm; classifier.
+    legacy   attention.self.{query,key,value,relative_position_bias_table}, attention.output.dense,
+             intermediate.dense, output.dense (Hub checkpoints; Swin V2 still uses them in memory in 5.23)
+    current  attention.{q,k,v,o}_proj, attention.relative_position_bias.relative_position_bias_table, mlp.fc1/fc2
+             (transformers 5's Swin V1 in memory; its conversion_mapping reads the legacy names)
+    V2       attention.self.{logit_scale, continuous_position_bias_mlp.{0,2}}; key has no bias.
+
+The official qkv stacks q | k | v rows, each head-major, which is how the three projections are laid out.
+from_canonical writes the names the installed generation keeps in memory: current for V1, legacy for V2.
+A model directory has config.json beside the weights (model_type swin / swinv2).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Collection, Mapping
+
+import numpy as np
+
+from swinref.checkpoints.layouts.base import Notes, Rule, Rules, arrays, put, translate
+from swinref.config import SwinConfig
+from swinref.errors import CheckpointError
+
+NAME = "transformers"
+SIGNATURE = "embeddings.patch_embeddings.projection.weight"
+
+_BLOCK = "layers.{s}.blocks.{b}."
+_HF_BLOCK = "encoder.layers.{s}.blocks.{b}."
+# Per-block names (canonical, current, legacy). q/k/v go through the temporary canonical names attn.q/k/v.*.
+_BLOCK_NAMES = [
+    ("norm1.", "layernorm_before.", "layernorm_before."),
+    ("norm2.", "layernorm_after.", "layernorm_after."),
+    ("attn.proj.", "attention.o_proj.", "attention.output.dense."),
+    ("attn.q.", "attention.q_proj.", "attention.self.query."),
+    ("attn.k.", "attention.k_proj.", "attention.self.key."),
+    ("attn.v.", "attention.v_proj.", "attention.self.value."),
+    ("attn.relative_position_bias_table", "attention.relative_position_bias.relative_position_bias_table",
+     "attention.self.relative_position_bias_table"),
+    ("attn.relative_position_index", "attention.relative_position_bias.relative_position_index",
+     "attention.self.relative_position_index"),
+    ("attn.logit_scale", "attention.self.logit_scale", "attention.self.logit_scale"),
+    ("attn.cpb_mlp.", "attention.self.continuous_position_bias_mlp.",
+     "attention.self.continuous_position_bias_mlp."),
+    ("attn.relative_coords_table", "attention.self.relative_coords_table", "attention.self.relative_coords_table"),
+    ("mlp.fc1.", "mlp.fc1.", "intermediate.dense."),
+    ("mlp.fc2.", "mlp.fc2.", "output.dense."),
+]
+_TOP = [
+    ("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
+    ("patch_embed.norm.", "embeddings.norm."),
+    ("layers.{s}.downsample.", "encoder.layers.{s}.downsample."),
+    ("norm.", "layernorm."),
+]
+
+# current name -> legacy name, for files written for older releases (tools/make_peer_fixtures.py's hf_legacy/).
+LEGACY_RENAMES = tuple((f".{cur}", f".{old}") for _, cur, old in _BLOCK_NAMES if cur != old)
+
+
+def _rules(prefix: str, legacy_first: bool) -> Rules:
+    pairs = [Rule(_BLOCK + c, prefix + _HF_BLOCK + (old if legacy_first else cur)) for c, cur, old in _BLOCK_NAMES]
+    pairs += [Rule(_BLOCK + c, prefix + _HF_BLOCK + (cur if legacy_first else old)) for c, cur, old in _BLOCK_NAMES]
+    pairs += [Rule(c, prefix + hf) for c, hf in _TOP]
+    return Rules(pairs + [Rule("head.", "classifier.")])
+
+
+_WRITE = {1: _rules("swin.", legacy_first=False), 2: _rules("swinv2.", legacy_first=True)}
+_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")
+
+
+def recognise(keys: Collection[str]) -> bool:
+    return any("embeddings.patch_embeddings." in k for k in keys)
+
+
+def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -> tuple[dict[str, np.ndarray], Notes]:
+    notes = Notes()
+    # SwinForImageClassification prefixes the backbone with 'swin.' (Swinv2: 'swinv2.'); SwinModel has none.
+    notes.prefix = next((p for p in ("swin.", "swinv2.") if any(k.startswith(p + "embeddings.") for k in sd)), None)
+    rules = _rules(notes.prefix or "", legacy_first=False)
+    params = translate(sd, rules.to_canonical, notes)
+    qkv: dict[str, dict[str, np.ndarray]] = {}  # block prefix -> {'q.weight': ..., ...}
+    for name in [n for n in params if _QKV.match(n)]:
+        m = _QKV.match(name)
+        qkv.setdefault(m.group(1), {})[f"{m.group(2)}.{m.group(3)}"] = params.pop(name)
+    for prefix, parts in qkv.items():
+        missing = [f"{w}.weight" for w in ("query", "key", "value") if f"{w[0]}.weight" not in parts]
+        if missing:
+            raise CheckpointError(
+                f"{source}: block {prefix[:-len('.attn.')]} has only part of its attention projections (missing "
+                f"{', '.join(missing)}): the file is truncated or not a Swin checkpoint"
+            )
+        params[prefix + "qkv.weight"] = np.concatenate([parts["q.weight"], parts["k.weight"], parts["v.weight"]])
+        if prefix + "logit_scale" in params:
+            # Swin V2: key has no bias; q and v biases are separate parameters in the official layout.
+            for which in ("q", "v", "k"):  # a k bias is kept as attn.k_bias, which the shape check reports
+                if f"{which}.bias" in parts:
+                    put(params, prefix + f"{which}_bias", parts[f"{which}.bias"], prefix + f"{which}.bias")
+        elif any(f"{w}.bias" in parts for w in "qkv"):
+            if not all(f"{w}.bias" in parts for w in "qkv"):
+                raise CheckpointError(f"{source}: block {prefix[:-len('.attn.')]} has biases for only some of "
+                                      f"query/key/value")
+            params[prefix + "qkv.bias"] = np.concatenate([parts["q.bias"], parts["k.bias"], parts["v.bias"]])
+    return params, notes
+
+
+def from_canonical(params: Mapping[str, Any], cfg: SwinConfig) -> dict[str, np.ndarray]:
+    rules = _WRITE[cfg.version]
+    out: dict[str, np.ndarray] = {}
+    for name, value in arrays(params).items():
+        parts = {name: value}
+        if name.endswith(".attn.qkv.weight") or name.endswith(".attn.qkv.bias"):
+            stem, leaf = name.rsplit(".qkv.", 1)
+            c = value.shape[0] // 3
+            parts = {f"{stem}.{w}.{leaf}": value[i * c:(i + 1) * c] for i, w in enumerate("qkv")}
+        elif name.endswith(".attn.q_bias") or name.endswith(".attn.v_bias"):
+            parts = {name[: -len("q_bias")] + name[-6] + ".bias": value}
+        for part, v in parts.items():
+            out[rules.to_peer(part)] = v
+    return out
+
+
+def config_hints(sidecar: Mapping[str, Any], source: str = "the checkpoint") -> dict[str, Any]:
+    """SwinConfig fields from a Hugging Face config.json (model_type 'swin' or 'swinv2')."""
+    model_type = sidecar.get("model_type")
+    if model_type not in ("swin", "swinv2"):
+        raise CheckpointError(
+            f"{source}: config.json has model_type {model_type!r}; swinref reads 'swin' and 'swinv2' models"
+        )
+    if sidecar.get("use_absolute_embeddings"):
+        raise CheckpointError(
+            f"{source}: this model uses absolute position embeddings (use_absolute_embeddings=true), which swinref "
+            f"does not implement (no released Swin classifier uses them)"
+        )
+    hints: dict[str, Any] = {"version": 2 if model_type == "swinv2" else 1}
+    pairs = {
+        "image_size": "img_size", "patch_size": "patch_size", "num_channels": "in_chans", "embed_dim": "embed_dim",
+        "depths": "depths", "num_heads": "num_heads", "window_size": "window_size", "mlp_ratio": "mlp_ratio",
+        "qkv_bias": "qkv_bias", "layer_norm_eps": "layer_norm_eps",
+    }
+    for hf_name, name in pairs.items():
+        if hf_name in sidecar:
+            value = sidecar[hf_name]
+            hints[name] = tuple(value) if isinstance(value, list) else value
+    if model_type == "swinv2" and "pretrained_window_sizes" in sidecar:
+        hints["pretrained_window_sizes"] = tuple(sidecar["pretrained_window_sizes"])
+    if isinstance(hints.get("img_size"), int):
+        hints["img_size"] = (hints["img_size"], hints["img_size"])
+    for key in ("patch_size", "window_size"):  # HF allows [h, w] pairs; swinref needs squares
+        value = hints.get(key)
+        if isinstance(value, tuple):
+            if len(set(value)) != 1:
+                raise CheckpointError(f"{source}: {key}={list(value)} is not square; swinref needs square {key}")
+            hints[key] = value[0]
+    return hints

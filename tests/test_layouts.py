@@ -1,0 +1,290 @@
+"""The layout modules (swinref.checkpoints.layouts): every layout's from_canonical and to_canonical are inverses,
+and with the peers installed, from_canonical's dict is the peer model's own state dict (strict load, derived
+buffers aside), the peer's state_dict() reads back to the same params, and OpenMMLab's merge order is proven
+against the real modules.
+
+The default run (no torch) checks the round trips and detection; tests marked `peers` need torch and the peer
+library (timm, transformers, torchvision; mmpretrain / mmdet / mmseg through tools/openmmlab.py) and skip without.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import swinref
+from swinref.checkpoints import layouts
+from swinref.checkpoints.layouts import base, openmmlab
+from swinref.errors import CheckpointError
+from swinref.params import init_params
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+# A small model every peer builds alike at 224: stage grids 56, 28, 14, 7 need no padding; the last stage equals
+# the window, so it is not shifted (official clamp, mmpretrain's pad_small_map=False, torchvision's covered axis).
+SMALL = dict(embed_dim=24, depths="2,2,2,2", heads="3,6,12,24", window=7, img=224, classes=10)
+CONFIGS = {1: swinref.get_config("T", **SMALL), 2: swinref.get_config("V2-T", **SMALL)}
+# mmdet and mmseg shift every odd block, also a stage no larger than the window: at 448 (grids 112..14) no stage
+# is, and they agree with the official rule.
+BIG = {**SMALL, "img": 448}
+
+WITH_V2 = ["official", "timm", "transformers", "torchvision", "openmmlab", "swinref"]
+CASES = [(name, v) for name in WITH_V2 for v in (1, 2)]
+
+
+def canonical(version: int, name: str, cfg=None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic canonical params for a layout: OpenMMLab backbones have no head and one norm per stage (the
+    last one is `norm`, see base.alias_final_norm)."""
+    cfg = cfg or CONFIGS[version]
+    if name != "openmmlab":
+        return init_params(cfg, seed=seed)
+    params = init_params(cfg.replace(num_classes=0), seed=seed)
+    rng = np.random.default_rng(seed)
+    for i, dim in enumerate(cfg.embed_dim * 2**k for k in range(len(cfg.depths))):
+        for leaf, base_value in (("weight", 1.0), ("bias", 0.0)):
+            params[f"norm{i}.{leaf}"] = (base_value + 0.2 * rng.standard_normal(dim)).astype(np.float32)
+    last = len(cfg.depths) - 1
+    params["norm.weight"], params["norm.bias"] = params[f"norm{last}.weight"], params[f"norm{last}.bias"]
+    return params
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert list(got) == list(want) or set(got) == set(want), sorted(set(got) ^ set(want))[:8]
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Without torch.
+
+
+@pytest.mark.parametrize("name,version", CASES, ids=[f"{n}-v{v}" for n, v in CASES])
+def test_round_trip(name, version):
+    layout = layouts.get(name)
+    params = canonical(version, name)
+    sd = layout.from_canonical(params, CONFIGS[version])
+    assert all(isinstance(v, np.ndarray) for v in sd.values())
+    back, notes = layout.to_canonical(sd, "round trip")
+    assert_same(back, params)
+    assert notes.dropped == [] and notes.buffers == {}
+
+
+@pytest.mark.parametrize("name,version", CASES, ids=[f"{n}-v{v}" for n, v in CASES])
+def test_detection_names_the_layout(name, version):
+    sd = layouts.get(name).from_canonical(canonical(version, name), CONFIGS[version])
+    want = "official" if name == "swinref" else name  # swinref files are told by their stored config
+    assert layouts.detect(sd.keys()).NAME == want
+    if name == "openmmlab":  # a whole detector's checkpoint: the backbone under 'backbone.' beside neck and heads
+        whole = {"backbone." + k: v for k, v in sd.items()}
+        whole["neck.fpn.weight"] = whole["rpn_head.conv.weight"] = np.zeros(1, np.float32)
+        assert layouts.detect(whole.keys()).NAME == "openmmlab"
+        params, notes = openmmlab.to_canonical(whole)
+        assert_same(params, canonical(version, name))
+        assert notes.prefix == "backbone." and notes.ignored == ["neck.", "rpn_head."]
+
+
+def test_unknown_layout_names_what_it_saw():
+    with pytest.raises(CheckpointError) as err:
+        layouts.detect({"encoder.blocks.0.weight", "encoder.blocks.0.bias"}, "x.pth")
+    msg = str(err.value)
+    assert "cannot tell which Swin checkpoint layout x.pth uses" in msg and "encoder.blocks.0.bias" in msg
+    assert "openmmlab (patch_embed.projection.weight)" in msg and "torchvision (features.0.0.weight)" in msg
+
+
+def test_rules_map_slots_both_ways():
+    rules = base.Rules([base.Rule("layers.{s}.downsample.", "features.{s*2+2}."),
+                        base.Rule("layers.{s}.blocks.{b}.", "features.{s*2+1}.{b}.")])
+    assert rules.to_peer("layers.2.downsample.norm.weight") == "features.6.norm.weight"
+    assert rules.to_canonical("features.6.norm.weight") == "layers.2.downsample.norm.weight"
+    assert rules.to_canonical("features.5.1.norm1.bias") == "layers.2.blocks.1.norm1.bias"
+    assert rules.to_canonical("features.0.0.weight") == "features.0.0.weight"  # no rule: kept for the shape check
+
+
+def test_unfold_columns_is_the_swin_converter_permutation():
+    # mmdet's swin_converter: reshape(out, 4, C)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(out, 4C), official ->
+    # mmdet; its column c*4 + q takes official column [0, 2, 1, 3][q]*C + c.
+    C = 3
+    cols = openmmlab.unfold_columns(C)
+    official = np.arange(4 * C)[None]
+    converted = official.reshape(1, 4, C)[:, [0, 2, 1, 3], :].transpose(0, 2, 1).reshape(1, 4 * C)
+    np.testing.assert_array_equal(official[:, cols], converted)
+
+
+def test_openmmlab_refuses_what_it_cannot_hold():
+    params = init_params(CONFIGS[1], seed=0)
+    with pytest.raises(CheckpointError, match="no classifier head.*num_classes=0"):
+        openmmlab.from_canonical(params, CONFIGS[1])
+    backbone = canonical(1, "openmmlab")
+    backbone["norm.weight"] = backbone["norm.weight"] + 1
+    with pytest.raises(CheckpointError, match="one LayerNorm after the last stage.*norm3"):
+        openmmlab.from_canonical(backbone, CONFIGS[1])
+
+
+def test_openmmlab_classifier_norm_becomes_the_last_output_norm():
+    # A classifier's params without per-stage norms: its final norm is written as norm3 (mmpretrain's classifiers
+    # use norm3 so), and reads back as both.
+    params = init_params(CONFIGS[1].replace(num_classes=0), seed=0)
+    sd = openmmlab.from_canonical(params, CONFIGS[1])
+    assert "norm3.weight" in sd and not any(k.startswith(("norm.", "norm0.")) for k in sd)
+    back, notes = openmmlab.to_canonical(sd)
+    np.testing.assert_array_equal(back["norm.weight"], params["norm.weight"])
+    assert set(back) - set(params) == {"norm3.weight", "norm3.bias"} and "norm is norm3" in notes.messages[0]
+
+
+def test_derived_buffers_are_set_aside_under_canonical_names():
+    sd = layouts.torchvision.from_canonical(init_params(CONFIGS[2], seed=0), CONFIGS[2])
+    sd["features.3.0.attn.relative_position_index"] = np.arange(49 * 49)
+    params, notes = layouts.torchvision.to_canonical(sd)
+    assert notes.dropped == ["features.3.0.attn.relative_position_index"]
+    assert list(notes.buffers) == ["layers.1.blocks.0.attn.relative_position_index"]
+    assert not any(base.is_derived(k) for k in params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Against the peers.
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="the peer checks need torch")
+
+
+def _tool(name: str):
+    """A module of tools/ (openmmlab.py, peers.py): harness code, never part of swinref."""
+    import importlib
+
+    sys.path.insert(0, str(TOOLS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(TOOLS))
+
+
+def _mm():
+    _torch()
+    mm = _tool("openmmlab").import_openmmlab()
+    if mm is None:
+        pytest.skip("mmpretrain / mmdet / mmseg (with mmcv-lite and mmengine) are not installed")
+    return mm
+
+
+@pytest.fixture(scope="module")
+def mm():
+    return _mm()
+
+
+def _build_peer(peer: str, cfg, mm=None):
+    torch = _torch()
+    torch.manual_seed(0)
+    if peer in ("pretrain", "det", "seg"):
+        return _tool("openmmlab").build(mm, peer, cfg)
+    pytest.importorskip(peer, reason=f"{peer} is not installed")
+    return _tool("peers").build(peer, cfg)
+
+
+def _load_and_read_back(model, sd: dict, layout) -> dict:
+    """Load sd into the peer (strict but for derived buffers) and translate its state_dict() back."""
+    torch = _torch()
+    result = model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, strict=False)
+    assert result.unexpected_keys == [], result.unexpected_keys
+    assert all(base.is_derived(k) for k in result.missing_keys), result.missing_keys
+    back, _ = layout.to_canonical({k: v.detach().numpy() for k, v in model.state_dict().items()})
+    return back
+
+
+PEERS = [("timm", "timm", v) for v in (1, 2)] + [("transformers", "transformers", v) for v in (1, 2)] + \
+        [("torchvision", "torchvision", v) for v in (1, 2)]
+MM = [("pretrain", 1), ("pretrain", 2), ("det", 1), ("seg", 1)]
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("peer,name,version", PEERS, ids=[f"{p}-v{v}" for p, _, v in PEERS])
+def test_from_canonical_is_the_peers_state_dict(peer, name, version):
+    cfg = CONFIGS[version]
+    params = canonical(version, name, seed=3)
+    layout = layouts.get(name)
+    model = _build_peer(peer, cfg)
+    assert_same(_load_and_read_back(model, layout.from_canonical(params, cfg), layout), params)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("kind,version", MM, ids=[f"{k}-v{v}" for k, v in MM])
+def test_from_canonical_is_the_openmmlab_state_dict(mm, kind, version):
+    cfg = CONFIGS[version]
+    params = canonical(version, "openmmlab", seed=4)
+    model = _build_peer(kind, cfg, mm)
+    assert_same(_load_and_read_back(model, openmmlab.from_canonical(params, cfg), openmmlab), params)
+
+
+def _merge_official(x: np.ndarray, p: dict, prefix: str, version: int) -> np.ndarray:
+    """The official patch merging: neighbours (0,0), (1,0), (0,1), (1,1) in (row, col), then norm/reduce (V1) or
+    reduce/norm (V2)."""
+    cat = np.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
+    w, b, r = p[prefix + "norm.weight"], p[prefix + "norm.bias"], p[prefix + "reduction.weight"]
+
+    def ln(t):
+        mu = t.mean(-1, keepdims=True)
+        return (t - mu) / np.sqrt(((t - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * w + b
+
+    return ln(cat @ r.T) if version == 2 else ln(cat) @ r.T
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("kind,version", MM, ids=[f"{k}-v{v}" for k, v in MM])
+def test_openmmlab_merge_permutation_against_the_module(mm, kind, version):
+    """The real merge module (nn.Unfold order) with random weights equals the official-order merge with the
+    weights to_canonical gives: the permutation of the reduction columns (and the V1 merge norm) is right."""
+    torch = _torch()
+    cfg = CONFIGS[version]
+    model = _build_peer(kind, cfg, mm)
+    merge = model.stages[1 if version == 2 else 0].downsample  # V2 merges at the start of the next stage
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in merge.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+    C, H, W = cfg.embed_dim, 6, 8
+    x = torch.randn(2, H, W, C, generator=g)
+    with torch.no_grad():
+        got, size = merge(x.reshape(2, H * W, C), (H, W))
+    assert tuple(size) == (H // 2, W // 2)
+    sd = {"stages.0.blocks.0.norm1.weight": np.zeros(C, np.float32)}  # a stage, so the merge is placed
+    sd.update({f"stages.{1 if version == 2 else 0}.downsample.{k}": v.numpy() for k, v in merge.state_dict().items()})
+    if version == 2:
+        sd["stages.0.blocks.0.attn.w_msa.logit_scale"] = np.zeros((1, 1, 1), np.float32)
+    params, _ = openmmlab.to_canonical(sd)
+    want = _merge_official(x.numpy().astype(np.float64), params, "layers.0.downsample.", version)
+    np.testing.assert_allclose(got.numpy().reshape(want.shape), want, rtol=1e-5, atol=1e-5)
+    # And the permutation is not the identity: the unpermuted weights give another merge.
+    raw = {k.replace(f"stages.{1 if version == 2 else 0}.", "layers.0."): v for k, v in sd.items()}
+    wrong = _merge_official(x.numpy().astype(np.float64), raw, "layers.0.downsample.", version)
+    assert np.abs(wrong - want).max() > 1e-2
+
+
+def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * w + b
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("kind,version", MM, ids=[f"{k}-v{v}" for k, v in MM])
+def test_openmmlab_forward_equals_swinref_features(mm, kind, version):
+    """The OpenMMLab backbone with from_canonical's weights outputs norm_i(stage i) of swinref's own features."""
+    torch = _torch()
+    cfg = CONFIGS[version] if kind == "pretrain" else swinref.get_config("T", **BIG)
+    params = canonical(version, "openmmlab", cfg=cfg, seed=6)
+    model = _build_peer(kind, cfg, mm).double()
+    sd = openmmlab.from_canonical(params, cfg)
+    model.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in sd.items()}, strict=False)
+    _tool("peers").exact_v2_coords(model)  # V2: the peer's float32-made coordinate table, recomputed in float64
+    x = np.random.default_rng(7).standard_normal((1, 3, *cfg.img_size))
+    with torch.no_grad():
+        outs = [o.numpy() for o in model(torch.from_numpy(x))]
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    feats = swinref.features({k: v for k, v in p64.items() if not k.startswith("norm")}, x, cfg, layout="NHWC")
+    assert len(outs) == len(feats) == len(cfg.depths)
+    for i, (out, f) in enumerate(zip(outs, feats)):
+        want = _layer_norm(np.asarray(f), p64[f"norm{i}.weight"], p64[f"norm{i}.bias"]).transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-9, err_msg=f"{kind} stage {i}")
