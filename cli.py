@@ -64,6 +64,18 @@ def config_from_args(args: argparse.Namespace) -> SwinConfig:
     return get_config(name, **_model_overrides(args))
 
 
+def policy_parser() -> argparse.ArgumentParser:
+    """A parent parser with the window policy (--padding is its name in swinref 0.1: pad, timm, strict)."""
+    from swinref.plan import DEFAULT_POLICY, POLICIES, POLICY_ALIASES
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--policy", default=None, choices=[*POLICIES, *POLICY_ALIASES], metavar="NAME",
+                   help=f"window policy, the peer whose windows, shifts and padding to reproduce at any input size: "
+                        f"{', '.join(POLICIES)} (default {DEFAULT_POLICY}; see docs/peer-semantics.md)")
+    p.add_argument("--padding", dest="policy", choices=[*POLICIES, *POLICY_ALIASES], help=argparse.SUPPRESS)
+    return p
+
+
 def _batch(text: str) -> int:
     try:
         value = int(text)
@@ -97,13 +109,17 @@ def cmd_configs(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from swinref.analysis.trace import trace
 
+    from swinref.plan import plan
+
     cfg = config_from_args(args)
-    steps = trace(cfg, batch=args.batch)
+    steps = trace(cfg, batch=args.batch, policy=args.policy)
+    mp = plan(cfg, policy=args.policy)
     if args.json:
-        return _print_json([s.to_dict() for s in steps])
+        return _print_json({"policy": mp.policy.name, "peer": mp.policy.peer, "refusal": mp.refusal,
+                            "steps": [s.to_dict() for s in steps]})
     from swinref.analysis import render
 
-    render.trace(cfg, steps)
+    render.trace(cfg, steps, mp)
     return 0
 
 
@@ -112,7 +128,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     sizes = parse_sweep(args.sweep) if args.sweep else None
-    report = count_flops(cfg, convention=args.convention, batch=args.batch)
+    report = count_flops(cfg, convention=args.convention, batch=args.batch, policy=args.policy)
     data = report.to_dict()
     data["complexity"] = complexity(cfg)
     if sizes is not None:
@@ -154,9 +170,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
     from swinref.analysis.memory import memory
 
     cfg = config_from_args(args)
-    report = memory(cfg, batch=args.batch, dtype=args.dtype)
+    report = memory(cfg, batch=args.batch, dtype=args.dtype, policy=args.policy)
     data = report.to_dict()
-    flops = count_flops(cfg, batch=args.batch)
+    flops = count_flops(cfg, batch=args.batch, policy=args.policy)
     data["params"], data["macs"], data["flops"] = flops.params, flops.macs, flops.flops
     if args.json:
         return _print_json(data)
@@ -199,7 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import swinref
     from swinref.predict import predict_files
 
-    model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device,
+    model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device, policy=args.policy,
                          **_model_overrides(args))
     _say_transferred(model.info.get("resized", []), model.info.get("notes", []))
     progress = None
@@ -265,7 +281,9 @@ def _export_command(args: argparse.Namespace) -> str:
         words += ["--seed", str(0 if args.seed is None else args.seed)]
     if args.input_seed is not None:
         words += ["--input-seed", str(args.input_seed)]
-    words += ["--dtype", args.dtype, "--batch", str(args.batch), "--padding", args.padding]
+    words += ["--dtype", args.dtype, "--batch", str(args.batch)]
+    if args.policy is not None:
+        words += ["--policy", args.policy]
     if args.attn_probs:
         words += ["--attn-probs", args.attn_probs]
     if args.device != "cpu":
@@ -287,14 +305,14 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
 
         cfg = swinref.load(args.weights, dtype="float64").config.replace(**overrides)
     manifest = export_case(args.out, cfg, seed=args.seed, weights=args.weights, dtype=args.dtype, batch=args.batch,
-                           device=args.device, padding=args.padding, attn_probs=args.attn_probs or (),
+                           device=args.device, policy=args.policy, attn_probs=args.attn_probs or (),
                            input_seed=args.input_seed, force=args.force, command=_export_command(args))
     if args.json:
-        keys = ("format", "format_version", "config", "dtype", "padding", "command")
+        keys = ("format", "format_version", "config", "dtype", "policy", "command")
         return _print_json({"out": args.out, **{k: manifest[k] for k in keys},
                             "points": [p["name"] for p in manifest["points"]]})
     sys.stderr.write(f"wrote {args.out}: {len(manifest['points'])} points, {manifest['dtype']}, "
-                     f"padding {manifest['padding']}\n")
+                     f"window policy {manifest['policy']}\n")
     return 0
 
 
@@ -316,7 +334,7 @@ def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
     g = sub.add_parser("golden", help="golden outputs for other implementations: export a case, compare with one")
     gsub = g.add_subparsers(dest="golden_command", metavar="{export,compare}")
     gsub.required = True
-    p = gsub.add_parser("export", parents=[model_parser(positional=False), out],
+    p = gsub.add_parser("export", parents=[model_parser(positional=False), out, policy_parser()],
                         help="run a model on the rule-made input and write every intermediate point")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", default=None, metavar="CKPT", help="a checkpoint (any format swinref reads)")
@@ -327,8 +345,6 @@ def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="dtype of the case (float64)")
     p.add_argument("--batch", type=_batch, default=1, metavar="B", help="images in the input (default 1)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--padding", default="pad", choices=["pad", "timm", "strict"],
-                   help="sizes that do not divide by the window: pad then roll (pad), roll then pad (timm), refuse")
     p.add_argument("--attn-probs", default=None, metavar="BLOCKS",
                    help="also keep the attention probabilities of these blocks: layers.0.blocks.1,... or all")
     p.add_argument("--out", required=True, metavar="DIR", help="the case directory to write")
@@ -371,9 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("configs", parents=[out], help="list the registered configurations")
     p.set_defaults(handler=cmd_configs)
-    p = sub.add_parser("trace", parents=[models, out, batch], help="the shape after every step of the model")
+    policy = policy_parser()
+    p = sub.add_parser("trace", parents=[models, out, batch, policy],
+                       help="the shape after every step of the model, with each block's windows, shifts and padding")
     p.set_defaults(handler=cmd_trace)
-    p = sub.add_parser("flops", parents=[models, out, batch],
+    p = sub.add_parser("flops", parents=[models, out, batch, policy],
                        help="MACs and FLOPs per layer and stage, under a chosen convention")
     p.add_argument("--convention", default="official", choices=list(CONVENTIONS),
                    help="what to count (default official); see docs/flops.md")
@@ -385,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", parents=[models, out], help="exact parameter counts per component")
     p.add_argument("--tensors", action="store_true", help="list every parameter tensor")
     p.set_defaults(handler=cmd_params)
-    p = sub.add_parser("memory", parents=[models, out, batch],
+    p = sub.add_parser("memory", parents=[models, out, batch, policy],
                        help="attention scores and activations per stage: the largest live set of one block")
     p.add_argument("--dtype", default="float32", choices=list(DTYPE_BYTES), help="element type (default float32)")
     p.set_defaults(handler=cmd_memory)
@@ -399,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
                    help="cast the floating-point weights (default: keep the stored dtype)")
     p.set_defaults(handler=_cmd_convert)
-    p = sub.add_parser("predict", parents=[model_parser(positional=False), out],
+    p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy],
                        help="classify images with a checkpoint (official evaluation preprocessing, top-k)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     p.add_argument("--weights", default=None, metavar="CKPT",

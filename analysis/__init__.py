@@ -1,6 +1,6 @@
 """Shape, parameter, FLOP and memory analysis of a Swin configuration: config in, numbers out, no arrays.
 
-Everything here reads `swinref.config.plan` (stage grids, the clamp rule, padding) and `swinref.layout.param_shapes`
+Everything here reads `swinref.plan.plan` (stage grids, the clamp rule, padding) and `swinref.layout.param_shapes`
 and does integer arithmetic in pure Python. It must never import numpy, numba or cupy: `swinref trace` and
 `swinref flops` answer in well under a second because of it (tests/test_cli.py checks sys.modules).
 """

@@ -20,11 +20,13 @@ fractional mlp_ratio). The official float window count is computed as a Fraction
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterable
 
-from swinref.config import ModelPlan, SwinConfig, plan
+from swinref.config import SwinConfig
+from swinref.plan import DEFAULT_POLICY, ModelPlan, plan
 from swinref.errors import ConfigError
 from swinref.layout import CPB_HIDDEN
 
@@ -74,6 +76,7 @@ class FlopReport:
     items: tuple[Item, ...]
     params: int
     notes: tuple[str, ...] = ()
+    policy: str = "official"  # the window policy whose plan was counted
 
     @property
     def macs(self) -> Number:
@@ -94,7 +97,7 @@ class FlopReport:
             part = row["parts"].setdefault(it.part, {"macs": Fraction(0), "flops": Fraction(0)})
             part["macs"] += Fraction(it.macs)
             part["flops"] += Fraction(it.flops)
-        mp = plan(self.config, self.image)
+        mp = plan(self.config, self.image, self.policy)
         order = ["embed", *range(self.config.num_layers), "tail"]
         out = []
         for key in order:
@@ -105,7 +108,7 @@ class FlopReport:
                                      "flops": _num(row["flops"]) * self.batch}
             if isinstance(key, int):
                 s = mp.stages[key]
-                entry.update(resolution=list(s.resolution), dim=s.dim, depth=s.depth, window=s.window,
+                entry.update(resolution=list(s.resolution), dim=s.dim, depth=s.depth, window=list(s.window),
                              windows=s.windows, tokens=s.tokens, pad=list(s.pad))
             entry["parts"] = {k: {"macs": _num(v["macs"]) * self.batch, "flops": _num(v["flops"]) * self.batch}
                               for k, v in row["parts"].items()}
@@ -135,6 +138,7 @@ class FlopReport:
             "image": list(self.image),
             "batch": self.batch,
             "convention": self.convention.name,
+            "policy": self.policy,
             "summary": self.convention.summary,
             "includes": list(self.convention.includes),
             "excludes": list(self.convention.excludes),
@@ -181,10 +185,9 @@ def _official_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
     ratio = Fraction(cfg.mlp_ratio)  # exact value of the float the official code multiplies by
     for s in mp.stages:
         i, (H, W), dim, nH = s.index, s.resolution, s.dim, s.heads
-        M = s.window
-        N = M * M
+        N = s.window_tokens
         # The official nW = H * W / window / window: a float, fractional when the grid does not divide.
-        nW = Fraction(H * W, M * M)
+        nW = Fraction(H * W, N)
         d = dim // nH
         for j in range(s.depth):
             b = f"layers.{i}.blocks.{j}"
@@ -236,7 +239,7 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
     if cfg.patch_norm:
         items.append(_ew("patch_embed.norm", "embed", T0 * C0, LN, op="layernorm"))
     for s in mp.stages:
-        i, C, nH, M = s.index, s.dim, s.heads, s.window
+        i, C, nH = s.index, s.dim, s.heads
         T, Tp, nW, N, d = s.tokens, s.padded_tokens, s.windows, s.window_tokens, s.head_dim
         hidden = int(C * cfg.mlp_ratio)
         scores = nW * nH * N * N  # one attention score per (window, head, query, key), padding included
@@ -258,7 +261,7 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
             if cfg.version == 2:
                 # Continuous position bias: Linear(2, 512) - ReLU - Linear(512, nH) over the (2M-1)^2 relative
                 # coordinates, run every forward (it depends on the weights only: a cache could skip it).
-                table = (2 * M - 1) ** 2
+                table = math.prod(2 * w - 1 for w in s.window)
                 blk += [
                     _mac(f"{b}.attn.cpb_mlp.0", "attention", "linear", table * 2 * CPB_HIDDEN, i, j),
                     _ew(f"{b}.attn.cpb_mlp.0.bias", "attention", table * CPB_HIDDEN, 1, i, j, op="bias"),
@@ -268,7 +271,7 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
                     _ew(f"{b}.attn.sigmoid16", "attention", nH * N * N, 2, i, j),  # 16 * sigmoid(bias)
                 ]
             blk.append(_ew(f"{b}.attn.bias_add", "attention", scores, 1, i, j))
-            if s.block_shift(j):
+            if any(s.block_shift(j)):
                 blk.append(_ew(f"{b}.attn.mask_add", "attention", scores, 1, i, j))
             blk += [
                 _ew(f"{b}.attn.softmax", "attention", scores, SM, i, j, op="softmax"),
@@ -287,8 +290,7 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
             items += blk
         if s.merge_pad is not None:
             dsn = f"layers.{i}.downsample"
-            h2, w2 = s.merged_resolution
-            T2 = h2 * w2  # the odd grid is padded to even, so every merged token is computed
+            T2 = math.prod(s.merge.resolution)  # the odd grid is padded to even, so every merged token is computed
             norm_dim = 4 * C if cfg.version == 1 else 2 * C
             norm = _ew(f"{dsn}.norm", "merge", T2 * norm_dim, LN, i, op="layernorm")
             red = _mac(f"{dsn}.reduction", "merge", "linear", T2 * 4 * C * 2 * C, i)
@@ -470,23 +472,33 @@ for _counter in _COUNTER_DOCS:
 
 
 def count_flops(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, convention: str = "official",
-                batch: int = 1) -> FlopReport:
-    """Itemised FLOP count of `cfg` on an image of size `image` (default: the config's) under `convention`."""
+                batch: int = 1, policy: str | None = None) -> FlopReport:
+    """Itemised FLOP count of `cfg` on an image of size `image` (default: the config's) under `convention`.
+
+    The windows come from a window policy (swinref.plan): by default the official classifier's for the
+    conventions that reproduce a counter run on a peer at its build size, and swinref's default for `corrected`,
+    which counts what swinref executes.
+    """
     from .params import count_params
     from .trace import as_size
 
     conv = get_convention(convention)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
-    mp = plan(cfg, as_size(image))
+    if policy is None:
+        policy = DEFAULT_POLICY if convention == "corrected" else "official"
+    mp = plan(cfg, as_size(image), policy)
     notes = []
     if convention == "official" and mp.needs_padding:
         notes.append(
             "this size needs padding, which the official classifier refuses; the official formulas are applied to "
-            "swinref's padded plan (their float window count H*W/M/M is then fractional): see --convention corrected"
+            "its windows on the padded grid (their float window count H*W/M/M is then fractional): see "
+            "--convention corrected"
         )
+    elif mp.refusal is not None:
+        notes.append(f"policy {mp.policy.name}: {mp.refusal}")
     return FlopReport(cfg, mp.embed.image, batch, conv, tuple(conv.items(cfg, mp)), count_params(cfg).total,
-                      tuple(notes))
+                      tuple(notes), mp.policy.name)
 
 
 def get_convention(name: str) -> Convention:

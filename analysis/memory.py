@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from swinref.config import SwinConfig, plan
+from swinref.config import SwinConfig
+from swinref.plan import plan
 from swinref.errors import ConfigError
 
 __all__ = ["DTYPE_BYTES", "MemoryReport", "memory"]
@@ -50,7 +51,8 @@ class MemoryReport:
 
 
 def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, batch: int = 1,
-           dtype: str = "float32") -> MemoryReport:
+           dtype: str = "float32", policy: str | None = None) -> MemoryReport:
+    """The largest live set of one block per stage, from the plan of `cfg` under a window policy."""
     from .params import count_params
     from .trace import as_size
 
@@ -59,7 +61,7 @@ def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *,
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
     nbytes = DTYPE_BYTES[dtype]
-    mp = plan(cfg, as_size(image))
+    mp = plan(cfg, as_size(image), policy)
     B = batch
     rows = []
     for s in mp.stages:
@@ -70,13 +72,13 @@ def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *,
         windows = B * Tp * C  # [B*nW, N, C]
         qkv = 3 * windows  # [B*nW, N, 3C]
         scores = B * nW * nH * N * N  # [B*nW, nH, N, N]
-        mask = nW * N * N if s.shift else 0  # [nW, N, N], shared by the batch
+        mask = nW * N * N if any(s.shift) else 0  # [nW, N, N], shared by the batch
         attn_phase = x + windows + qkv + 2 * scores + mask
         mlp_phase = x + x + 2 * B * T * hidden
         peak = max(attn_phase, mlp_phase)
         rows.append({
             "stage": s.index, "resolution": list(s.resolution), "padded": list(s.padded), "dim": C, "heads": nH,
-            "window": s.window, "windows": nW, "tokens_per_window": N,
+            "window": list(s.window), "windows": nW, "tokens_per_window": N,
             "tokens_bytes": x * nbytes, "qkv_bytes": qkv * nbytes, "scores_elements": scores,
             "scores_bytes": scores * nbytes, "mlp_hidden_bytes": B * T * hidden * nbytes,
             "attention_phase_bytes": attn_phase * nbytes, "mlp_phase_bytes": mlp_phase * nbytes,

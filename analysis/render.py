@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .memory import human_bytes
-from swinref.config import SwinConfig, describe, plan
+from swinref.config import SwinConfig, describe
 
 _console: Console | None = None
 
@@ -47,27 +47,40 @@ def configs(rows: list[dict[str, Any]]) -> None:
     _out().print(t)
 
 
-def trace(cfg: SwinConfig, steps) -> None:
+def _x(size) -> str:
+    return "x".join(map(str, size))
+
+
+def _pad(pad) -> str:
+    if pad is None or not any(pad):
+        return ""
+    if any(q < 0 for q in pad):
+        return "crop " + _x(-q for q in pad)
+    return "+" + _x(pad) + " at the end"
+
+
+def trace(cfg: SwinConfig, steps, mp) -> None:
     c = _out()
     c.print(describe(cfg))
+    c.print(f"window policy [bold]{mp.policy.name}[/bold]: {mp.policy.peer}")
+    if mp.refusal is not None:
+        c.print(f"[bold red]this peer refuses or fails at this size:[/bold red] {mp.refusal}")
     t = Table(title="Shape trace (names with * are recorded by the forward pass)")
-    for col in ("step", "shape", "op", "M", "shift", "nW", "N", "pad"):
-        t.add_column(col, justify="right" if col in ("M", "shift", "nW", "N") else "left")
+    for col in ("step", "shape", "op", "window", "shift", "nW", "N", "pad", "order"):
+        t.add_column(col, justify="right" if col in ("window", "shift", "nW", "N") else "left")
     for s in steps:
-        pad = "" if s.pad is None or s.pad == (0, 0) else f"+{s.pad[0]} bottom, +{s.pad[1]} right"
         t.add_row(s.name + (" *" if s.runtime else ""), _shape(s.shape), s.op,
-                  "" if s.window is None else str(s.window), "" if s.shift is None else str(s.shift),
+                  "" if s.window is None else _x(s.window), "" if s.shift is None else _x(s.shift),
                   "" if s.windows is None else str(s.windows), "" if s.window_tokens is None else str(s.window_tokens),
-                  pad)
+                  _pad(s.pad), s.order or "")
     c.print(t)
     stages = Table(title="Tokens and windows per stage")
-    for col in ("stage", "grid h x w", "tokens", "C", "heads", "M", "shift", "padded grid", "windows", "N"):
+    for col in ("stage", "grid", "tokens", "C", "heads", "window", "shift", "padded grid", "windows", "N"):
         stages.add_column(col, justify="right")
-    mp = plan(cfg)
     for s in mp.stages:
-        stages.add_row(str(s.index), f"{s.resolution[0]}x{s.resolution[1]}", str(s.tokens), str(s.dim),
-                       str(s.heads), f"{s.window}" + (" (clamped)" if s.clamped else ""), str(s.shift),
-                       f"{s.padded[0]}x{s.padded[1]}", str(s.windows), str(s.window_tokens))
+        stages.add_row(str(s.index), _x(s.resolution), str(s.tokens), str(s.dim),
+                       str(s.heads), _x(s.window) + (" (clamped)" if s.clamped else ""), _x(s.shift),
+                       _x(s.padded), str(s.windows), str(s.window_tokens))
     c.print(stages)
 
 

@@ -1,7 +1,7 @@
 """The analytic shape trace: every step a tensor takes through a Swin model, computed from the config alone.
 
 Like stax's `init_fun(rng, input_shape) -> output_shape`, nothing is computed on arrays: the shapes follow from
-`swinref.config.plan`, which holds the stage grids, the clamp rule and the padding (read there, never recomputed).
+`swinref.plan.plan`, which holds the stage grids, the clamp rule and the padding (read there, never recomputed).
 
 Steps whose `runtime` flag is set carry the names the forward pass records (`patch_embed`, `layers.{i}.blocks.{j}`,
 `layers.{i}.downsample`, `norm`, `pooled`, `logits`), so a test can compare this trace with the shapes a real
@@ -10,10 +10,12 @@ forward pass produces. The other steps (input, partition, window views, the 4C c
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from swinref.config import SwinConfig, parse_size, plan
+from swinref.config import SwinConfig, parse_size
+from swinref.plan import plan
 from swinref.errors import ConfigError
 
 __all__ = ["Step", "trace", "as_size"]
@@ -24,8 +26,9 @@ class Step:
     """One row of the trace: the tensor's shape after `name`.
 
     `stage` is the stage index (None outside the stages); block rows also say which attention they run (`kind`
-    W-MSA or SW-MSA), the effective window M, the shift s, the windows per image nW, the tokens per window N and
-    the zero padding (bottom, right) added before partitioning. `tokens` is the real tokens per image at this step.
+    W-MSA or SW-MSA), the window and the shift per axis, the windows per image nW, the tokens per window N, the
+    zero padding per axis added at the end before partitioning and whether it comes before or after the cyclic
+    shift (`order`). `tokens` is the real tokens per image at this step.
     """
 
     name: str
@@ -35,77 +38,102 @@ class Step:
     stage: int | None = None
     block: int | None = None
     kind: str | None = None  # "W-MSA" or "SW-MSA"
-    window: int | None = None  # effective M
-    shift: int | None = None
+    window: tuple[int, ...] | None = None  # per axis
+    shift: tuple[int, ...] | None = None  # per axis
     windows: int | None = None  # nW per image, on the padded grid
-    window_tokens: int | None = None  # N = M*M
-    pad: tuple[int, int] | None = None  # (bottom, right) zeros added at this step
+    window_tokens: int | None = None  # N
+    pad: tuple[int, ...] | None = None  # zeros added at the end of each axis at this step
+    order: str | None = None  # "pad, roll" or "roll, pad" (when both happen)
     tokens: int | None = None  # real tokens per image
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["shape"] = list(self.shape)
-        if self.pad is not None:
-            d["pad"] = list(self.pad)
+        for key in ("shape", "pad", "window", "shift"):
+            if d.get(key) is not None:
+                d[key] = list(d[key])
         return {k: v for k, v in d.items() if v is not None}
 
 
-def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, batch: int = 1) -> list[Step]:
-    """The shape of the tensor after every step of `cfg` on a batch of `batch` images of size `image` (H, W).
+def _x(size: tuple[int, ...]) -> str:
+    return "x".join(map(str, size))
+
+
+def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, batch: int = 1,
+          policy: str | None = None) -> list[Step]:
+    """The shape of the tensor after every step of `cfg` on a batch of `batch` images of size `image` (H, W),
+    under a window policy (swinref.plan.POLICIES; default the plan's default).
 
     >>> [s.shape for s in trace(get_config("T")) if s.name == "norm"]
     [(1, 7, 7, 768)]
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
-    mp = plan(cfg, as_size(image))
-    B, p, e = batch, cfg.patch_size, mp.embed
-    H, W = e.image
-    h, w = e.grid
+    mp = plan(cfg, as_size(image), policy)
+    B, e = batch, mp.embed
+    p = cfg.patch_size
+    patch_len = cfg.in_chans * math.prod(e.patch)
     C = cfg.embed_dim
-    steps = [Step("input", (B, cfg.in_chans, H, W), "image, channels first as the peers take it", tokens=None)]
-    if e.pad != (0, 0):
-        steps.append(Step("patch_embed.pad", (B, cfg.in_chans, H + e.pad[0], W + e.pad[1]),
-                          f"zero-pad bottom/right to a multiple of the patch {p}", pad=e.pad))
-    steps.append(Step("patch_partition", (B, h, w, p * p * cfg.in_chans),
-                      f"split into {p}x{p} patches, each a {p * p * cfg.in_chans}-vector", tokens=h * w))
-    steps.append(Step("linear_embedding", (B, h, w, C), f"linear map to C={C} (a {p}x{p} stride-{p} convolution)",
-                      tokens=h * w))
-    steps.append(Step("patch_embed", (B, h, w, C),
+    tokens = math.prod(e.grid)
+    steps = [Step("input", (B, cfg.in_chans, *e.image), "image, channels first as the peers take it")]
+    if any(e.pad):
+        steps.append(Step("patch_embed.pad", (B, cfg.in_chans, *(n + q for n, q in zip(e.image, e.pad))),
+                          f"zero-pad the end of each axis to a multiple of the patch {p}", pad=e.pad))
+    if any(e.crop):
+        steps.append(Step("patch_embed.crop", (B, cfg.in_chans, *(n - q for n, q in zip(e.image, e.crop))),
+                          f"drop the last {_x(e.crop)} pixels, which no {p}-pixel patch covers (strided convolution)",
+                          pad=tuple(-q for q in e.crop)))
+    steps.append(Step("patch_partition", (B, *e.grid, patch_len),
+                      f"split into {_x(e.patch)} patches, each a {patch_len}-vector", tokens=tokens))
+    steps.append(Step("linear_embedding", (B, *e.grid, C),
+                      f"linear map to C={C} (a {_x(e.patch)} stride-{p} convolution)", tokens=tokens))
+    steps.append(Step("patch_embed", (B, *e.grid, C),
                       "after the patch LayerNorm" if cfg.patch_norm else "no patch norm (patch_norm=False)",
-                      runtime=True, tokens=h * w))
+                      runtime=True, tokens=tokens))
+    seen: set[tuple] = set()
     for s in mp.stages:
-        i, (h, w), C, M = s.index, s.resolution, s.dim, s.window
-        for j in range(s.depth):
-            shift = s.block_shift(j)
-            kind = "SW-MSA" if shift else "W-MSA"
-            prefix = f"layers.{i}.blocks.{j}"
-            if j == 0 or (j == 1 and s.shift):
-                # The window view once per distinct (shift) geometry of the stage; later blocks repeat it.
+        for blk in s.blocks:
+            kind = "SW-MSA" if blk.shifted else "W-MSA"
+            geometry = (blk.window, blk.shift, blk.pad)
+            order = None
+            if blk.shifted and any(blk.pad):
+                order = "roll, pad" if blk.roll_before_pad else "pad, roll"
+            if geometry not in seen:
+                # The window view once per distinct geometry of the stage; later blocks repeat it.
+                seen.add(geometry)
+                steps_done = [f"pad {_x(blk.pad)}" if any(blk.pad) else "", f"roll by -{_x(blk.shift)}"
+                              if blk.shifted else ""]
+                if blk.roll_before_pad:
+                    steps_done.reverse()
+                words = ", ".join(w for w in steps_done if w)
                 steps.append(Step(
-                    f"{prefix}.attn.windows", (B * s.windows, s.window_tokens, C),
-                    f"pad {s.pad[0]},{s.pad[1]}, " * s.needs_padding + ("roll by -s, " if shift else "")
-                    + f"partition into {s.windows} windows of {M}x{M} per image", stage=i, block=j, kind=kind,
-                    window=M, shift=shift, windows=s.windows, window_tokens=s.window_tokens, pad=s.pad,
-                    tokens=s.tokens,
+                    f"{blk.name}.attn.windows", (B * blk.windows, blk.window_tokens, blk.dim),
+                    (words + ", " if words else "") + f"partition into {blk.windows} windows of {_x(blk.window)} "
+                    f"per image" + (f", shift mask on {_x(blk.padded)}" if blk.mask else ""),
+                    stage=s.index, block=blk.index, kind=kind, window=blk.window, shift=blk.shift,
+                    windows=blk.windows, window_tokens=blk.window_tokens, pad=blk.pad, order=order,
+                    tokens=blk.tokens,
                 ))
-            clamp = f" (window clamped from {s.configured_window})" if s.clamped and M != s.configured_window else ""
+            clamp = f" (window clamped from {_x(s.configured_window)})" if s.clamped else ""
+            norm = "pre-norm" if blk.norm == "pre" else "res-post-norm"
             steps.append(Step(
-                prefix, (B, h, w, C), f"{kind} M={M}{clamp}, shift {shift}, then MLP", runtime=True, stage=i, block=j,
-                kind=kind, window=M, shift=shift, windows=s.windows, window_tokens=s.window_tokens, pad=s.pad,
-                tokens=s.tokens,
+                blk.name, (B, *blk.resolution, blk.dim),
+                f"{kind} {_x(blk.window)}{clamp}, shift {_x(blk.shift)}, {blk.attention} attention, "
+                f"{blk.position_bias} bias, {norm}, then MLP", runtime=True, stage=s.index, block=blk.index,
+                kind=kind, window=blk.window, shift=blk.shift, windows=blk.windows, window_tokens=blk.window_tokens,
+                pad=blk.pad, order=order, tokens=blk.tokens,
             ))
-        if s.merge_pad is not None:
-            h2, w2 = s.merged_resolution
-            pad_note = f"pad {s.merge_pad[0]},{s.merge_pad[1]} to even, " if s.merge_pad != (0, 0) else ""
-            norm_first = cfg.version == 1
-            steps.append(Step(f"layers.{i}.downsample.concat", (B, h2, w2, 4 * C),
+        m = s.merge
+        if m is not None:
+            dim, merged = m.dim, math.prod(m.resolution)
+            pad_note = f"pad {_x(m.pad)} to even, " if any(m.pad) else ""
+            norm_first = m.kind == "norm-reduce"
+            steps.append(Step(f"{m.name}.concat", (B, *m.resolution, 4 * dim),
                               pad_note + "concat the 2x2 neighbours (0,0),(1,0),(0,1),(1,1)"
                               + (", LayerNorm(4C)" if norm_first else ""),
-                              stage=i, pad=s.merge_pad, tokens=h2 * w2))
-            steps.append(Step(f"layers.{i}.downsample", (B, h2, w2, 2 * C),
+                              stage=s.index, pad=m.pad, tokens=merged))
+            steps.append(Step(m.name, (B, *m.resolution, 2 * dim),
                               "linear 4C -> 2C, no bias" + ("" if norm_first else ", then LayerNorm(2C) (V2)"),
-                              runtime=True, stage=i, tokens=h2 * w2))
+                              runtime=True, stage=s.index, tokens=merged))
     last = mp.stages[-1]
     CL = cfg.num_features
     steps.append(Step("norm", (B, *last.resolution, CL), "final LayerNorm", runtime=True, tokens=last.tokens))

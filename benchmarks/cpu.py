@@ -117,13 +117,13 @@ def _child(args: argparse.Namespace) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     if args.child.startswith("swinref"):
         import swinref
-        from swinref import fast
+        from swinref.backend import plain
 
         t_import = time.perf_counter()
-        model = swinref.load(args.checkpoint, config=args.config, padding="timm")
+        model = swinref.load(args.checkpoint, config=args.config, policy="timm")
         t_load = time.perf_counter()
         if args.child == "swinref-plain":
-            with fast.plain():
+            with plain():
                 y = model(x)
         else:
             y = model(x)
@@ -187,7 +187,7 @@ def _worker(args: argparse.Namespace) -> None:
     if kind == "swinref":
         import swinref
 
-        model = swinref.load(args.checkpoint, config=args.config, padding="timm")
+        model = swinref.load(args.checkpoint, config=args.config, policy="timm")
         run = model
     elif kind == "torch":
         import torch
@@ -317,7 +317,7 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
     import numpy as np
 
     import swinref
-    from swinref import fast
+    from swinref.backend import plain
     from swinref.config import get_config
 
     name = MODELS[key]
@@ -348,14 +348,14 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
 
         ckpt = workdir / f"{key}.safetensors"
         save_file({k: v.astype(np.float32) for k, v in init_params(cfg, seed=0).items()}, str(ckpt))
-        model = swinref.load(ckpt, config=name, padding="timm")
+        model = swinref.load(ckpt, config=name, policy="timm")
     else:
-        model = swinref.load(ckpt, config=name, padding="timm")
+        model = swinref.load(ckpt, config=name, policy="timm")
 
     b0 = args.batches[0]
     x1 = rng.standard_normal((b0, 3, H, H)).astype(np.float32)
     got = model(x1)
-    with fast.plain():
+    with plain():
         ref = model(x1)
     out["fast_vs_plain_max_abs"] = float(np.abs(got - ref).max())
     del model

@@ -3,7 +3,7 @@
     python benchmarks/linears.py                  # Swin-T 224, batch 1, 2 threads
     python benchmarks/linears.py --variant B --batch 8
 
-Each block's qkv, proj, fc1 and fc2 products and each patch merging's reduction, at the shapes swinref.config.plan
+Each block's qkv, proj, fc1 and fc2 products and each patch merging's reduction, at the shapes swinref.plan.plan
 gives, timed as one sequence per library, each library in its own fresh processes, alternating; medians and the
 ratio. This is the floor under benchmarks/cpu.py's batch-1 ratio: the rest of a forward pass (attention, LayerNorm,
 GELU, softmax) is swinref's own code, these products are the BLAS library's. The torch side is skipped with a
@@ -25,7 +25,8 @@ from cpu import _count  # benchmarks/cpu.py, beside this script
 
 def _shapes(variant: str, batch: int) -> list[tuple[int, int, int]]:
     """(tokens, in, out) of every linear layer in one forward pass, in order."""
-    from swinref.config import get_config, plan
+    from swinref.config import get_config
+    from swinref.plan import plan
 
     cfg = get_config(variant)
     shapes = []

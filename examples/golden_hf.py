@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: this example needs torch and transformers ({exc}); pip install torch transformers")
         return 0
 
-    from swinref.config import plan
+    from swinref.plan import plan
     from swinref.golden import assert_matches, format_report, load_mapping, read_case
     from swinref.params import init_params
 
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.version != 1 or man["weights"]["source"] != "seed":
         print("this example covers Swin V1 cases with seed-made weights")
         return 2
-    if plan(cfg).needs_padding and man["padding"] != "pad":
-        print(f"cannot check {args.case} with transformers: it pads, then rolls; the case was exported with "
-              f"padding '{man['padding']}': export with --padding pad")
+    if plan(cfg, policy=case.policy).needs_padding and case.policy != "hf":
+        print(f"cannot check {args.case} with transformers: the case was exported with the window policy "
+              f"'{case.policy}': export with --policy hf")
         return 2
     config = SwinConfig(image_size=list(cfg.img_size), patch_size=cfg.patch_size, num_channels=cfg.in_chans,
                         embed_dim=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.num_heads),

@@ -3,13 +3,13 @@
     python examples/golden_timm.py tests/data/golden/tiny_v1_timm_pad   [--dtype float32|float64]
 
 The pattern to copy into another project's tests:
-  1. read the case (swinref.golden.read_case): config, padding, weight rule, input;
+  1. read the case (swinref.golden.read_case): config, window policy, weight rule, input;
   2. rebuild the weights (the seed rule -> canonical params -> timm names) and build timm's model from the config;
   3. register a forward hook on every module that the mapping `timm` names (swinref/golden/mappings/timm.json);
   4. run the case's input and hand the hooked outputs to swinref.golden.assert_matches(..., mapping="timm").
 
 Exits 0 with a message when torch or timm is not installed; 0 when timm matches, 1 when it does not, 2 when the
-case cannot be checked with timm (Swin V2, or a padded case exported with a padding policy other than timm's).
+case cannot be checked with timm (Swin V2, or a padded case exported with a window policy other than timm's).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", help="a golden case directory (swinref golden export ... --padding timm)")
+    parser.add_argument("case", help="a golden case directory (swinref golden export ... --policy timm)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="timm's dtype")
     args = parser.parse_args(argv)
     try:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: this example needs torch and timm ({exc}); pip install torch timm")
         return 0
 
-    from swinref.config import plan
+    from swinref.plan import plan
     from swinref.golden import assert_matches, format_report, load_mapping, read_case, timm_kwargs, timm_state_dict
     from swinref.params import init_params
 
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.version != 1:
         print(f"cannot check {args.case} with timm's SwinTransformer: the case is Swin V{cfg.version}")
         return 2
-    if plan(cfg).needs_padding and man["padding"] != "timm":
-        print(f"cannot check {args.case} with timm: its size needs padding and the case was exported with padding "
-              f"'{man['padding']}' (pad, then roll) while timm rolls, then pads; export with --padding timm")
+    if plan(cfg, policy=case.policy).needs_padding and case.policy != "timm":
+        print(f"cannot check {args.case} with timm: its size needs padding and the case was exported with the "
+              f"window policy '{case.policy}', not timm's (roll, then pad); export with --policy timm")
         return 2
 
     # 1-2. The weights by the case's rule, under timm's names, in the requested dtype.

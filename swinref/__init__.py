@@ -17,7 +17,8 @@ from typing import Any
 # explicit setting wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs, plan
+from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs
+from swinref.plan import POLICIES, plan
 from swinref.errors import (
     CheckpointError,
     ConfigError,
@@ -53,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ALIASES", "REGISTRY", "SwinConfig", "get_config", "list_configs", "plan", "__version__",
+    "ALIASES", "REGISTRY", "SwinConfig", "get_config", "list_configs", "plan", "POLICIES", "__version__",
     "SwinrefError", "ConfigError", "InputError", "CheckpointError", "UnsafePickleError", "DeviceError",
     *_LAZY,
 ]

@@ -13,6 +13,7 @@ from swinref.backend import Backend
 from swinref.config import SwinConfig, get_config
 from swinref.device import resolve_device
 from swinref.errors import InputError
+from swinref.plan import DEFAULT_POLICY, resolve_policy
 from swinref import model as _model
 
 __all__ = ["Model", "load", "from_params", "random_model", "DTYPES"]
@@ -28,7 +29,7 @@ class Model:
     params: dict[str, Any]
     dtype: str = "float32"
     device: str = "cpu"
-    padding: str = "pad"
+    policy: str = DEFAULT_POLICY
     info: dict[str, Any] = field(default_factory=dict)
     backend: Backend | None = field(default=None, repr=False, compare=False)
 
@@ -47,13 +48,13 @@ class Model:
         return be.asarray(x)
 
     def __call__(self, x: Any) -> Any:
-        return _model.forward(self.params, self._prepare(x), self.config, padding=self.padding)
+        return _model.forward(self.params, self._prepare(x), self.config, policy=self.policy)
 
     def features(self, x: Any, layout: str = "NCHW") -> list[Any]:
-        return _model.features(self.params, self._prepare(x), self.config, padding=self.padding, layout=layout)
+        return _model.features(self.params, self._prepare(x), self.config, policy=self.policy, layout=layout)
 
     def trace(self, x: Any, attn_probs: Iterable[str] = ()) -> dict[str, Any]:
-        return _model.forward_trace(self.params, self._prepare(x), self.config, padding=self.padding,
+        return _model.forward_trace(self.params, self._prepare(x), self.config, policy=self.policy,
                                     attn_probs=attn_probs)
 
 
@@ -64,44 +65,48 @@ def _check_dtype(dtype: str) -> str:
     return name
 
 
-def _check_padding(padding: str) -> str:
-    if padding not in _model.PADDING_POLICIES:
-        raise InputError(f"unknown padding policy {padding!r}; choose one of {', '.join(_model.PADDING_POLICIES)}")
-    return padding
+def _check_policy(policy: str | None, padding: str | None = None) -> str:
+    """The window policy's name; `padding` is the keyword of swinref 0.1 (pad, timm, strict), still accepted."""
+    if padding is not None:
+        if policy is not None:
+            raise InputError("give the window policy once: policy=... (padding=... is its old name)")
+        policy = padding
+    return resolve_policy(policy).name
 
 
-def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, padding: str,
+def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, policy: str,
            info: dict[str, Any] | None) -> Model:
     """Cast every param to `dtype` and move it to the resolved backend's device once."""
     import numpy as np
 
     placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
-    return Model(config=cfg, params=placed, dtype=dtype, device=str(device), padding=padding,
+    return Model(config=cfg, params=placed, dtype=dtype, device=str(device), policy=policy,
                  info=dict(info or {}), backend=be)
 
 
 def from_params(params: dict[str, Any], config: SwinConfig | str, *, dtype: str = "float32", device: str = "cpu",
-                padding: str = "pad", info: dict[str, Any] | None = None) -> Model:
+                policy: str | None = None, padding: str | None = None,
+                info: dict[str, Any] | None = None) -> Model:
     """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`."""
     cfg = config if isinstance(config, SwinConfig) else get_config(config)
     dtype = _check_dtype(dtype)
-    _check_padding(padding)
-    return _place(params, cfg, dtype, device, resolve_device(device), padding, info)
+    policy = _check_policy(policy, padding)
+    return _place(params, cfg, dtype, device, resolve_device(device), policy, info)
 
 
 def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
-                 padding: str = "pad") -> Model:
+                 policy: str | None = None, padding: str | None = None) -> Model:
     """A Model with the deterministic counter-based weights of swinref.params (no checkpoint needed)."""
     from swinref.params import init_params
 
     cfg = config if isinstance(config, SwinConfig) else get_config(config)
     params = init_params(cfg, seed=seed, dtype="float64")
-    return from_params(params, cfg, dtype=dtype, device=device, padding=padding,
+    return from_params(params, cfg, dtype=dtype, device=device, policy=policy, padding=padding,
                        info={"source": f"swinref.params seed {seed}"})
 
 
 def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype: str = "float32",
-         device: str = "cpu", padding: str = "pad", **overrides: Any) -> Model:
+         device: str = "cpu", policy: str | None = None, padding: str | None = None, **overrides: Any) -> Model:
     """Load any supported checkpoint (official, timm, Hugging Face, torchvision, swinref) without PyTorch.
 
     The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection,
@@ -112,11 +117,11 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     from swinref.checkpoints import load_state_dict
 
     dtype = _check_dtype(dtype)
-    _check_padding(padding)
+    policy = _check_policy(policy, padding)
     be = resolve_device(device)  # fail fast on a missing GPU, before reading a large file
     report: dict[str, Any] = {}
     params, cfg = load_state_dict(path, config=config, report=report, **overrides)
     # 'resized': what a load at another window or image size transferred (swinref.transfer); 'notes': what the
     # file could not tell.
     info = {"path": str(path), "resized": report.get("resized", []), "notes": report.get("notes", [])}
-    return _place(params, cfg, dtype, device, be, padding, info)
+    return _place(params, cfg, dtype, device, be, policy, info)

@@ -15,14 +15,18 @@ implementation per backend, each tested against the others:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import functools
 import math
+import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from swinref.errors import InputError
 
-__all__ = ["Backend", "backend_for", "numpy_backend", "erf_reference", "erf_series"]
+__all__ = ["Backend", "backend_for", "numpy_backend", "numpy_fast_backend", "plain", "erf_reference", "erf_series"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class Backend:
     erf: Callable[[Any], Any]
     device: Any = None
     gather_rows: Callable[[Any, Any], Any] | None = None
+    # The block implementation: a module with attention_branch, mlp_branch and layer_norm (swinref.blocks, the
+    # reference, or swinref.fast, NumPy with Numba kernels), chosen once here.
+    block: Any = None
 
     def take_rows(self, table: Any, index: Any) -> Any:
         """table[index] along axis 0: [R, ...] with index [K] -> [K, ...]."""
@@ -53,12 +60,45 @@ def _is_numpy(xp: Any) -> bool:
     return getattr(xp, "__name__", "") == "numpy"
 
 
+_use_kernels: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "swinref_use_kernels", default=os.environ.get("SWINREF_KERNELS", "").lower() != "plain"
+)
+
+
+@contextlib.contextmanager
+def plain() -> Iterator[None]:
+    """Run the reference block (swinref.blocks) on NumPy too, inside this context (for tests and benchmarks)."""
+    token = _use_kernels.set(False)
+    try:
+        yield
+    finally:
+        _use_kernels.reset(token)
+
+
+def _reference_block() -> Any:
+    from swinref import blocks
+
+    return blocks
+
+
+@functools.lru_cache(maxsize=1)
+def _accelerated_block() -> Any:
+    """swinref.fast when Numba imports and compiles here; else None, and the reference block gives the answer."""
+    try:
+        from swinref import fast, kernels  # noqa: F401
+    except Exception:
+        return None
+    return fast
+
+
 def backend_for(x: Any) -> Backend:
     """The backend of an input array: NumPy arrays use NumPy directly, others their array API namespace."""
     import numpy as np
 
     if isinstance(x, np.ndarray):
-        return numpy_backend()
+        be = numpy_backend()
+        fast = _accelerated_block() if _use_kernels.get() else None
+        return be if fast is None else numpy_fast_backend()
     try:
         import array_api_compat
     except ImportError:  # pragma: no cover - array-api-compat is a dependency
@@ -76,15 +116,25 @@ def backend_for(x: Any) -> Backend:
     name = getattr(xp, "__name__", str(xp)).split(".")[-1]
     device = array_api_compat.device(x)
     if "cupy" in getattr(xp, "__name__", ""):
-        return Backend(xp=xp, name="cupy", erf=_cupy_erf(), device=device, gather_rows=index_rows)
-    return Backend(xp=xp, name=name, erf=functools.partial(erf_series, xp), device=device)
+        return Backend(xp=xp, name="cupy", erf=_cupy_erf(), device=device, gather_rows=index_rows,
+                       block=_reference_block())
+    return Backend(xp=xp, name=name, erf=functools.partial(erf_series, xp), device=device,
+                   block=_reference_block())
 
 
 @functools.lru_cache(maxsize=1)
 def numpy_backend() -> Backend:
+    """NumPy with the reference block."""
     import numpy as np
 
-    return Backend(xp=np, name="numpy", erf=_numpy_erf(), device="cpu", gather_rows=index_rows)
+    return Backend(xp=np, name="numpy", erf=_numpy_erf(), device="cpu", gather_rows=index_rows,
+                   block=_reference_block())
+
+
+@functools.lru_cache(maxsize=1)
+def numpy_fast_backend() -> Backend:
+    """NumPy with the accelerated block (swinref.fast)."""
+    return dataclasses.replace(numpy_backend(), block=_accelerated_block())
 
 
 def index_rows(table: Any, index: Any) -> Any:

@@ -1,9 +1,6 @@
-"""The one configuration type, the registry of released Swin models, and the stage plan.
+"""The one configuration type and the registry of released Swin models.
 
-Everything that depends only on the configuration and the input size lives here and is computed once:
-the per-stage token grid, the official clamp rule (a stage whose resolution is not larger than the window uses
-a window equal to its resolution and no shift), and the zero padding that makes a stage divisible by its window.
-The forward pass, the shape trace and every FLOP convention read the same `StagePlan`, so they cannot disagree.
+What a configuration does to an input of a given size is decided once, by swinref.plan.
 
 This module imports nothing heavier than the standard library: the analysis commands must answer quickly.
 """
@@ -12,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,14 +17,10 @@ from swinref.errors import ConfigError
 
 __all__ = [
     "SwinConfig",
-    "StagePlan",
-    "PatchEmbedPlan",
-    "ModelPlan",
     "REGISTRY",
     "ALIASES",
     "get_config",
     "list_configs",
-    "plan",
     "parse_size",
     "parse_int_list",
 ]
@@ -364,171 +356,6 @@ def parse_int_list(text: str, what: str = "list") -> tuple[int, ...]:
     if not values:
         raise ConfigError(f"{what} must not be empty (e.g. 2,2,6,2)")
     return values
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The plan: what every stage does to a given input size.
-
-
-@dataclass(frozen=True)
-class PatchEmbedPlan:
-    """Patch partition and linear embedding: image (H, W) -> token grid (H/p, W/p)."""
-
-    image: tuple[int, int]  # (H, W) pixels given
-    pad: tuple[int, int]  # zeros added (bottom, right) so the patch divides the image
-    grid: tuple[int, int]  # token grid (H', W') = ceil(H/p), ceil(W/p)
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """One stage at a given input size.
-
-    `resolution` is the token grid (h, w) the stage works on; `window` is the effective window M after the clamp
-    rule; `shift` is the shift of the odd blocks (0 when clamped); `pad` is the (bottom, right) zero padding that
-    makes the grid divisible by the window, so attention runs on `padded` = (h + pad_b, w + pad_r).
-    `merge_pad` is the (bottom, right) padding the following patch merging adds to make the grid even.
-    """
-
-    index: int
-    depth: int
-    dim: int  # C_i
-    heads: int  # nH
-    resolution: tuple[int, int]  # (h, w) tokens
-    window: int  # M (effective)
-    configured_window: int  # the config's window before the clamp rule
-    shift: int  # s for odd blocks
-    clamped: bool
-    pad: tuple[int, int]  # (bottom, right)
-    padded: tuple[int, int]
-    pretrained_window: int = 0  # V2 only
-    merge_pad: tuple[int, int] | None = None  # None for the last stage (no merging after it)
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def tokens(self) -> int:
-        """Real tokens h*w (padding excluded)."""
-        return self.resolution[0] * self.resolution[1]
-
-    @property
-    def padded_tokens(self) -> int:
-        return self.padded[0] * self.padded[1]
-
-    @property
-    def window_tokens(self) -> int:
-        """N = M*M tokens per window."""
-        return self.window * self.window
-
-    @property
-    def windows(self) -> int:
-        """nW, windows per image (on the padded grid)."""
-        return (self.padded[0] // self.window) * (self.padded[1] // self.window)
-
-    @property
-    def needs_padding(self) -> bool:
-        return self.pad != (0, 0)
-
-    def block_shift(self, j: int) -> int:
-        """Shift of block j: 0 for even blocks (W-MSA), s for odd blocks (SW-MSA)."""
-        return self.shift if j % 2 == 1 else 0
-
-    @property
-    def merged_resolution(self) -> tuple[int, int]:
-        """Token grid after the patch merging that follows this stage."""
-        h, w = self.resolution
-        return ((h + 1) // 2, (w + 1) // 2)
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    config: SwinConfig
-    embed: PatchEmbedPlan
-    stages: tuple[StagePlan, ...] = field(default_factory=tuple)
-
-    @property
-    def needs_padding(self) -> bool:
-        return self.embed.pad != (0, 0) or any(
-            s.needs_padding or (s.merge_pad not in (None, (0, 0))) for s in self.stages
-        )
-
-
-def _ceil_to(n: int, m: int) -> int:
-    return -(-n // m) * m
-
-
-def _effective_window(resolution: tuple[int, int], window: int) -> tuple[int, int, bool]:
-    """The official clamp rule: if min(h, w) <= M, use M = min(h, w) and no shift; else M and shift M // 2."""
-    if min(resolution) <= window:
-        return min(resolution), 0, True
-    return window, window // 2, False
-
-
-@functools.lru_cache(maxsize=512)
-def plan(cfg: SwinConfig, image: tuple[int, int] | None = None) -> ModelPlan:
-    """The stage plan of `cfg` for an image of size (H, W) (default: the config's img_size).
-
-    Padding rule: the image is zero-padded bottom/right to a multiple of the patch; each stage's grid is padded to
-    a multiple of its effective window for attention (then cropped back); each merge pads an odd grid to even.
-    This is what the official detection backbone, Hugging Face and torchvision do; see docs for the differences.
-    """
-    H, W = cfg.img_size if image is None else _pair(image, "image size")
-    p = cfg.patch_size
-    if H < p or W < p:
-        raise ConfigError(
-            f"image {H}x{W} is smaller than one {p}x{p} patch; give an image of at least {p}x{p} pixels"
-        )
-    embed = PatchEmbedPlan(
-        image=(H, W), pad=(_ceil_to(H, p) - H, _ceil_to(W, p) - W), grid=(-(-H // p), -(-W // p))
-    )
-    stages = []
-    resolution = embed.grid
-    for i in range(cfg.num_layers):
-        window, shift, clamped = _effective_window(resolution, cfg.window_size)
-        padded = (_ceil_to(resolution[0], window), _ceil_to(resolution[1], window))
-        last = i == cfg.num_layers - 1
-        merge_pad = None if last else (resolution[0] % 2, resolution[1] % 2)
-        stages.append(
-            StagePlan(
-                index=i, depth=cfg.depths[i], dim=cfg.stage_dim(i), heads=cfg.num_heads[i], resolution=resolution,
-                window=window, configured_window=cfg.window_size, shift=shift, clamped=clamped,
-                pad=(padded[0] - resolution[0], padded[1] - resolution[1]), padded=padded,
-                pretrained_window=cfg.pretrained_window_sizes[i], merge_pad=merge_pad,
-            )
-        )
-        if not last:
-            resolution = ((resolution[0] + 1) // 2, (resolution[1] + 1) // 2)
-    return ModelPlan(config=cfg, embed=embed, stages=tuple(stages))
-
-
-def nearest_unpadded_sizes(cfg: SwinConfig, image: tuple[int, int], count: int = 2) -> list[tuple[int, int]]:
-    """The closest image sizes (per axis, below and above) that need no padding anywhere: used in error messages."""
-    H, W = image
-
-    def ok(n: int, axis: int) -> bool:
-        size = (n, n)
-        try:
-            mp = plan(cfg, size)
-        except ConfigError:
-            return False
-        return mp.embed.pad[axis] == 0 and all(
-            s.pad[axis] == 0 and (s.merge_pad is None or s.merge_pad[axis] == 0) for s in mp.stages
-        )
-
-    def around(n: int, axis: int) -> list[int]:
-        found = []
-        below = next((k for k in range(n, 0, -1) if ok(k, axis)), None)
-        above = next((k for k in range(n, n + 64 * cfg.patch_size * cfg.window_size + 1) if ok(k, axis)), None)
-        for k in (below, above):
-            if k is not None and k not in found:
-                found.append(k)
-        return found
-
-    hs, ws = around(H, 0), around(W, 1)
-    # The per-axis search assumed a square image; keep only the pairs whose full plan really needs no padding.
-    pairs = [(h, w) for h in hs for w in ws if not plan(cfg, (h, w)).needs_padding]
-    return pairs[: max(count, 1) * 2]
 
 
 def describe(cfg: SwinConfig) -> str:

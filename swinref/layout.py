@@ -10,10 +10,13 @@ Pure Python (no NumPy), so the analysis commands can count parameters from the c
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-from swinref.config import SwinConfig, plan
+from swinref.config import SwinConfig
+from swinref.errors import CheckpointError
+from swinref.plan import build_windows, plan
 
-__all__ = ["param_shapes", "block_prefix", "CPB_HIDDEN"]
+__all__ = ["param_shapes", "block_prefix", "nest", "CPB_HIDDEN"]
 
 # Width of the hidden layer of Swin V2's continuous position bias MLP (official: Linear(2, 512) - ReLU - Linear).
 CPB_HIDDEN = 512
@@ -40,8 +43,8 @@ def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
         shapes["patch_embed.norm.weight"] = (C,)
         shapes["patch_embed.norm.bias"] = (C,)
     hidden_ratio = cfg.mlp_ratio
-    for stage in plan(cfg).stages:
-        dim, nH, M = stage.dim, stage.heads, stage.window
+    for stage, window in zip(plan(cfg, policy="detection").stages, build_windows(cfg)):
+        dim, nH, M = stage.dim, stage.heads, window[0]
         hidden = int(dim * hidden_ratio)
         for j in range(stage.depth):
             b = block_prefix(stage.index, j)
@@ -82,3 +85,18 @@ def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
         shapes["head.weight"] = (cfg.num_classes, cfg.num_features)
         shapes["head.bias"] = (cfg.num_classes,)
     return shapes
+
+
+def nest(params: dict[str, Any]) -> dict[Any, Any]:
+    """Nested views of flat canonical params: nest(p)["layers"][0]["blocks"][1]["attn"]["qkv"]["weight"] is
+    p["layers.0.blocks.1.attn.qkv.weight"] (the same array). Numeric name parts become int keys."""
+    tree: dict[Any, Any] = {}
+    for name, value in params.items():
+        *path, leaf = (int(part) if part.isdigit() else part for part in name.split("."))
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"parameter names {name!r} and {'.'.join(map(str, path))!r} collide")
+        node[leaf] = value
+    return tree

@@ -8,7 +8,7 @@ import numpy as np
 
 from swinref.api import Model
 from swinref.errors import InputError
-from swinref.model import softmax
+from swinref.layers import softmax
 from swinref.preprocess import class_name, load_image, preprocess
 
 __all__ = ["predict_files", "top_k"]

@@ -24,7 +24,8 @@ import re
 
 import numpy as np
 
-from swinref.config import SwinConfig, plan
+from swinref.config import SwinConfig
+from swinref.plan import build_windows
 from swinref.errors import CheckpointError
 
 __all__ = ["bicubic_resize", "resize_bias_table", "resize_v1_tables", "v2_transfer_config", "CUBIC_A"]
@@ -95,7 +96,7 @@ def resize_v1_tables(params: dict[str, np.ndarray], cfg: SwinConfig) -> tuple[di
     """
     if cfg.version != 1:
         return params, []
-    stages = plan(cfg).stages
+    heads, windows = cfg.num_heads, [w[0] for w in build_windows(cfg)]
     out = dict(params)
     changed: dict[int, tuple[int, int, int]] = {}  # stage -> (old window, new window, blocks)
     for name, table in params.items():
@@ -103,9 +104,9 @@ def resize_v1_tables(params: dict[str, np.ndarray], cfg: SwinConfig) -> tuple[di
         if not m or table.ndim != 2:
             continue
         i = int(m.group(1))
-        if i >= len(stages) or table.shape[1] != stages[i].heads:
+        if i >= len(windows) or table.shape[1] != heads[i]:
             continue
-        M = stages[i].window
+        M = windows[i]
         if table.shape[0] == (2 * M - 1) ** 2:
             continue
         side = int(round(table.shape[0] ** 0.5))
@@ -129,8 +130,8 @@ def v2_transfer_config(source: SwinConfig, target: SwinConfig) -> tuple[SwinConf
     """
     if source.version != 2 or target.version != 2 or len(source.depths) != len(target.depths):
         return target, []
-    old = [s.window for s in plan(source).stages]
-    new = [s.window for s in plan(target).stages]
+    old = [w[0] for w in build_windows(source)]
+    new = [w[0] for w in build_windows(target)]
     if old == new:
         return target, []
     pretrained = tuple(p or w for p, w in zip(source.pretrained_window_sizes, old))

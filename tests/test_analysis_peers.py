@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from swinref.analysis import count_flops, count_params
-from swinref.config import REGISTRY, get_config, plan
+from swinref.config import REGISTRY, get_config
+from swinref.plan import plan
 
 pytestmark = pytest.mark.peers
 

@@ -65,12 +65,12 @@ def test_features_and_every_trace_point_on_strict_device(padding):
     params = init_params(cfg, seed=4, dtype=dtype)
     x = _inputs(cfg, dtype, batch=1)
     sp, sx = _strict(params, dtype), xps.asarray(x, device=OTHER)
-    for got, want in zip(features(sp, sx, cfg, padding=padding), features(params, x, cfg, padding=padding)):
+    for got, want in zip(features(sp, sx, cfg, policy=padding), features(params, x, cfg, policy=padding)):
         assert got.device == OTHER and got.dtype == getattr(xps, dtype)
         np.testing.assert_allclose(_to_numpy(got), want, atol=2e-5)
     blocks = ["layers.0.blocks.1", "layers.3.blocks.0"]
-    want = forward_trace(params, x, cfg, padding=padding, attn_probs=blocks)
-    got = forward_trace(sp, sx, cfg, padding=padding, attn_probs=blocks)
+    want = forward_trace(params, x, cfg, policy=padding, attn_probs=blocks)
+    got = forward_trace(sp, sx, cfg, policy=padding, attn_probs=blocks)
     assert list(got) == list(want)
     for name in want:
         assert got[name].device == OTHER and got[name].dtype == getattr(xps, dtype), name

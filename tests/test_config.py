@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import swinref
-from swinref.config import REGISTRY, get_config, nearest_unpadded_sizes, parse_size, plan
+from swinref.config import REGISTRY, get_config, parse_size
+from swinref.plan import nearest_unpadded_sizes, plan
 from swinref.errors import ConfigError
 
 OFFICIAL_V2 = [
@@ -94,4 +95,4 @@ def test_strict_padding_refuses_with_nearest_sizes():
     cfg = get_config("T", embed_dim=8, heads="1,1,1,1", classes=3)
     x = np.zeros((1, 3, 230, 250), np.float32)
     with pytest.raises(swinref.InputError, match=r"nearest sizes that need none: 224x224"):
-        swinref.forward({}, x, cfg, padding="strict")
+        swinref.forward({}, x, cfg, policy="strict")

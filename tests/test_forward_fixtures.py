@@ -36,8 +36,9 @@ def _checkpoint(case: str) -> pathlib.Path:
     return path.parent if meta["peer"] == "transformers" else path
 
 
-def _padding(case: str) -> str:
-    return "timm" if _meta(case)["peer"] == "timm" else "pad"
+def _policy(case: str) -> str:
+    """The window policy that reproduces the peer that wrote the case."""
+    return {"timm": "timm", "transformers": "hf", "torchvision": "torchvision"}[_meta(case)["peer"]]
 
 
 def _io_files(case: str) -> list[str]:
@@ -62,7 +63,7 @@ def test_forward_matches_peer(case: str, io_name: str) -> None:
     x = io["input"]
     dtype = str(x.dtype)
     model = swinref.load(_checkpoint(case), config=_config(case).replace(img=tuple(x.shape[2:])), dtype=dtype,
-                         padding=_padding(case))
+                         policy=_policy(case))
     _assert_close("logits", model(x), io["logits"], dtype)
     pyramid = model.features(x)
     stage_keys = sorted(k for k in io.files if k.startswith("features."))
@@ -93,8 +94,8 @@ def test_detection_recovers_the_fixture_architecture() -> None:
 def test_functional_api_equals_model_object() -> None:
     case = "timm_v1_clamp"
     io = np.load(PEERS / case / "io.npz")
-    model = swinref.load(_checkpoint(case), padding="timm")
+    model = swinref.load(_checkpoint(case), policy="timm")
     x = io["input"]
-    np.testing.assert_array_equal(forward(model.params, x, model.config, padding="timm"), model(x))
-    feats = features(model.params, x, model.config, padding="timm", layout="NHWC")
-    np.testing.assert_array_equal(feats[0], forward_trace(model.params, x, model.config, padding="timm")["layers.0.blocks.1"])
+    np.testing.assert_array_equal(forward(model.params, x, model.config, policy="timm"), model(x))
+    feats = features(model.params, x, model.config, policy="timm", layout="NHWC")
+    np.testing.assert_array_equal(feats[0], forward_trace(model.params, x, model.config, policy="timm")["layers.0.blocks.1"])

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from swinref import geometry
 from swinref.backend import numpy_backend
-from swinref.config import StagePlan, SwinConfig
-from swinref.model import shifted_window_attention, softmax
+from swinref.blocks import shifted_window_attention
+from swinref.layers import softmax
+from swinref.plan import BlockPlan
 
 from strategies import window_geometries
 
@@ -219,71 +220,73 @@ def test_host_tables_share_a_cache_entry_across_lists_tuples_and_keywords():
 # Shifted-window attention against an oracle that uses no roll and no partition.
 
 
-def _dense_oracle(x, p, stage, shift, padding):
+def _dense_oracle(x, p, blk):
     """Attention over the whole padded map; pairs outside one (shifted) window get -inf, pairs in one window but
     different regions get -100, positions are computed arithmetically."""
     B, H, W, C = x.shape
-    M, nH = stage.window, stage.heads
+    (Mh, Mw), (sh, sw), nH = blk.window, blk.shift, blk.heads
     d = C // nH
-    Hp, Wp = stage.padded
+    Hp, Wp = blk.padded
     grid = np.zeros((B, Hp, Wp, C))
     grid[:, :H, :W] = x  # tokens stay at their own (padded-map) coordinates throughout: no roll, no partition
 
     def position(r, c):
         """Where token (r, c) sits when the windows are cut."""
-        if padding == "timm" and r < H and c < W:
+        if blk.roll_before_pad and r < H and c < W:
             # timm rolls the unpadded map, then pads: real tokens wrap within H x W.
-            return ((r - shift) % H, (c - shift) % W)
-        if padding == "timm":
+            return ((r - sh) % H, (c - sw) % W)
+        if blk.roll_before_pad:
             return (r, c)  # padding is added after the roll, so it does not move
-        return ((r - shift) % Hp, (c - shift) % Wp)  # pad first, then roll the padded map
+        return ((r - sh) % Hp, (c - sw) % Wp)  # pad first, then roll the padded map
+
+    def band(i, n, m, s):
+        """The official slices (0, -m), (-m, -s), (-s, None) on one axis; one band when that axis does not shift."""
+        return 0 if s == 0 else (0 if i < n - m else (1 if i < n - s else 2))
 
     pos = [position(r, c) for r in range(Hp) for c in range(Wp)]
     tokens = grid.reshape(B, Hp * Wp, C)
-    labels = geometry.shift_region_labels(Hp, Wp, M, shift) if shift else np.zeros((Hp, Wp), int)
     T = Hp * Wp
     bias = np.full((nH, T, T), -np.inf)
-    table = p["attn.relative_position_bias_table"]
+    table = p["attn"]["relative_position_bias_table"]
     for a, (ra, ca) in enumerate(pos):
         for b, (rb, cb) in enumerate(pos):
-            if (ra // M, ca // M) != (rb // M, cb // M):
+            if (ra // Mh, ca // Mw) != (rb // Mh, cb // Mw):
                 continue
-            idx = ((ra % M) - (rb % M) + M - 1) * (2 * M - 1) + ((ca % M) - (cb % M) + M - 1)
-            extra = 0.0 if labels[ra, ca] == labels[rb, cb] else geometry.MASK_VALUE
-            bias[:, a, b] = table[idx] + extra
-    qkv = tokens @ p["attn.qkv.weight"].T + p["attn.qkv.bias"]
+            idx = ((ra % Mh) - (rb % Mh) + Mh - 1) * (2 * Mw - 1) + ((ca % Mw) - (cb % Mw) + Mw - 1)
+            same = (band(ra, Hp, Mh, sh), band(ca, Wp, Mw, sw)) == (band(rb, Hp, Mh, sh), band(cb, Wp, Mw, sw))
+            bias[:, a, b] = table[idx] + (0.0 if same else geometry.MASK_VALUE)
+    attn = p["attn"]
+    qkv = tokens @ attn["qkv"]["weight"].T + attn["qkv"]["bias"]
     q, k, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, nH, d).transpose(0, 2, 1, 3) for i in range(3))
     probs = softmax(q * d**-0.5 @ k.transpose(0, 1, 3, 2) + bias, np)
-    out = (probs @ v).transpose(0, 2, 1, 3).reshape(B, T, C) @ p["attn.proj.weight"].T + p["attn.proj.bias"]
+    out = (probs @ v).transpose(0, 2, 1, 3).reshape(B, T, C) @ attn["proj"]["weight"].T + attn["proj"]["bias"]
     return out.reshape(B, Hp, Wp, C)[:, :H, :W]
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.integers(1, 3), st.integers(2, 11), st.integers(2, 11), st.integers(1, 2), st.integers(2, 5), st.booleans(),
-    st.sampled_from(["pad", "timm"]), st.integers(0, 2**32 - 1),
+    st.integers(1, 3), st.integers(2, 11), st.integers(2, 11), st.integers(1, 2), st.integers(1, 5),
+    st.integers(1, 5), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1),
 )
-def test_shifted_window_attention_equals_dense_oracle(B, h, w, nH, M, shifted, padding, seed):
+def test_shifted_window_attention_equals_dense_oracle(B, h, w, nH, Mh, Mw, shift_h, shift_w, roll_first, seed):
+    """Any per-axis window and shift (one axis may shift alone, as timm and torchvision do), both padding orders,
+    windows larger than the map included."""
     rng = np.random.default_rng(seed)
     C = 2 * nH
-    if min(h, w) <= M:
-        M = min(h, w)
-        shifted = False  # the clamp rule: no shift when the window covers the map
-    shift = M // 2 if shifted and M > 1 else 0
-    Hp, Wp = -(-h // M) * M, -(-w // M) * M
-    stage = StagePlan(index=0, depth=2, dim=C, heads=nH, resolution=(h, w), window=M, configured_window=M,
-                      shift=shift, clamped=False, pad=(Hp - h, Wp - w), padded=(Hp, Wp))
-    p = {
-        "attn.qkv.weight": rng.standard_normal((3 * C, C)) * 0.5,
-        "attn.qkv.bias": rng.standard_normal(3 * C) * 0.1,
-        "attn.proj.weight": rng.standard_normal((C, C)) * 0.5,
-        "attn.proj.bias": rng.standard_normal(C) * 0.1,
-        "attn.relative_position_bias_table": rng.standard_normal(((2 * M - 1) ** 2, nH)),
-    }
+    window, shift = (Mh, Mw), (Mh // 2 * shift_h, Mw // 2 * shift_w)
+    padded = (-(-h // Mh) * Mh, -(-w // Mw) * Mw)
+    blk = BlockPlan(name="b", stage=0, index=1, dim=C, heads=nH, mlp_hidden=C, resolution=(h, w), window=window,
+                    shift=shift, pad=(padded[0] - h, padded[1] - w), padded=padded, roll_before_pad=roll_first,
+                    mask=any(shift), mask_value=geometry.MASK_VALUE, norm="pre", attention="scaled-dot",
+                    position_bias="table", pretrained_window=None, eps=1e-5, params=())
+    p = {"attn": {
+        "qkv": {"weight": rng.standard_normal((3 * C, C)) * 0.5, "bias": rng.standard_normal(3 * C) * 0.1},
+        "proj": {"weight": rng.standard_normal((C, C)) * 0.5, "bias": rng.standard_normal(C) * 0.1},
+        "relative_position_bias_table": rng.standard_normal(((2 * Mh - 1) * (2 * Mw - 1), nH)),
+    }}
     x = rng.standard_normal((B, h, w, C))
-    cfg = SwinConfig(embed_dim=C, depths=(2,), num_heads=(nH,), window_size=M, img_size=(4 * h, 4 * w))
-    got = shifted_window_attention(x, p, "", cfg, stage, shift, padding, numpy_backend())
-    np.testing.assert_allclose(got, _dense_oracle(x, p, stage, shift, padding), rtol=1e-10, atol=1e-12)
+    got, _ = shifted_window_attention(x, p, blk, numpy_backend())
+    np.testing.assert_allclose(got, _dense_oracle(x, p, blk), rtol=1e-10, atol=1e-12)
 
 
 def test_softmax_of_masked_rows_keeps_exp_minus_100():

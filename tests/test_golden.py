@@ -157,7 +157,7 @@ def test_committed_case_matches_todays_forward_pass(case):
         assert p["tolerance"]["float32"] > 0
         assert p["shape"] == list(gc.arrays[p["name"]].shape)
     params = init_params(gc.config, seed=man["weights"]["seed"], dtype="float64")
-    model = swinref.from_params(params, gc.config, dtype=man["dtype"], padding=man["padding"])
+    model = swinref.from_params(params, gc.config, dtype=man["dtype"], policy=gc.policy)
     trace = model.trace(gc.arrays["input"], attn_probs=man["attn_probs"])
     report = compare_case(gc, trace, strict=True)
     assert report["verdict"] == "pass", format_report(report)
@@ -208,8 +208,9 @@ def test_round_trip_passes_in_every_array_format(case_dir, tmp_path, capsys):
 
 
 def test_manifest_contents(case_dir):
-    man = read_case(case_dir).manifest
-    assert man["dtype"] == "float64" and man["padding"] == "pad" and man["batch"] == 1
+    gc = read_case(case_dir)
+    man = gc.manifest
+    assert man["dtype"] == "float64" and gc.policy == "torchvision" and man["batch"] == 1
     assert man["config"]["embed_dim"] == 8 and man["weights"]["source"] == "seed" and man["weights"]["seed"] == 3
     assert man["input"]["key"] == "input:3" and man["input"]["shape"] == [1, 3, 32, 32]
     names = [p["name"] for p in man["points"]]
@@ -247,7 +248,7 @@ def test_perturbed_point_fails_and_is_named_first(case_dir, point):
     assert compare_case(gc, arrays)["verdict"] == "pass"
 
 
-@pytest.mark.parametrize("bug,first", [("padding policy", "layers.0.blocks.1.attn"),
+@pytest.mark.parametrize("bug,first", [("window policy", "layers.0.blocks.1.attn"),
                                        ("merge order", "layers.0.downsample"),
                                        ("transposed bias index", "layers.0.blocks.1.attn_probs")])
 def test_typical_port_bugs_are_located(bug, first):
@@ -256,7 +257,8 @@ def test_typical_port_bugs_are_located(bug, first):
     gc = read_case(GOLDEN / case)
     man = gc.manifest
     p = init_params(gc.config, seed=man["weights"]["seed"], dtype="float64")
-    padding = "pad" if bug == "padding policy" else man["padding"]  # pad-then-roll where timm rolls, then pads
+    # pad-then-roll where timm rolls, then pads
+    policy = "torchvision" if bug == "window policy" else gc.policy
     if bug == "merge order":  # concat (0,0),(0,1),(1,0),(1,1) instead of (0,0),(1,0),(0,1),(1,1)
         C = p["layers.0.downsample.reduction.weight"].shape[1] // 4
         idx = np.r_[0:C, 2 * C:3 * C, C:2 * C, 3 * C:4 * C]
@@ -267,7 +269,7 @@ def test_typical_port_bugs_are_located(bug, first):
         name = "layers.0.blocks.1.attn.relative_position_bias_table"
         n = int(round(math.sqrt(p[name].shape[0])))
         p[name] = p[name].reshape(n, n, -1).transpose(1, 0, 2).reshape(p[name].shape)
-    model = swinref.from_params(p, gc.config, dtype="float32", padding=padding)
+    model = swinref.from_params(p, gc.config, dtype="float32", policy=policy)
     report = compare_case(gc, model.trace(gc.arrays["input"].astype(np.float32), attn_probs=man["attn_probs"]))
     assert report["verdict"] == "fail" and report["first_failure"] == first
     row = next(r for r in report["points"] if r["name"] == first)

@@ -41,7 +41,7 @@ def test_full_size_logits_match_peer(variant, peer, dtype, tmp_path):
     path = peers.save(peer, model, tmp_path / peer)
     x = np.random.default_rng(2).standard_normal((1, 3, *cfg.img_size)).astype(dtype)
     want = peers.run(peer, model, x)
-    ours = swinref.load(path, dtype=dtype, padding=peers.PADDING[peer])
+    ours = swinref.load(path, dtype=dtype, policy=peers.PADDING[peer])
     assert ours.config.name == cfg.name  # detection picks the registered config
     got = ours(x)
     err = float(np.abs(got - want).max())

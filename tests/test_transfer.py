@@ -51,7 +51,7 @@ def test_v1_load_at_another_window_resizes_tables_like_the_official_fine_tuning(
     z = np.load(EXPECTED / "v1.npz")
     report: dict = {}
     params, cfg = load_state_dict(V1_CKPT, img=128, window=8, report=report)
-    assert [s.window for s in swinref.plan(cfg).stages] == [8, 8, 8, 4]
+    assert [s.window for s in swinref.plan(cfg, policy="official").stages] == [(8, 8), (8, 8), (8, 8), (4, 4)]
     tables = [k for k in z.files if k.endswith("relative_position_bias_table")]
     assert len(tables) == sum(cfg.depths)
     for k in tables:
@@ -63,7 +63,7 @@ def test_v1_load_at_another_window_resizes_tables_like_the_official_fine_tuning(
 
 def test_v1_transferred_model_reproduces_timm_with_official_tables() -> None:
     z = np.load(EXPECTED / "v1.npz")
-    model = swinref.load(V1_CKPT, img=128, window=8, padding="timm")
+    model = swinref.load(V1_CKPT, img=128, window=8, policy="timm")
     assert model.info["resized"], "Model.info must say what was resized"
     got = model(z["input"])
     assert np.abs(got - z["logits"]).max() <= 1e-4 * max(1.0, np.abs(z["logits"]).max())
@@ -99,7 +99,7 @@ def test_v2_load_at_another_window_reuses_the_mlp_with_the_old_window_as_pretrai
     src = swinref.SwinConfig(**json.loads((DATA / "peers_v2" / "timm_v2_pad" / "meta.json").read_text())[
         "swinref_config"])
     for dtype, key, tol in (("float32", "logits", 1e-4), ("float64", "logits64", 1e-9)):
-        model = swinref.load(V2_CKPT, config=src, img=64, window=8, dtype=dtype, padding="timm")
+        model = swinref.load(V2_CKPT, config=src, img=64, window=8, dtype=dtype, policy="timm")
         assert model.config.pretrained_window_sizes == tuple(meta["pretrained_window_sizes"]) == (4, 4)
         assert any("pretrained_window_sizes 4,4" in line for line in model.info["resized"])
         got = model(z["input"].astype(dtype))
@@ -129,7 +129,9 @@ def test_cli_predict_at_another_size_says_what_it_resized(tmp_path, capsys) -> N
 
     image = tmp_path / "x.png"
     Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(image)
-    code = main(["predict", "--img", "128", "--window", "8", "--weights", str(V1_CKPT), str(image), "--json"])
+    # The resized tables follow the official build rule (stage 3 clamps to 4): a policy that keeps build windows.
+    code = main(["predict", "--img", "128", "--window", "8", "--policy", "timm", "--weights", str(V1_CKPT),
+                 str(image), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "resized stage 0: relative_position_bias_table" in captured.err
@@ -141,7 +143,7 @@ def test_cli_convert_writes_the_resized_checkpoint(tmp_path, capsys) -> None:
     assert main(["convert", "--img", "128", "--window", "8", str(V1_CKPT), str(out)]) == 0
     assert "resized stage 3" in capsys.readouterr().err
     z = np.load(EXPECTED / "v1.npz")
-    model = swinref.load(out, padding="timm")  # the written file holds the transferred weights and config
+    model = swinref.load(out, policy="timm")  # the written file holds the transferred weights and config
     assert model.info["resized"] == [] and model.config.window_size == 8
     assert np.abs(model(z["input"]) - z["logits"]).max() <= 1e-4 * max(1.0, np.abs(z["logits"]).max())
 
@@ -208,7 +210,7 @@ def test_full_size_swin_t_224_to_384_window_12_matches_timm_with_official_tables
     x = np.random.default_rng(6).standard_normal((1, 3, 384, 384)).astype(np.float32)
     with torch.no_grad():
         want = big(torch.from_numpy(x)).numpy()
-    model = swinref.load(path, img=384, window=12, padding="timm")
+    model = swinref.load(path, img=384, window=12, policy="timm")
     assert len(model.info["resized"]) == 4
     err = float(np.abs(model(x) - want).max())
     print(f"Swin-T 224/7 -> 384/12 vs timm with official tables: max |diff| {err:.3g}")
@@ -226,6 +228,6 @@ def test_cli_convert_v2_to_another_window_keeps_the_mlp_and_sets_pretrained_wind
     written = json.loads(captured.out)
     assert written["config"]["pretrained_window_sizes"] == [4, 4] and written["config"]["window_size"] == 8
     z = np.load(EXPECTED / "v2.npz")
-    model = swinref.load(out, padding="timm")
+    model = swinref.load(out, policy="timm")
     err = np.abs(model(z["input"].astype(np.float32)) - z["logits"]).max()
     assert err <= 1e-4 * max(1.0, np.abs(z["logits"]).max())

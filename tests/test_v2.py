@@ -17,7 +17,8 @@ import pytest
 
 import swinref
 from swinref.checkpoints import load_state_dict, read_checkpoint
-from swinref.config import REGISTRY, plan
+from swinref.config import REGISTRY
+from swinref.plan import plan
 from swinref.errors import CheckpointError
 from swinref.layout import param_shapes
 from swinref.params import init_params
@@ -70,7 +71,7 @@ def test_forward_matches_peer(case: str, path: pathlib.Path, io_name: str) -> No
     x = io["input"]
     dtype = str(x.dtype)
     io64 = np.load(V2 / case / "io64.npz") if dtype == "float32" else None
-    model = swinref.load(path, config=_config(case), dtype=dtype, padding=_meta(case)["padding"])
+    model = swinref.load(path, config=_config(case), dtype=dtype, policy=_meta(case)["padding"])
 
     def check(name: str, got: np.ndarray) -> None:
         _assert_close(name, got, io[name], dtype, None if io64 is None else io64[name])
@@ -87,7 +88,7 @@ def test_forward_matches_peer(case: str, path: pathlib.Path, io_name: str) -> No
 def test_padded_case_discriminates_the_padding_order() -> None:
     # The timm case rolls before padding; the other order must miss it, or the fixture proves nothing.
     io = np.load(V2 / "timm_v2_pad" / "io64.npz")
-    model = swinref.load(_files("timm_v2_pad")[0], config=_config("timm_v2_pad"), dtype="float64", padding="pad")
+    model = swinref.load(_files("timm_v2_pad")[0], config=_config("timm_v2_pad"), dtype="float64", policy="pad")
     assert np.abs(model(io["input"]) - io["logits"]).max() > 1e-3
 
 
@@ -95,7 +96,7 @@ def test_pretrained_window_sizes_matter() -> None:
     # The same weights with pretrained windows 0 give other logits: the coordinate table follows the config.
     io = np.load(V2 / "timm_v2_pwin" / "io64.npz")
     cfg = _config("timm_v2_pwin", pretrained_window_sizes=(0, 0, 0))
-    model = swinref.load(_files("timm_v2_pwin")[0], config=cfg, dtype="float64", padding="timm")
+    model = swinref.load(_files("timm_v2_pwin")[0], config=cfg, dtype="float64", policy="timm")
     assert np.abs(model(io["input"]) - io["logits"]).max() > 1e-3
 
 
@@ -158,7 +159,7 @@ def test_every_registered_v2_config_runs(name: str) -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, *small.img_size))
     logits = swinref.from_params(params, small, dtype="float64")(x)
     assert logits.shape == (1, 7) and np.isfinite(logits).all()
-    assert [s.pretrained_window for s in plan(small).stages] == list(cfg.pretrained_window_sizes)
+    assert [s.pretrained_window for s in plan(small).stages] == [(p, p) if p else None for p in cfg.pretrained_window_sizes]
 
 
 def test_hugging_face_doubled_mask_is_the_only_difference() -> None:
@@ -208,7 +209,7 @@ def test_full_size_v2_logits_match_peer(peer: str, size: str, dtype: str, tmp_pa
     want = peers.run(peer, model, x)
     # A timm or torchvision V2 file does not record its window: the config is given; HF's config.json states it.
     ours = swinref.load(path, config=None if peer == "transformers" else cfg, dtype=dtype,
-                        padding="timm" if peer == "timm" else "pad")
+                        policy="timm" if peer == "timm" else "pad")
     assert ours.config.window_size == 8 and ours.config.img_size == cfg.img_size
     err = float(np.abs(ours(x) - want).max())
     print(f"V2-T {peer} {size} {dtype}: max |diff| {err:.3g} (logits up to {np.abs(want).max():.3g})")
@@ -223,7 +224,7 @@ def _golden_v2(tmp_path) -> pathlib.Path:
     from swinref.golden import export_case
 
     out = tmp_path / "v2case"
-    export_case(out, _config("timm_v2_pwin"), weights=_files("timm_v2_pwin")[0], padding="timm",
+    export_case(out, _config("timm_v2_pwin"), weights=_files("timm_v2_pwin")[0], policy="timm",
                 attn_probs=["layers.0.blocks.1"])
     return out
 
@@ -235,13 +236,13 @@ def test_golden_v2_round_trip(tmp_path) -> None:
     case = read_case(out)
     assert case.config.version == 2 and case.config.pretrained_window_sizes == (3, 3, 3)
     x = case.arrays["input"]
-    model = swinref.load(_files("timm_v2_pwin")[0], config=case.config, dtype="float64", padding="timm")
+    model = swinref.load(_files("timm_v2_pwin")[0], config=case.config, dtype="float64", policy="timm")
     good = model.trace(x, attn_probs=["layers.0.blocks.1"])
     report = compare(out, good)
     assert report["verdict"] == "pass", report["first_failure"]
     # The same weights read with pretrained windows 0: the first point that differs is the first attention.
     wrong = swinref.load(_files("timm_v2_pwin")[0], config=case.config.replace(pretrained_window_sizes=(0, 0, 0)),
-                         dtype="float64", padding="timm").trace(x)
+                         dtype="float64", policy="timm").trace(x)
     report = compare(out, wrong)
     assert report["verdict"] == "fail" and report["first_failure"] == "layers.0.blocks.0.attn"
 
@@ -282,7 +283,7 @@ def test_official_and_torchvision_v2_buffers_reveal_the_windows() -> None:
     for field in ("window_size", "img_size", "pretrained_window_sizes", "depths", "num_heads"):
         assert getattr(model.config, field) == getattr(want, field), field
     io = np.load(V2 / "timm_v2_pwin" / "io64.npz")
-    model = swinref.load(V2 / "timm_v2_pwin" / "official.pth", dtype="float64", padding="timm")
+    model = swinref.load(V2 / "timm_v2_pwin" / "official.pth", dtype="float64", policy="timm")
     _assert_close("logits", model(io["input"]), io["logits"], "float64")
     tv = swinref.load(_files("tv_v2_pad")[0])
     assert tv.config.window_size == 4 and tv.config.pretrained_window_sizes == (0, 0)

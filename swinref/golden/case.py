@@ -2,7 +2,7 @@
 
 A case is a directory:
 
-    manifest.json        format + version, config, dtype, padding, the input and weight rules, and for every
+    manifest.json        format + version, config, dtype, window policy, the input and weight rules, and for every
                          point in execution order: shape, layout, sha256, scale and recommended tolerances
     points.safetensors   the input and every point (readable from Rust, C++, JavaScript)
     points.npz           the same arrays for NumPy users
@@ -70,6 +70,13 @@ class GoldenCase:
     def config(self) -> SwinConfig:
         return SwinConfig.from_dict(self.manifest["config"])
 
+    @property
+    def policy(self) -> str:
+        """The window policy the case was exported with (cases of swinref 0.1 name it "padding": pad, timm, strict)."""
+        from swinref.plan import resolve_policy
+
+        return resolve_policy(self.manifest.get("policy", self.manifest.get("padding"))).name
+
     def point(self, name: str) -> dict[str, Any]:
         return next(p for p in self.manifest["points"] if p["name"] == name)
 
@@ -94,7 +101,7 @@ def point_layout(name: str, ndim: int) -> str:
 
 def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | None = None,
                 weights: str | os.PathLike | None = None, dtype: str = "float64", batch: int = 1, device: str = "cpu",
-                padding: str = "pad", attn_probs: Iterable[str] | str = (), input_seed: int | None = None,
+                policy: str | None = None, attn_probs: Iterable[str] | str = (), input_seed: int | None = None,
                 force: bool = False, command: str | None = None) -> dict[str, Any]:
     """Run the model on the rule-made input and write a golden case to `out`. Returns the manifest.
 
@@ -105,14 +112,17 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     import swinref
     from swinref import api
     from swinref.golden.rule import INPUT_RULE, INPUT_SCALE, WEIGHT_RULE, golden_input, input_key
-    from swinref.model import PADDING_POLICIES, point_names
+    from swinref.model import point_names
+    from swinref.plan import resolve_policy
     from swinref.params import init_params
 
     out = os.fspath(out)
     if dtype not in EPS:
         raise GoldenError(f"golden cases are written in float32 or float64, got dtype {dtype!r}; use --dtype float64")
-    if padding not in PADDING_POLICIES:
-        raise GoldenError(f"unknown padding policy {padding!r}; choose one of {', '.join(PADDING_POLICIES)}")
+    try:
+        policy = resolve_policy(policy).name
+    except SwinrefError as exc:
+        raise GoldenError(str(exc)) from None
     if seed is not None and weights is not None:
         raise GoldenError("give either --weights (a checkpoint) or --seed (generated weights), not both")
     if int(batch) < 1:
@@ -123,7 +133,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     resolve_device(device)  # a missing GPU is reported before any work
 
     if weights is not None:
-        loaded = api.load(weights, config=cfg, dtype="float64", device="cpu", padding=padding)
+        loaded = api.load(weights, config=cfg, dtype="float64", device="cpu", policy=policy)
         cfg, params64 = loaded.config, dict(loaded.params)
         weight_info: dict[str, Any] = {"source": "checkpoint", "path": os.fspath(weights),
                                        "file_sha256": _file_sha256(weights)}
@@ -145,7 +155,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     # how far float32 rounding moves each point.
     traces = {}
     for dt in ("float64", "float32"):
-        model = api.from_params(params64, cfg, dtype=dt, device=device, padding=padding)
+        model = api.from_params(params64, cfg, dtype=dt, device=device, policy=policy)
         traces[dt] = {k: _host(v) for k, v in model.trace(x64.astype(dt), attn_probs=blocks).items()}
     golden = traces[dtype]
     missing = [n for n in names if n not in golden]
@@ -178,7 +188,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         "command": command,
         "config": cfg.to_dict(),
         "dtype": dtype,
-        "padding": padding,
+        "policy": policy,
         "batch": int(batch),
         "device": str(device),
         "input": {"name": "input", "shape": list(shape), "layout": "[B, 3, H, W]", "seed": input_seed,
@@ -216,7 +226,7 @@ def _file_sha256(path: str | os.PathLike) -> str | None:
 
 
 def _attn_prob_blocks(cfg: SwinConfig, attn_probs: Iterable[str] | str) -> list[str]:
-    from swinref.config import plan
+    from swinref.plan import plan
 
     blocks = [f"layers.{stage.index}.blocks.{j}" for stage in plan(cfg).stages for j in range(stage.depth)]
     if isinstance(attn_probs, str):

@@ -352,7 +352,7 @@ def compare_case(case: GoldenCase, candidate: dict[str, Any], mapping: Any = Non
     return {
         "golden": case.path,
         "golden_dtype": case.manifest["dtype"],
-        "padding": case.manifest["padding"],
+        "policy": case.policy,
         "mapping": mapping.name if mapping else None,
         "verdict": "pass" if ok else "fail",
         "first_failure": first,
@@ -426,7 +426,7 @@ def summary_lines(report: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as plain text: one line per point in execution order, the first failure marked."""
-    head = (f"golden {report['golden']} ({report['golden_dtype']}, padding {report['padding']})"
+    head = (f"golden {report['golden']} ({report['golden_dtype']}, policy {report['policy']})"
             + (f", mapping {report['mapping']}" if report["mapping"] else ""))
     cols = ("point", "status", "max abs", "tolerance", "max rel", "ulp", "worst index")
     lines = [head, "  " + f"{cols[0]:<34} {cols[1]:<6} {cols[2]:>10} {cols[3]:>10} {cols[4]:>10} {cols[5]:>8}  "

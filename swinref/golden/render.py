@@ -14,7 +14,7 @@ from swinref.golden.compare import _num, summary_lines
 
 def report(rep: dict[str, Any]) -> None:
     console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-    title = (f"{rep['golden']} ({rep['golden_dtype']}, padding {rep['padding']})"
+    title = (f"{rep['golden']} ({rep['golden_dtype']}, policy {rep['policy']})"
              + (f" vs {rep['candidate']}" if rep.get("candidate") else "")
              + (f", mapping {rep['mapping']}" if rep["mapping"] else ""))
     t = Table(title=escape(title))
