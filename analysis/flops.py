@@ -522,15 +522,15 @@ def complexity(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None
     """
     from .trace import as_size
 
-    mp = plan(cfg, as_size(image))
+    mp = plan(cfg, as_size(image), "official")
     rows = []
     for s in mp.stages:
-        (h, w), C, M = s.resolution, s.dim, s.window
+        (h, w), C, N = s.resolution, s.dim, s.window_tokens
         hw = h * w
         msa = 4 * hw * C * C + 2 * hw * hw * C
-        wmsa = 4 * hw * C * C + 2 * M * M * hw * C
+        wmsa = 4 * hw * C * C + 2 * N * hw * C  # M^2 = N tokens per window
         rows.append({
-            "stage": s.index, "resolution": [h, w], "dim": C, "window": M, "depth": s.depth,
+            "stage": s.index, "resolution": [h, w], "dim": C, "window": list(s.window), "depth": s.depth,
             "msa": msa, "wmsa": wmsa, "ratio": msa / wmsa,
             "msa_stage": msa * s.depth, "wmsa_stage": wmsa * s.depth,
         })
@@ -564,7 +564,7 @@ def sweep(cfg: SwinConfig, sizes: Iterable[int]) -> list[dict[str, Any]]:
         rows.append({
             "size": n, "tokens": stages[0]["resolution"][0] * stages[0]["resolution"][1],
             "msa": msa, "wmsa": wmsa, "ratio": msa / wmsa,
-            "padding": plan(cfg, (n, n)).needs_padding,
+            "padding": plan(cfg, (n, n), "official").needs_padding,
             "stages": [{"stage": r["stage"], "msa": r["msa_stage"], "wmsa": r["wmsa_stage"], "ratio": r["ratio"]}
                        for r in stages],
         })

@@ -51,15 +51,15 @@ def _inputs(cfg, dtype, batch=2):
 def test_whole_forward_on_a_strict_non_default_device_equals_numpy(cfg, dtype):
     params = init_params(cfg, seed=3, dtype=dtype)
     x = _inputs(cfg, dtype)
-    want = forward(params, x, cfg)
-    got = forward(_strict(params, dtype), xps.asarray(x, device=OTHER), cfg)
+    want = forward(params, x, cfg, policy="timm")
+    got = forward(_strict(params, dtype), xps.asarray(x, device=OTHER), cfg, policy="timm")
     assert got.device == OTHER
     assert got.dtype == getattr(xps, dtype)  # no implicit float64 (nor float32 for float64 models)
     tol = 2e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(_to_numpy(got), want, rtol=0, atol=tol * max(1.0, float(np.abs(want).max())))
 
 
-@pytest.mark.parametrize("padding", ["pad", "timm"])
+@pytest.mark.parametrize("padding", ["hf", "timm"])  # pad, then roll; roll, then pad
 def test_features_and_every_trace_point_on_strict_device(padding):
     cfg, dtype = V1, "float32"
     params = init_params(cfg, seed=4, dtype=dtype)
@@ -249,9 +249,10 @@ def test_model_object_moves_numpy_input_to_its_device_once():
     cfg = V1
     params = init_params(cfg, seed=6, dtype="float32")
     sp = _strict(params, "float32")
-    model = Model(config=cfg, params=sp, dtype="float32", device="device1", backend=backend_for(sp["norm.weight"]))
+    model = Model(config=cfg, params=sp, dtype="float32", device="device1", policy="timm",
+                  backend=backend_for(sp["norm.weight"]))
     x = _inputs(cfg, "float32", batch=1)
     got = model(x)  # a NumPy input
     assert got.device == OTHER
-    np.testing.assert_allclose(_to_numpy(got), forward(params, x, cfg), atol=2e-5)
+    np.testing.assert_allclose(_to_numpy(got), forward(params, x, cfg, policy="timm"), atol=2e-5)
     assert all(f.device == OTHER for f in model.features(x))

@@ -76,7 +76,9 @@ def test_memory_json(capsys):
 
 
 def test_trace_json_list_of_steps(capsys):
-    steps = run_json(capsys, "trace", "T", "--img", "800x1333", "--batch", "2")
+    data = run_json(capsys, "trace", "T", "--img", "800x1333", "--batch", "2", "--policy", "detection")
+    assert data["policy"] == "detection" and data["refusal"] is None
+    steps = data["steps"]
     assert isinstance(steps, list) and all({"name", "shape"} <= set(s) for s in steps)
     by_name = {s["name"]: s for s in steps}
     assert by_name["patch_embed"]["shape"] == [2, 200, 334, 96]
@@ -129,8 +131,10 @@ def test_tables_render(capsys):
                  ["flops", "T", "--convention", "corrected", "--img", "230"]):
         code, out, err = run(capsys, *argv)
         assert code == 0 and out and not err, argv
-    code, out, _ = run(capsys, "trace", "T", "--img", "250x300")
-    assert "patch_embed.pad" in out and "+2 bottom" in out
+    code, out, _ = run(capsys, "trace", "T", "--img", "250x300", "--policy", "detection")
+    assert "patch_embed.pad" in out and "+2x0 at the end" in out
+    code, out, _ = run(capsys, "trace", "T", "--img", "250x300")  # torchvision: a strided convolution crops
+    assert "patch_embed.crop" in out
     code, out, _ = run(capsys, "flops", "T")
     assert "4.4944" in out and "MSA / W-MSA" in out
 

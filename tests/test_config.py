@@ -70,16 +70,22 @@ def test_bad_sizes(bad):
 
 def test_clamp_rule_last_stage_of_released_models_has_no_shift():
     for name, cfg in REGISTRY.items():
-        last = plan(cfg).stages[-1]
-        assert last.shift == 0 and last.window == min(last.resolution), name
+        last = plan(cfg, policy="official").stages[-1]
+        assert not any(last.shift) and last.window == (min(last.resolution),) * 2, name
 
 
 def test_clamped_window_for_small_stages():
     cfg = get_config("T", img=64)  # grids 16, 8, 4, 2 with window 7
-    stages = plan(cfg).stages
-    assert [s.window for s in stages] == [7, 7, 4, 2]
-    assert [s.shift for s in stages] == [3, 3, 0, 0]
+    stages = plan(cfg, policy="official").stages
+    assert [s.window for s in stages] == [(7, 7), (7, 7), (4, 4), (2, 2)]
+    assert [s.shift for s in stages] == [(3, 3), (3, 3), (0, 0), (0, 0)]
     assert stages[0].pad == (5, 5) and stages[1].pad == (6, 6) and stages[2].pad == (0, 0)
+    # torchvision never shrinks the window: the 4x4 and 2x2 grids are padded to one 7x7 window, unshifted
+    stages = plan(cfg, policy="torchvision").stages
+    assert [s.window for s in stages] == [(7, 7)] * 4 and [s.shift for s in stages][2:] == [(0, 0)] * 2
+    assert stages[3].pad == (5, 5)
+    # detection keeps shifting by half a window there, under the mask
+    assert [s.shift for s in plan(cfg, policy="detection").stages] == [(3, 3)] * 4
 
 
 def test_nearest_unpadded_sizes_need_no_padding():
