@@ -188,13 +188,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
-    report: dict[str, Any] = {}
-    cfg = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype, report=report,
-                  **_model_overrides(args))
-    _say_transferred(report.get("resized", []), report.get("notes", []))
+    report = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
+                     **_model_overrides(args))
+    cfg = report.config
+    _say_transferred(report.resized, report.notes)
     if args.json:
         return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict(),
-                            "resized": report.get("resized", [])})
+                            "resized": list(report.resized)})
     sys.stdout.write(f"wrote {args.output}: {describe(cfg)}\n")
     return 0
 
@@ -217,7 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device, policy=args.policy,
                          **_model_overrides(args))
-    _say_transferred(model.info.get("resized", []), model.info.get("notes", []))
+    _say_transferred(model.report.resized, model.report.notes)
     progress = None
     if len(args.images) > args.batch and not args.json:
         from rich.progress import Progress
@@ -249,7 +249,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_transferred(resized: list[str], notes: list[str]) -> None:
+def _say_transferred(resized: Sequence[str], notes: Sequence[str]) -> None:
     """What a load at another window or image size changed (swinref.transfer), and what the file could not say."""
     for line in resized:
         sys.stderr.write(f"swinref: resized {line}\n")

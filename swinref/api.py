@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from swinref.backend import Backend
 from swinref.config import SwinConfig, get_config
@@ -15,6 +15,9 @@ from swinref.device import resolve_device
 from swinref.errors import InputError
 from swinref.plan import DEFAULT_POLICY, resolve_policy
 from swinref import model as _model
+
+if TYPE_CHECKING:
+    from swinref.checkpoints import LoadReport
 
 __all__ = ["Model", "load", "from_params", "random_model", "DTYPES"]
 
@@ -30,7 +33,7 @@ class Model:
     dtype: str = "float32"
     device: str = "cpu"
     policy: str = DEFAULT_POLICY
-    info: dict[str, Any] = field(default_factory=dict)
+    report: LoadReport | None = None  # what swinref.load read and did; None for a model built from params
     backend: Backend | None = field(default=None, repr=False, compare=False)
 
     def _prepare(self, x: Any) -> Any:
@@ -75,23 +78,22 @@ def _check_policy(policy: str | None, padding: str | None = None) -> str:
 
 
 def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, policy: str,
-           info: dict[str, Any] | None) -> Model:
+           report: LoadReport | None = None) -> Model:
     """Cast every param to `dtype` and move it to the resolved backend's device once."""
     import numpy as np
 
     placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
     return Model(config=cfg, params=placed, dtype=dtype, device=str(device), policy=policy,
-                 info=dict(info or {}), backend=be)
+                 report=report, backend=be)
 
 
 def from_params(params: dict[str, Any], config: SwinConfig | str, *, dtype: str = "float32", device: str = "cpu",
-                policy: str | None = None, padding: str | None = None,
-                info: dict[str, Any] | None = None) -> Model:
+                policy: str | None = None, padding: str | None = None) -> Model:
     """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`."""
     cfg = config if isinstance(config, SwinConfig) else get_config(config)
     dtype = _check_dtype(dtype)
     policy = _check_policy(policy, padding)
-    return _place(params, cfg, dtype, device, resolve_device(device), policy, info)
+    return _place(params, cfg, dtype, device, resolve_device(device), policy)
 
 
 def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
@@ -101,27 +103,23 @@ def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = 
 
     cfg = config if isinstance(config, SwinConfig) else get_config(config)
     params = init_params(cfg, seed=seed, dtype="float64")
-    return from_params(params, cfg, dtype=dtype, device=device, policy=policy, padding=padding,
-                       info={"source": f"swinref.params seed {seed}"})
+    return from_params(params, cfg, dtype=dtype, device=device, policy=policy, padding=padding)
 
 
 def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype: str = "float32",
          device: str = "cpu", policy: str | None = None, padding: str | None = None, **overrides: Any) -> Model:
-    """Load any supported checkpoint (official, timm, Hugging Face, torchvision, swinref) without PyTorch.
+    """Load any supported checkpoint (official, timm, Hugging Face, torchvision, OpenMMLab, swinref) without PyTorch.
 
     The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection,
     and `overrides` change single fields of the detected or given config (img=384, window=12, ...). Another
     window or image size transfers the weights as the official fine-tuning does (V1 bias tables resized
-    bicubically, V2 pretrained windows set); `Model.info['resized']` says what was transferred.
+    bicubically, V2 pretrained windows set); `Model.report` (a LoadReport) says what was read, dropped and
+    transferred (report.resized) and what the file could not tell (report.notes).
     """
-    from swinref.checkpoints import load_state_dict
+    from swinref.checkpoints import load_checkpoint
 
     dtype = _check_dtype(dtype)
     policy = _check_policy(policy, padding)
     be = resolve_device(device)  # fail fast on a missing GPU, before reading a large file
-    report: dict[str, Any] = {}
-    params, cfg = load_state_dict(path, config=config, report=report, **overrides)
-    # 'resized': what a load at another window or image size transferred (swinref.transfer); 'notes': what the
-    # file could not tell.
-    info = {"path": str(path), "resized": report.get("resized", []), "notes": report.get("notes", [])}
-    return _place(params, cfg, dtype, device, be, policy, info)
+    params, cfg, report = load_checkpoint(path, config=config, **overrides)
+    return _place(params, cfg, dtype, device, be, policy, report)

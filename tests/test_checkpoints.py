@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swinref.checkpoints import FORMAT_VERSION, convert, load_state_dict, read_checkpoint, save_params
+from swinref.checkpoints import FORMAT_VERSION, LoadReport, convert, load_state_dict, read_checkpoint, save_params
 from swinref.checkpoints.detect import check_params, infer_config
 from swinref.config import SwinConfig, get_config
 from swinref.errors import CheckpointError, ConfigError
@@ -45,8 +45,8 @@ def checkpoint_paths(case: str) -> list[Path]:
 
 
 ALL_FILES = [(case, path) for case in CASES for path in checkpoint_paths(case)]
-EXPECTED_LAYOUT = {"model.pth": "timm", "model.safetensors": "timm", "official.pth": "official", "hf": "huggingface",
-                   "hf_legacy": "huggingface"}
+EXPECTED_LAYOUT = {"model.pth": "timm", "model.safetensors": "timm", "official.pth": "official", "hf": "transformers",
+                   "hf_legacy": "transformers"}
 
 
 def _arch(cfg: SwinConfig, *, with_img: bool) -> dict:
@@ -70,11 +70,12 @@ def test_peer_checkpoint_detects_its_config(case, path):
     assert _arch(cfg, with_img=_records_image_size(case, path)) == _arch(want, with_img=_records_image_size(case, path))
     # The parameters are exactly the canonical layout of the fixture's config, names and shapes.
     assert {k: v.shape for k, v in params.items()} == param_shapes(want)
-    _, info = read_checkpoint(path)
+    _, report = read_checkpoint(path)
+    assert isinstance(report, LoadReport) and report.path == str(path) and report.config is None
     if meta(case)["peer"] == "torchvision":
-        assert info["layout"] == "torchvision"
+        assert report.layout == "torchvision"
     else:
-        assert info["layout"] == EXPECTED_LAYOUT[path.name]
+        assert report.layout == EXPECTED_LAYOUT[path.name]
 
 
 @pytest.mark.parametrize("case,path", ALL_FILES, ids=[f"{c}/{p.name}" for c, p in ALL_FILES])
@@ -100,9 +101,9 @@ def test_official_file_drops_its_derived_buffers():
     official = [p for c in CASES for p in checkpoint_paths(c) if p.name == "official.pth"]
     assert official, "no peer fixture has an official.pth"
     for path in official:
-        _, info = read_checkpoint(path)
-        assert info["entry"] == "model"
-        dropped = info["dropped"]
+        _, report = read_checkpoint(path)
+        assert report.entry == "model" and report.container == "torch-zip"
+        dropped = report.dropped
         assert any(k.endswith("relative_position_index") for k in dropped)
         assert any(k.endswith("attn_mask") for k in dropped)
 
@@ -112,8 +113,8 @@ def test_torch_training_checkpoints(tmp_path):
                       num_classes=3)
     timm_params, cfg = load_state_dict(PTH / "timm_train.pth")
     assert _arch(cfg, with_img=True) == _arch(want, with_img=True)
-    _, info = read_checkpoint(PTH / "timm_train.pth")
-    assert info["entry"] == "state_dict" and "state_dict_ema" in info["ignored_entries"]
+    _, report = read_checkpoint(PTH / "timm_train.pth")
+    assert report.entry == "state_dict" and "state_dict_ema" in report.ignored_entries
     official_params, _ = load_state_dict(PTH / "official_train.pth")
     for k in timm_params:
         np.testing.assert_array_equal(official_params[k], timm_params[k], err_msg=k)
@@ -131,8 +132,8 @@ def test_round_trip_keeps_params_and_config(tmp_path, ext):
     cfg = expected_config(case).replace(name="my_model")
     out = tmp_path / f"model{ext}"
     save_params(params, cfg, out)
-    back, info = read_checkpoint(out)
-    assert info["layout"] == "swinref" and info["config"] == cfg
+    back, report = read_checkpoint(out)
+    assert report.layout == "swinref" and report.stored_config == cfg
     params2, cfg2 = load_state_dict(out)
     assert cfg2 == cfg  # name and image size included
     assert list(params2) == list(params)
@@ -145,7 +146,7 @@ def test_round_trip_keeps_params_and_config(tmp_path, ext):
 def test_convert_every_peer_file(tmp_path):
     for case, path in ALL_FILES:
         out = tmp_path / f"{case}_{path.stem}.safetensors"
-        cfg = convert(path, out, config=expected_config(case), dtype="float16")
+        cfg = convert(path, out, config=expected_config(case), dtype="float16").config
         params, cfg2 = load_state_dict(out)
         assert cfg2 == cfg
         src, _ = load_state_dict(path, config=expected_config(case))
@@ -307,9 +308,10 @@ def test_bfloat16_safetensors_is_widened(tmp_path):
 def test_unknown_layout_and_non_state_dicts(tmp_path):
     from safetensors.numpy import save_file
 
-    path = tmp_path / "mm.safetensors"
-    save_file({"backbone.stages.0.blocks.0.attn.w_msa.qkv.weight": np.zeros((3, 1), np.float32)}, str(path))
-    with pytest.raises(CheckpointError, match="mmdetection"):
+    path = tmp_path / "vit.safetensors"
+    save_file({"blocks.0.attn.qkv.weight": np.zeros((3, 1), np.float32)}, str(path))
+    with pytest.raises(CheckpointError, match=r"cannot tell which Swin checkpoint layout .*'blocks.0.attn.qkv.weight'"
+                                              r".*openmmlab \(patch_embed.projection.weight\)"):
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match="no state dict"):
         read_checkpoint(PTH / "nested.pth")  # a dict of nested things, no flat state dict
@@ -524,3 +526,58 @@ def test_timm_save_for_hf_directory(tmp_path):
     save_for_hf(model, str(tmp_path), safe_serialization="both")
     _, cfg = load_state_dict(tmp_path)  # a V2 model: only the directory's config tells the window
     assert _arch(cfg, with_img=True) == _arch(SwinConfig(version=2, img_size=(32, 32), **TINY), with_img=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backbones: OpenMMLab files and the per-stage output norms (written here without torch, by the layout module).
+
+
+def _mm_backbone(tmp_path: Path) -> tuple[Path, SwinConfig, dict]:
+    from safetensors.numpy import save_file
+
+    from swinref.checkpoints.layouts import openmmlab
+    from swinref.params import init_params
+
+    cfg = get_config("T", embed_dim=8, depths="2,2", heads="1,2", window=4, img=32, classes=0)
+    params = init_params(cfg, seed=2)
+    for i, dim in enumerate((8, 16)):
+        params[f"norm{i}.weight"] = np.full(dim, 1.0 + i, np.float32)
+        params[f"norm{i}.bias"] = np.full(dim, 0.5 * i, np.float32)
+    params["norm.weight"], params["norm.bias"] = params["norm1.weight"], params["norm1.bias"]
+    sd = {"backbone." + k: v for k, v in openmmlab.from_canonical(params, cfg).items()}
+    sd["neck.lateral.weight"] = np.zeros((2, 2), np.float32)
+    path = tmp_path / "mm.safetensors"
+    save_file(sd, str(path))
+    return path, cfg, params
+
+
+def test_openmmlab_backbone_loads_as_a_headless_model_with_its_stage_norms(tmp_path):
+    import swinref
+    from swinref.checkpoints import load_checkpoint
+
+    path, cfg, want = _mm_backbone(tmp_path)
+    params, got_cfg, report = load_checkpoint(path, config=cfg)
+    assert report.layout == "openmmlab" and report.prefixes == ("backbone.",) and report.left_out == ("neck.",)
+    assert got_cfg.num_classes == 0 and report.config == got_cfg
+    assert any("norm is norm1" in n for n in report.notes)
+    assert list(params)[-4:] == ["norm0.weight", "norm0.bias", "norm1.weight", "norm1.bias"]
+    for k in want:
+        np.testing.assert_array_equal(params[k], want[k], err_msg=k)
+    model = swinref.load(path, config=cfg)
+    assert model.report.layout == "openmmlab" and "norm0.weight" in model.params
+    assert model(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 16)  # headless: pooled features
+    # swinref's own files keep them too.
+    out = tmp_path / "backbone.safetensors"
+    save_params(params, cfg, out)
+    assert set(load_state_dict(out)[0]) == set(params)
+
+
+def test_stage_norms_are_optional_but_shape_checked():
+    cfg = get_config("T", embed_dim=8, depths="2,2", heads="1,2", window=4, img=32, classes=0)
+    params = {k: np.zeros(s, np.float32) for k, s in param_shapes(cfg).items()}
+    check_params(params, cfg)
+    check_params({**params, "norm1.weight": np.zeros(16, np.float32)}, cfg)
+    with pytest.raises(CheckpointError, match=r"norm1.weight \(expected \[16\], got \[8\]\)"):
+        check_params({**params, "norm1.weight": np.zeros(8, np.float32)}, cfg)
+    with pytest.raises(CheckpointError, match=r"unexpected \(1\): norm2.weight"):
+        check_params({**params, "norm2.weight": np.zeros(32, np.float32)}, cfg)  # a third stage it does not have

@@ -6,6 +6,8 @@ they are read back, checked against today's forward pass, and used as the candid
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 
 import swinref
+from swinref.plan import POLICIES
 from swinref import cli
 from swinref.golden import (
     GoldenError,
@@ -257,8 +260,9 @@ def test_typical_port_bugs_are_located(bug, first):
     gc = read_case(GOLDEN / case)
     man = gc.manifest
     p = init_params(gc.config, seed=man["weights"]["seed"], dtype="float64")
-    # pad-then-roll where timm rolls, then pads
-    policy = "torchvision" if bug == "window policy" else gc.policy
+    policy = POLICIES[gc.policy]
+    if bug == "window policy":  # pad-then-roll where timm rolls, then pads
+        policy = dataclasses.replace(policy, v1=dataclasses.replace(policy.v1, roll_before_pad=False))
     if bug == "merge order":  # concat (0,0),(0,1),(1,0),(1,1) instead of (0,0),(1,0),(0,1),(1,1)
         C = p["layers.0.downsample.reduction.weight"].shape[1] // 4
         idx = np.r_[0:C, 2 * C:3 * C, C:2 * C, 3 * C:4 * C]
@@ -269,8 +273,10 @@ def test_typical_port_bugs_are_located(bug, first):
         name = "layers.0.blocks.1.attn.relative_position_bias_table"
         n = int(round(math.sqrt(p[name].shape[0])))
         p[name] = p[name].reshape(n, n, -1).transpose(1, 0, 2).reshape(p[name].shape)
-    model = swinref.from_params(p, gc.config, dtype="float32", policy=policy)
-    report = compare_case(gc, model.trace(gc.arrays["input"].astype(np.float32), attn_probs=man["attn_probs"]))
+    p32 = {k: v.astype(np.float32) for k, v in p.items()}
+    trace = swinref.forward_trace(p32, gc.arrays["input"].astype(np.float32), gc.config, policy=policy,
+                                  attn_probs=man["attn_probs"])
+    report = compare_case(gc, trace)
     assert report["verdict"] == "fail" and report["first_failure"] == first
     row = next(r for r in report["points"] if r["name"] == first)
     assert row["max_abs"] > 1000 * row["tolerance"]
@@ -508,7 +514,7 @@ def test_force_replaces_and_failure_leaves_nothing(tmp_path, capsys, monkeypatch
 def test_export_from_a_checkpoint(tmp_path, capsys):
     ckpt = ROOT / "tests" / "data" / "peers" / "timm_v1_pad" / "model.safetensors"
     code, out, err = run(capsys, "golden", "export", "--weights", ckpt, "--img", "32", "--batch", "2",
-                         "--dtype", "float32", "--out", tmp_path / "c", "--json")
+                         "--dtype", "float32", "--policy", "timm", "--out", tmp_path / "c", "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["dtype"] == "float32" and data["config"]["img_size"] == [32, 32]
@@ -524,9 +530,9 @@ def test_timm_state_dict_names():
     assert "layers.1.downsample.reduction.weight" in sd and "head.fc.weight" in sd
     assert not any(k.startswith("layers.0.downsample") or k == "head.weight" for k in sd)
     # The inverse of the loader's timm translation: round trip through it.
-    from swinref.checkpoints.formats import to_canonical
+    from swinref.checkpoints.layouts import timm
 
-    back, _ = to_canonical(sd, "timm")
+    back, _ = timm.to_canonical(sd)
     assert set(back) == set(init_params(cfg, seed=0))
 
 

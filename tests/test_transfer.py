@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import swinref
-from swinref.checkpoints import load_state_dict
+from swinref.checkpoints import load_checkpoint, load_state_dict
 from swinref.cli import main
 from swinref.errors import CheckpointError
 from swinref.transfer import bicubic_resize, resize_bias_table, resize_v1_tables, v2_transfer_config
@@ -49,29 +49,28 @@ def test_bicubic_same_size_is_identity_and_constant_is_kept() -> None:
 
 def test_v1_load_at_another_window_resizes_tables_like_the_official_fine_tuning() -> None:
     z = np.load(EXPECTED / "v1.npz")
-    report: dict = {}
-    params, cfg = load_state_dict(V1_CKPT, img=128, window=8, report=report)
+    params, cfg, report = load_checkpoint(V1_CKPT, img=128, window=8)
     assert [s.window for s in swinref.plan(cfg, policy="official").stages] == [(8, 8), (8, 8), (8, 8), (4, 4)]
     tables = [k for k in z.files if k.endswith("relative_position_bias_table")]
     assert len(tables) == sum(cfg.depths)
     for k in tables:
         # torch resized the float32 table in float32; swinref in float64, rounded once to float32.
         np.testing.assert_allclose(params[k], z[k], rtol=0, atol=1e-5 * max(1.0, np.abs(z[k]).max()), err_msg=k)
-    assert len(report["resized"]) == 4
-    assert "window 4 to 8" in report["resized"][0] and "window 2 to 4" in report["resized"][3]
+    assert len(report.resized) == 4 and report.config == cfg
+    assert "window 4 to 8" in report.resized[0] and "window 2 to 4" in report.resized[3]
 
 
 def test_v1_transferred_model_reproduces_timm_with_official_tables() -> None:
     z = np.load(EXPECTED / "v1.npz")
     model = swinref.load(V1_CKPT, img=128, window=8, policy="timm")
-    assert model.info["resized"], "Model.info must say what was resized"
+    assert model.report.resized, "Model.report must say what was resized"
     got = model(z["input"])
     assert np.abs(got - z["logits"]).max() <= 1e-4 * max(1.0, np.abs(z["logits"]).max())
 
 
 def test_v1_without_transfer_reports_nothing() -> None:
     model = swinref.load(V1_CKPT)
-    assert model.info["resized"] == []
+    assert model.report.resized == ()
 
 
 def test_resize_keeps_tables_with_another_head_count_for_the_shape_check() -> None:
@@ -101,7 +100,7 @@ def test_v2_load_at_another_window_reuses_the_mlp_with_the_old_window_as_pretrai
     for dtype, key, tol in (("float32", "logits", 1e-4), ("float64", "logits64", 1e-9)):
         model = swinref.load(V2_CKPT, config=src, img=64, window=8, dtype=dtype, policy="timm")
         assert model.config.pretrained_window_sizes == tuple(meta["pretrained_window_sizes"]) == (4, 4)
-        assert any("pretrained_window_sizes 4,4" in line for line in model.info["resized"])
+        assert any("pretrained_window_sizes 4,4" in line for line in model.report.resized)
         got = model(z["input"].astype(dtype))
         assert np.abs(got - z[key]).max() <= tol * max(1.0, np.abs(z[key]).max()), dtype
 
@@ -144,7 +143,7 @@ def test_cli_convert_writes_the_resized_checkpoint(tmp_path, capsys) -> None:
     assert "resized stage 3" in capsys.readouterr().err
     z = np.load(EXPECTED / "v1.npz")
     model = swinref.load(out, policy="timm")  # the written file holds the transferred weights and config
-    assert model.info["resized"] == [] and model.config.window_size == 8
+    assert model.report.resized == () and model.config.window_size == 8
     assert np.abs(model(z["input"]) - z["logits"]).max() <= 1e-4 * max(1.0, np.abs(z["logits"]).max())
 
 
@@ -211,7 +210,7 @@ def test_full_size_swin_t_224_to_384_window_12_matches_timm_with_official_tables
     with torch.no_grad():
         want = big(torch.from_numpy(x)).numpy()
     model = swinref.load(path, img=384, window=12, policy="timm")
-    assert len(model.info["resized"]) == 4
+    assert len(model.report.resized) == 4
     err = float(np.abs(model(x) - want).max())
     print(f"Swin-T 224/7 -> 384/12 vs timm with official tables: max |diff| {err:.3g}")
     assert err <= 1e-4 * max(1.0, float(np.abs(want).max()))

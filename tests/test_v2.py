@@ -134,15 +134,15 @@ def test_v2_without_window_is_refused_with_a_hint() -> None:
 
 
 def test_torchvision_k_bias_is_dropped_and_reported() -> None:
-    params, info = read_checkpoint(_files("tv_v2_pad")[0])
-    assert info["layout"] == "torchvision"
-    assert info.get("ignored_k_bias"), "the randomised k third of torchvision's qkv.bias must be reported"
+    params, report = read_checkpoint(_files("tv_v2_pad")[0])
+    assert report.layout == "torchvision"
+    assert any("k third is not zero" in n for n in report.notes), "the randomised k third must be reported"
     assert not any(k.endswith("qkv.bias") for k in params)
 
 
 def test_torchvision_v2_load_notes_missing_pretrained_windows() -> None:
     model = swinref.load(_files("tv_v2_pad")[0], config=_config("tv_v2_pad"))
-    notes = " ".join(model.info.get("notes", []))
+    notes = " ".join(model.report.notes)
     assert "pretrained window" in notes
 
 

@@ -18,12 +18,14 @@ import math
 import re
 from typing import Any
 
+import numpy as np
+
 from swinref.config import ALIASES, REGISTRY, SwinConfig, describe, get_config
 from swinref.errors import CheckpointError, ConfigError
 from swinref.layout import param_shapes
 
-__all__ = ["infer_config", "check_params", "resolve_config", "hf_config_hints", "timm_config_hints",
-           "v2_buffer_config_hints"]
+__all__ = ["infer_config", "check_params", "resolve_config", "buffer_config_hints", "stage_norm_shapes",
+           "ordered_params"]
 
 _BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 # What a Swin V2 checkpoint's weights cannot tell (its position bias is an MLP of coordinates).
@@ -152,107 +154,53 @@ def _image_size_from_windows(patch: int, window: int, windows: list[int]) -> tup
     return (side, side)
 
 
-def v2_buffer_config_hints(buffer_hints: dict[str, Any], params: dict) -> dict[str, Any]:
-    """SwinConfig fields from a V2 file's derived buffers (formats.v2_buffer_hints): the window of stage 0, the
-    image size the stage windows imply (the clamp rule, as for V1 tables) and the pretrained windows.
-    {} when the buffers do not cover every stage of the weights."""
-    windows = list(buffer_hints.get("stage_windows") or [])
+# The first block of each stage, where official, torchvision and OpenMMLab V2 files keep their derived buffers.
+_STAGE_BUFFER = re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.(relative_position_index|relative_coords_table)$")
+
+
+def buffer_config_hints(buffers: dict[str, Any], params: dict) -> dict[str, Any]:
+    """What a V2 file's derived buffers (canonical names, as layouts set them aside) tell about its windows; never
+    used for computing, only for detection.
+
+    V2 weights do not record the window (the position bias is an MLP of coordinates), but official, torchvision
+    and mmpretrain files also save each block's relative_position_index [N, N] (torchvision: flat [N*N]), which
+    gives the stage's window M, and relative_coords_table [1, 2M-1, 2M-1, 2], whose largest entry
+    log2(8 (M-1)/(P-1) + 1) / 3 gives the pretrained window P (P = M is the same as none).
+    Returns the window of stage 0, the image size the stage windows imply (the clamp rule, as for V1 tables) and
+    the pretrained windows; {} for V1 weights or buffers that do not cover every stage.
+    """
+    if not any(k.endswith("attn.logit_scale") for k in params):
+        return {}
+    index: dict[int, int] = {}
+    coords: dict[int, float] = {}
+    for name, value in buffers.items():
+        m = _STAGE_BUFFER.match(name)
+        if not m:
+            continue
+        stage = int(m.group(1))
+        if m.group(2) == "relative_position_index":
+            n = value.shape[0] if value.ndim == 2 else math.isqrt(value.size)
+            index[stage] = math.isqrt(n)
+        elif value.size:
+            coords[stage] = float(np.abs(value.astype(np.float64)).max())
     stages = {int(m.group(1)) for name in params if (m := _BLOCK.match(name))}
     w = params.get("patch_embed.proj.weight")
-    if not windows or len(windows) != len(stages) or w is None or w.ndim != 4:
+    if sorted(index) != sorted(stages) or not stages or w is None or w.ndim != 4:
         return {}
+    windows = [index[i] for i in sorted(index)]
+    pretrained = []
+    for i, M in enumerate(windows):
+        top = coords.get(i)
+        if top is None or M < 2 or top <= 0:
+            pretrained.append(0)
+            continue
+        P = int(round(8.0 * (M - 1) / (2.0 ** (3.0 * top) - 1.0) + 1.0))
+        pretrained.append(0 if P == M else P)
     return {
         "window_size": windows[0],
         "img_size": _image_size_from_windows(int(w.shape[2]), windows[0], windows),
-        "pretrained_window_sizes": tuple(buffer_hints["pretrained_window_sizes"]),
+        "pretrained_window_sizes": tuple(pretrained),
     }
-
-
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def hf_config_hints(config: dict[str, Any], source: str) -> dict[str, Any]:
-    """SwinConfig fields from a Hugging Face config.json (model_type 'swin' or 'swinv2')."""
-    model_type = config.get("model_type")
-    if model_type not in ("swin", "swinv2"):
-        raise CheckpointError(
-            f"{source}: config.json has model_type {model_type!r}; swinref reads 'swin' and 'swinv2' models"
-        )
-    if config.get("use_absolute_embeddings"):
-        raise CheckpointError(
-            f"{source}: this model uses absolute position embeddings (use_absolute_embeddings=true), which swinref "
-            f"does not implement (no released Swin classifier uses them)"
-        )
-    hints: dict[str, Any] = {"version": 2 if model_type == "swinv2" else 1}
-    pairs = {
-        "image_size": "img_size", "patch_size": "patch_size", "num_channels": "in_chans", "embed_dim": "embed_dim",
-        "depths": "depths", "num_heads": "num_heads", "window_size": "window_size", "mlp_ratio": "mlp_ratio",
-        "qkv_bias": "qkv_bias", "layer_norm_eps": "layer_norm_eps",
-    }
-    for hf_name, name in pairs.items():
-        if hf_name in config:
-            value = config[hf_name]
-            hints[name] = tuple(value) if isinstance(value, list) else value
-    if model_type == "swinv2" and "pretrained_window_sizes" in config:
-        hints["pretrained_window_sizes"] = tuple(config["pretrained_window_sizes"])
-    if isinstance(hints.get("img_size"), int):
-        hints["img_size"] = (hints["img_size"], hints["img_size"])
-    for key in ("patch_size", "window_size"):  # HF allows [h, w] pairs; swinref needs squares
-        value = hints.get(key)
-        if isinstance(value, tuple):
-            if len(set(value)) != 1:
-                raise CheckpointError(f"{source}: {key}={list(value)} is not square; swinref needs square {key}")
-            hints[key] = value[0]
-    return hints
-
-
-def timm_config_hints(config: dict[str, Any], source: str) -> dict[str, Any]:
-    """SwinConfig fields from the config.json timm writes beside hub weights (save_for_hf / push_to_hub).
-
-    Its model_args hold the constructor arguments that differ from the variant's defaults; the variant's own
-    defaults (window, pretrained windows) come from the registry entry of the same model.
-    """
-    arch = str(config.get("architecture", ""))
-    if not arch.startswith("swin"):
-        raise CheckpointError(f"{source}: timm architecture {arch!r} is not a Swin model")
-    if arch.startswith("swinv2_cr"):
-        raise CheckpointError(f"{source}: {arch} is timm's SwinV2-CR, a different architecture swinref does not read")
-    hints: dict[str, Any] = {}
-    base = _registry_entry_for_timm(arch)
-    if base is not None:
-        hints.update(img_size=base.img_size, window_size=base.window_size, version=base.version,
-                     pretrained_window_sizes=base.pretrained_window_sizes)
-    elif arch.startswith("swinv2"):
-        hints["version"] = 2
-    size = (config.get("pretrained_cfg") or {}).get("input_size")
-    if isinstance(size, list) and len(size) == 3:
-        hints["img_size"] = (int(size[1]), int(size[2]))
-    args = config.get("model_args") or {}
-    names = {"img_size": "img_size", "window_size": "window_size", "patch_size": "patch_size",
-             "pretrained_window_sizes": "pretrained_window_sizes"}
-    for timm_name, name in names.items():
-        value = args.get(timm_name)
-        if value is None:
-            continue
-        if timm_name == "img_size":
-            value = (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-        elif isinstance(value, list):
-            value = tuple(value) if timm_name == "pretrained_window_sizes" else value[0]
-        hints[name] = value
-    if "depths" in args and "pretrained_window_sizes" in hints and len(hints["pretrained_window_sizes"]) != len(
-            args["depths"]):
-        hints.pop("pretrained_window_sizes")  # the variant's default belongs to another depth
-    return hints
-
-
-def _registry_entry_for_timm(arch: str) -> SwinConfig | None:
-    # timm drops 'patch4' from V2 names and the '_22k' / '_22kto1k_ft' suffixes of the official ones.
-    name = arch.split(".")[0]
-    v2 = re.sub(r"^(swinv2_[a-z]+)_window", r"\1_patch4_window", name)
-    for candidate in (name, v2, v2 + "_22k", v2 + "_22kto1k_ft"):
-        if candidate in REGISTRY:
-            return REGISTRY[candidate]
-    return None
 
 
 def resolve_config(config: Any) -> SwinConfig:
@@ -278,15 +226,36 @@ def _listing(items: list[str], limit: int = 8) -> str:
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+def stage_norm_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
+    """The optional per-stage output norms norm0..norm{L-1} (the official detection backbone's names; OpenMMLab
+    backbones have them too): LayerNorms over each stage's output, [C_i]. Params that have them and no head are a
+    backbone's; the forward pass does not read them."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(len(cfg.depths)):
+        for leaf in ("weight", "bias"):
+            shapes[f"norm{i}.{leaf}"] = (cfg.embed_dim * 2**i,)
+    return shapes
+
+
+def ordered_params(params: dict, cfg: SwinConfig) -> dict:
+    """params in the official order of param_shapes(cfg), then whichever per-stage output norms they have."""
+    out = {name: params[name] for name in param_shapes(cfg)}
+    out.update({name: params[name] for name in stage_norm_shapes(cfg) if name in params})
+    return out
+
+
 def check_params(params: dict, cfg: SwinConfig, source: str = "the checkpoint", detected: SwinConfig | None = None,
                  ) -> None:
-    """Raise CheckpointError listing every missing, unexpected and mis-shaped parameter of `params` for `cfg`."""
+    """Raise CheckpointError listing every missing, unexpected and mis-shaped parameter of `params` for `cfg`.
+
+    The per-stage output norms (stage_norm_shapes) are optional extras: shape-checked when present."""
     expected = param_shapes(cfg)
+    optional = stage_norm_shapes(cfg)
     missing = [k for k in expected if k not in params]
-    unexpected = sorted(k for k in params if k not in expected)
+    unexpected = sorted(k for k in params if k not in expected and k not in optional)
     misshaped = [
         f"{k} (expected {list(shape)}, got {list(params[k].shape)})"
-        for k, shape in expected.items() if k in params and tuple(params[k].shape) != shape
+        for k, shape in {**expected, **optional}.items() if k in params and tuple(params[k].shape) != shape
     ]
     if not (missing or unexpected or misshaped):
         return

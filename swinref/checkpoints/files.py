@@ -1,4 +1,5 @@
-"""The containers that are not torch pickles: `.safetensors`, `.npz` and Hugging Face model directories.
+"""The containers besides the torch pickle itself (pth.py): `.safetensors`, `.npz`, Hugging Face model directories,
+and the state dict inside a loaded torch training checkpoint. Containers know nothing of layouts (layouts/).
 
 safetensors is read with a small parser of its documented format (8-byte little-endian header length, a JSON
 header of name -> {dtype, shape, data_offsets}, then the raw little-endian bytes) rather than the safetensors
@@ -12,6 +13,7 @@ import json
 import math
 import mmap
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from swinref.errors import CheckpointError
 
 __all__ = [
     "read_safetensors", "read_npz", "read_hf_config", "hf_weight_files", "is_safetensors_bytes", "NPZ_CONFIG_KEY",
+    "find_state_dict", "StateDictEntry",
 ]
 
 # safetensors dtype tag -> NumPy dtype (BF16 is read as its uint16 bits and widened).
@@ -175,3 +178,54 @@ def hf_weight_files(directory: str) -> list[str]:
     raise CheckpointError(
         f"{directory} has no weights: expected one of {list(_HF_WEIGHT_FILES)} (a Hugging Face model directory)"
     )
+
+
+# Torch training checkpoints ----------------------------------------------------------------------------------------
+
+# Where training checkpoints keep the weights, in the order they are tried (official: 'model'; timm's
+# CheckpointSaver: 'state_dict' and 'state_dict_ema'; mmengine: 'state_dict'; others: 'model_ema', 'module').
+_CONTAINER_KEYS = ("model", "state_dict", "state_dict_ema", "model_ema", "module")
+
+
+@dataclass(frozen=True)
+class StateDictEntry:
+    """Where the weights were in a loaded file, and what was left beside them."""
+
+    entry: str | None = None                  # None: the file is the state dict itself
+    ignored_entries: tuple[str, ...] = ()     # the checkpoint's other entries (optimizer, epoch, ...)
+    ignored_non_tensors: tuple[str, ...] = ()  # names in the state dict whose values are not tensors
+    prefix: str | None = None                 # 'module.' of torch.nn.DataParallel, stripped
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) for k in obj) and any(
+        isinstance(v, np.ndarray) for v in obj.values()
+    )
+
+
+def find_state_dict(obj: Any, source: str) -> tuple[dict[str, np.ndarray], StateDictEntry]:
+    """The weights inside a loaded file: a bare state dict, or one under 'model' / 'state_dict' / ..."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"{source} holds a {type(obj).__name__}, not a dict of tensors; save the model's state_dict()"
+        )
+    entry, ignored = None, ()
+    if _is_state_dict(obj) and not any(k in obj and _is_state_dict(obj[k]) for k in _CONTAINER_KEYS):
+        sd = obj
+    else:
+        entry = next((key for key in _CONTAINER_KEYS if key in obj and _is_state_dict(obj[key])), None)
+        if entry is None:
+            raise CheckpointError(
+                f"{source} holds a dict with entries {sorted(map(str, obj))[:12]} but no state dict of tensors "
+                f"under any of {list(_CONTAINER_KEYS)}; save the model's state_dict()"
+            )
+        sd = obj[entry]
+        ignored = tuple(sorted(str(k) for k in obj if k != entry))
+    non_arrays = tuple(sorted(k for k, v in sd.items() if not isinstance(v, np.ndarray)))
+    sd = {k: v for k, v in sd.items() if isinstance(v, np.ndarray)}
+    prefix = None
+    # torch.nn.DataParallel / DistributedDataParallel prefix every name with 'module.'.
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+        prefix = "module."
+    return sd, StateDictEntry(entry, ignored, non_arrays, prefix)

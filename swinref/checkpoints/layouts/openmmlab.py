@@ -63,7 +63,7 @@ def _reorder_merges(params: dict[str, np.ndarray], version: int, to_official: bo
         order = unfold_columns(params[name].shape[1] // 4)
         if to_official:
             order = np.argsort(order)
-        params[name] = params[name][:, order]
+        params[name] = np.ascontiguousarray(params[name][:, order])  # a[:, idx] may come out in F order
         if version == 1:  # V1 normalises the 4C concat; V2's norm follows the reduction (2C, unpermuted)
             for leaf in ("weight", "bias"):
                 norm = name[: -len("reduction.weight")] + "norm." + leaf
