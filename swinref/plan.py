@@ -490,6 +490,8 @@ def _unpadded_side(cfg: SwinConfig, pol: Policy, n: int, axis: int, n_axes: int)
     probe = dataclasses.replace(pol, v1=dataclasses.replace(pol.v1, refuse_padding=False),
                                 v2=dataclasses.replace(pol.v2, refuse_padding=False))
     size = tuple(n if a == axis else _as_size(cfg.img_size)[a] for a in range(n_axes))
+    if n < cfg.patch_size:
+        return False
     mp = plan(cfg, size, probe)
     return mp.embed.pad[axis] == 0 and all(
         s.pad[axis] == 0 and (s.merge is None or s.merge.pad[axis] == 0) for s in mp.stages)

@@ -176,15 +176,15 @@ def test_unknown_convention_is_refused_with_suggestion():
 
 def official_closed_form(cfg, size) -> Fraction:
     """The official count written as the paper's formulas: W-MSA = 4hwC^2 + 2M^2hwC per block, MLP 2hwC^2r."""
-    mp = plan(cfg, size)
+    mp = plan(cfg, size, "official")
     H0, W0 = mp.embed.grid
     total = Fraction(H0 * W0 * cfg.embed_dim * cfg.in_chans * cfg.patch_size**2)
     total += H0 * W0 * cfg.embed_dim if cfg.patch_norm else 0
     r = Fraction(cfg.mlp_ratio)
     for s in mp.stages:
-        (h, w), C, M = s.resolution, s.dim, s.window
+        (h, w), C, N = s.resolution, s.dim, s.window_tokens
         hw = h * w
-        block = 2 * hw * C + 4 * hw * C * C + 2 * M * M * hw * C + 2 * hw * C * C * r
+        block = 2 * hw * C + 4 * hw * C * C + 2 * N * hw * C + 2 * hw * C * C * r  # N = M^2
         # the official attention keeps its per-head split: nH * d == C always holds here
         total += s.depth * block
         if s.merge_pad is not None:
@@ -207,7 +207,7 @@ def test_official_itemised_sum_equals_closed_form(case):
 @given(configs_with_size())
 def test_corrected_itemised_sum_equals_closed_form(case):
     cfg, size = case
-    mp = plan(cfg, size)
+    mp = plan(cfg, size)  # the default policy, as the corrected convention counts
     H0, W0 = mp.embed.grid
     total = H0 * W0 * cfg.embed_dim * cfg.in_chans * cfg.patch_size**2
     for s in mp.stages:
@@ -216,10 +216,10 @@ def test_corrected_itemised_sum_equals_closed_form(case):
         # qkv + proj on padded tokens, two N x N products per window per head, MLP on real tokens
         block = 4 * Tp * C * C + 2 * s.windows * N * N * C + 2 * T * C * hidden
         if cfg.version == 2:
-            block += (2 * s.window - 1) ** 2 * 512 * (2 + s.heads)
+            block += math.prod(2 * w - 1 for w in s.window) * 512 * (2 + s.heads)
         total += s.depth * block
         if s.merge_pad is not None:
-            total += s.merged_resolution[0] * s.merged_resolution[1] * 8 * C * C
+            total += math.prod(s.merge.resolution) * 8 * C * C
     total += cfg.num_features * cfg.num_classes
     assert count_flops(cfg, size, convention="corrected").macs == total
 
@@ -256,7 +256,7 @@ def brute_grid(tokens: set[tuple[int, int]]) -> set[tuple[int, int]]:
 @given(configs_with_size(max_pixels=200))
 def test_token_and_window_counts_match_brute_force(case):
     cfg, (H, W) = case
-    steps = trace(cfg, (H, W))
+    steps = trace(cfg, (H, W), policy="detection")
     blocks = {(s.stage, s.block): s for s in steps if s.runtime and s.block is not None}
     p = cfg.patch_size
     # every pixel belongs to the patch (y // p, x // p); the image is zero-padded to whole patches
@@ -264,7 +264,7 @@ def test_token_and_window_counts_match_brute_force(case):
     for i in range(cfg.num_layers):
         h = 1 + max(r for r, _ in tokens)
         w = 1 + max(c for _, c in tokens)
-        M = min(h, w) if min(h, w) <= cfg.window_size else cfg.window_size  # the clamp rule, written out
+        M = cfg.window_size  # the detection backbones never shrink the window
         # brute force: the least padding that makes the grid divisible by the window
         pad_b = next(q for q in range(M + 1) if (h + q) % M == 0)
         pad_r = next(q for q in range(M + 1) if (w + q) % M == 0)
@@ -274,7 +274,7 @@ def test_token_and_window_counts_match_brute_force(case):
             windows[(r // M, c // M)] = windows.get((r // M, c // M), 0) + 1
         step = blocks[(i, 0)]
         assert step.tokens == len(tokens)
-        assert step.window == M and step.pad == (pad_b, pad_r)
+        assert step.window == (M, M) and step.pad == (pad_b, pad_r)
         assert step.windows == len(windows)
         assert set(windows.values()) == {step.window_tokens}
         assert step.shape[1:3] == (h, w)
@@ -320,7 +320,7 @@ def test_trace_tiny_reference_shapes():
 
 
 def test_trace_non_square_shows_padding():
-    steps = trace(get_config("T", img="800x1333"))
+    steps = trace(get_config("T", img="800x1333"), policy="detection")
     pe = next(s for s in steps if s.name == "patch_embed.pad")
     assert pe.pad == (0, 3) and pe.shape == (1, 3, 800, 1336)
     b0 = next(s for s in steps if s.name == "layers.0.blocks.0")

@@ -10,6 +10,8 @@ import pytest
 
 from swinref.analysis import trace
 from swinref.config import SwinConfig
+from swinref.errors import InputError
+from swinref.plan import POLICIES
 
 np = pytest.importorskip("numpy")
 model = pytest.importorskip("swinref.model")
@@ -32,19 +34,27 @@ def test_trace_matches_forward_trace(version, image, window, depths, heads):
     params = params_mod.init_params(cfg, seed=0)
     x = np.random.default_rng(0).standard_normal((2, 3, *image)).astype(np.float32)
     probes = [f"layers.{i}.blocks.{min(1, d - 1)}" for i, d in enumerate(depths)]
-    points = model.forward_trace(params, x, cfg, attn_probs=probes)
-    steps = trace(cfg, batch=2)
-    analytic = {s.name: s.shape for s in steps if s.runtime}
-    runtime = {name: tuple(v.shape) for name, v in points.items() if not name.endswith((".attn", ".attn_probs"))}
-    assert analytic == runtime
-    # the attention probabilities [B*nW, nH, N, N] agree with the trace's window counts
-    blocks = {(s.stage, s.block): s for s in steps if s.runtime and s.block is not None}
-    for i, probe in enumerate(probes):
-        b = blocks[(i, int(probe.rsplit(".", 1)[1]))]
-        assert tuple(points[probe + ".attn_probs"].shape) == (2 * b.windows, heads[i], b.window_tokens, b.window_tokens)
+    ran = []
+    for policy in POLICIES:  # every policy whose peer accepts this size and these (build-size) tables
+        try:
+            points = model.forward_trace(params, x, cfg, policy=policy, attn_probs=probes)
+        except InputError:
+            continue
+        ran.append(policy)
+        steps = trace(cfg, batch=2, policy=policy)
+        analytic = {s.name: s.shape for s in steps if s.runtime}
+        runtime = {name: tuple(v.shape) for name, v in points.items() if not name.endswith((".attn", ".attn_probs"))}
+        assert analytic == runtime, policy
+        # the attention probabilities [B*nW, nH, N, N] agree with the trace's window counts
+        blocks = {(s.stage, s.block): s for s in steps if s.runtime and s.block is not None}
+        for i, probe in enumerate(probes):
+            b = blocks[(i, int(probe.rsplit(".", 1)[1]))]
+            assert tuple(points[probe + ".attn_probs"].shape) == (2 * b.windows, heads[i], b.window_tokens,
+                                                                  b.window_tokens), policy
+    assert ran
 
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
 
 from strategies import configs_with_size  # noqa: E402
 
@@ -56,7 +66,14 @@ def test_trace_matches_forward_trace_for_random_configs_and_sizes(case):
     cfg = cfg.replace(img=image)
     params = params_mod.init_params(cfg, seed=1)
     x = np.random.default_rng(1).standard_normal((1, 3, *image)).astype(np.float32)
-    points = model.forward_trace(params, x, cfg)
-    analytic = {s.name: s.shape for s in trace(cfg, batch=1) if s.runtime}
-    runtime = {name: tuple(v.shape) for name, v in points.items() if not name.endswith((".attn", ".attn_probs"))}
-    assert analytic == runtime
+    ran = 0
+    for policy in POLICIES:  # every policy whose peer accepts this size and these (build-size) tables
+        try:
+            points = model.forward_trace(params, x, cfg, policy=policy)
+        except InputError:
+            continue
+        ran += 1
+        analytic = {s.name: s.shape for s in trace(cfg, batch=1, policy=policy) if s.runtime}
+        runtime = {name: tuple(v.shape) for name, v in points.items() if not name.endswith((".attn", ".attn_probs"))}
+        assert analytic == runtime, policy
+    assume(ran > 0)

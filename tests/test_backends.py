@@ -26,10 +26,12 @@ from swinref.params import init_params
 
 xps = pytest.importorskip("array_api_strict")
 
-# Tiny configs that exercise everything: a padded, non-square input (pad at every stage), shifted blocks,
-# the clamp rule in the last stage (2x2 grid < window 4), merging with odd grids, and V2's variant choices.
-V1 = swinref.SwinConfig(name="tiny-v1", img_size=(44, 60), embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-                        window_size=4, num_classes=5)
+# Tiny configs that exercise everything: built at 96x96 (window 3 everywhere) and run on a padded, non-square
+# input (44x60: pad at every stage), shifted blocks, axes where torchvision drops the shift (a 2x2 grid in one
+# padded 3x3 window), merging with odd grids, and V2's variant choices.
+V1 = swinref.SwinConfig(name="tiny-v1", img_size=(96, 96), embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
+                        window_size=3, num_classes=5)
+SIZE = (44, 60)
 V2 = V1.replace(version=2, name="tiny-v2", pretrained_window_sizes=(3, 3, 3, 2))
 OTHER = xps.Device("device1")
 
@@ -43,7 +45,7 @@ def _to_numpy(a):
 
 
 def _inputs(cfg, dtype, batch=2):
-    return np.random.default_rng(0).standard_normal((batch, 3, *cfg.img_size)).astype(dtype)
+    return np.random.default_rng(0).standard_normal((batch, 3, *SIZE)).astype(dtype)
 
 
 @pytest.mark.parametrize("cfg", [V1, V2], ids=["v1", "v2"])
@@ -51,15 +53,15 @@ def _inputs(cfg, dtype, batch=2):
 def test_whole_forward_on_a_strict_non_default_device_equals_numpy(cfg, dtype):
     params = init_params(cfg, seed=3, dtype=dtype)
     x = _inputs(cfg, dtype)
-    want = forward(params, x, cfg, policy="timm")
-    got = forward(_strict(params, dtype), xps.asarray(x, device=OTHER), cfg, policy="timm")
+    want = forward(params, x, cfg)
+    got = forward(_strict(params, dtype), xps.asarray(x, device=OTHER), cfg)
     assert got.device == OTHER
     assert got.dtype == getattr(xps, dtype)  # no implicit float64 (nor float32 for float64 models)
     tol = 2e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(_to_numpy(got), want, rtol=0, atol=tol * max(1.0, float(np.abs(want).max())))
 
 
-@pytest.mark.parametrize("padding", ["hf", "timm"])  # pad, then roll; roll, then pad
+@pytest.mark.parametrize("padding", ["detection", "timm"])  # pad, then roll; roll, then pad
 def test_features_and_every_trace_point_on_strict_device(padding):
     cfg, dtype = V1, "float32"
     params = init_params(cfg, seed=4, dtype=dtype)
@@ -249,10 +251,9 @@ def test_model_object_moves_numpy_input_to_its_device_once():
     cfg = V1
     params = init_params(cfg, seed=6, dtype="float32")
     sp = _strict(params, "float32")
-    model = Model(config=cfg, params=sp, dtype="float32", device="device1", policy="timm",
-                  backend=backend_for(sp["norm.weight"]))
+    model = Model(config=cfg, params=sp, dtype="float32", device="device1", backend=backend_for(sp["norm.weight"]))
     x = _inputs(cfg, "float32", batch=1)
     got = model(x)  # a NumPy input
     assert got.device == OTHER
-    np.testing.assert_allclose(_to_numpy(got), forward(params, x, cfg, policy="timm"), atol=2e-5)
+    np.testing.assert_allclose(_to_numpy(got), forward(params, x, cfg), atol=2e-5)
     assert all(f.device == OTHER for f in model.features(x))
