@@ -21,39 +21,12 @@ import dataclasses
 import functools
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from swinref.errors import InputError
+from swinref.namespace import Backend
 
 __all__ = ["Backend", "backend_for", "numpy_backend", "numpy_fast_backend", "plain", "erf_reference", "erf_series"]
-
-
-@dataclass(frozen=True)
-class Backend:
-    """An array namespace plus the few functions it needs from outside the standard."""
-
-    xp: Any
-    name: str
-    erf: Callable[[Any], Any]
-    device: Any = None
-    gather_rows: Callable[[Any, Any], Any] | None = None
-    # The block implementation: a module with attention_branch, mlp_branch and layer_norm (swinref.blocks, the
-    # reference, or swinref.fast, NumPy with Numba kernels), chosen once here.
-    block: Any = None
-
-    def take_rows(self, table: Any, index: Any) -> Any:
-        """table[index] along axis 0: [R, ...] with index [K] -> [K, ...]."""
-        if self.gather_rows is not None:
-            return self.gather_rows(table, index)
-        return self.xp.take(table, index, axis=0)
-
-    def asarray(self, a: Any, dtype: Any = None) -> Any:
-        """Constants (index tables, masks) built on the host, moved to this backend's device once."""
-        return self.xp.asarray(a, dtype=dtype, device=self.device)
-
-    def dtype(self, name: str) -> Any:
-        return getattr(self.xp, name)
 
 
 def _is_numpy(xp: Any) -> bool:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from swinref import geometry
-from swinref.backend import Backend
 from swinref.layers import gelu, linear, logit_scale, pad_end, position_bias, qkv_bias, shift_mask, softmax
 from swinref.layers import layer_norm as _layer_norm
+from swinref.namespace import Backend
 from swinref.plan import BlockPlan
+
 
 __all__ = ["attention_branch", "mlp_branch", "layer_norm", "window_attention", "shifted_window_attention"]
 

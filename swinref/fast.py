@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from swinref import geometry, kernels
-from swinref.backend import Backend
 from swinref.layers import device_constant, logit_scale, position_bias, qkv_bias, shift_mask
+from swinref.namespace import Backend
 from swinref.plan import BlockPlan
+
 
 __all__ = ["attention_branch", "mlp_branch", "layer_norm", "MLP_CHUNK_TOKENS", "ATTN_CHUNK_BYTES"]
 

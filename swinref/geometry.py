@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from swinref.plan import MASK_VALUE
+
 __all__ = [
     "window_partition",
     "window_reverse",
@@ -30,9 +32,6 @@ __all__ = [
     "MASK_VALUE",
 ]
 
-# The value added to attention logits of token pairs from different regions. All four peers use -100.0, not
-# -inf: exp(-100) is tiny but not zero, and matching it keeps float64 outputs within 1e-9 of theirs.
-MASK_VALUE = -100.0
 
 
 def _window_axes(k: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -11,9 +11,10 @@ import math
 from typing import Any, Callable
 
 from swinref import geometry
-from swinref.backend import Backend
 from swinref.errors import InputError
+from swinref.namespace import Backend
 from swinref.plan import MASK_VALUE, V2_LOGIT_SCALE_MAX, BlockPlan
+
 
 __all__ = ["linear", "layer_norm", "gelu", "softmax", "pad_end", "device_constant", "qkv_bias", "position_bias",
            "shift_mask", "logit_scale", "V2_LOGIT_SCALE_MAX"]

@@ -190,7 +190,19 @@ def test_fast_path_is_taken_and_can_be_switched_off() -> None:
         assert backend_for(x).block is blocks
     assert backend_for(x).block is fast
     assert numpy_backend().block is blocks
-    assert "swinref.fast" not in {name for name in vars(blocks)}  # the reference does not import its twin
+    import ast
+    import inspect
+
+    from swinref import layers, model
+
+    for reference in (blocks, layers, model):  # the reference never imports its accelerated twin
+        imported = set()
+        for node in ast.walk(ast.parse(inspect.getsource(reference))):
+            if isinstance(node, ast.ImportFrom):
+                imported |= {f"{node.module}.{a.name}" for a in node.names} | {node.module or ""}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+        assert not {"swinref.fast", "swinref.kernels"} & imported, (reference.__name__, imported)
 
 
 def test_chunked_attention_equals_one_chunk(monkeypatch) -> None:
