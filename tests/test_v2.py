@@ -58,6 +58,11 @@ def _assert_close(name: str, got: np.ndarray, want: np.ndarray, dtype: str, want
     assert err <= tolerance * scale, f"{name}: max |diff| {err:.3g} > {tolerance * scale:.3g}"
 
 
+def _policy(case: str) -> str:
+    """The window policy that reproduces the peer that wrote the case."""
+    return {"timm": "timm", "transformers": "hf", "torchvision": "torchvision"}[_meta(case)["peer"]]
+
+
 def test_fixtures_present() -> None:
     assert {_meta(c)["peer"] for c in CASES} == {"timm", "transformers", "torchvision"}
     assert any(any(_meta(c)["swinref_config"]["pretrained_window_sizes"]) for c in CASES)
@@ -71,7 +76,7 @@ def test_forward_matches_peer(case: str, path: pathlib.Path, io_name: str) -> No
     x = io["input"]
     dtype = str(x.dtype)
     io64 = np.load(V2 / case / "io64.npz") if dtype == "float32" else None
-    model = swinref.load(path, config=_config(case), dtype=dtype, policy=_meta(case)["padding"])
+    model = swinref.load(path, config=_config(case), dtype=dtype, policy=_policy(case))
 
     def check(name: str, got: np.ndarray) -> None:
         _assert_close(name, got, io[name], dtype, None if io64 is None else io64[name])
@@ -88,7 +93,7 @@ def test_forward_matches_peer(case: str, path: pathlib.Path, io_name: str) -> No
 def test_padded_case_discriminates_the_padding_order() -> None:
     # The timm case rolls before padding; the other order must miss it, or the fixture proves nothing.
     io = np.load(V2 / "timm_v2_pad" / "io64.npz")
-    model = swinref.load(_files("timm_v2_pad")[0], config=_config("timm_v2_pad"), dtype="float64", policy="pad")
+    model = swinref.load(_files("timm_v2_pad")[0], config=_config("timm_v2_pad"), dtype="float64", policy="hf")
     assert np.abs(model(io["input"]) - io["logits"]).max() > 1e-3
 
 
@@ -163,9 +168,9 @@ def test_every_registered_v2_config_runs(name: str) -> None:
 
 
 def test_hugging_face_doubled_mask_is_the_only_difference() -> None:
-    # transformers 5.23 adds the V2 shift mask twice (-200); swinref follows the official -100. Against the same HF
-    # model with the mask brought back to -100, swinref agrees to float64 rounding; the recorded HF output differs
-    # by what meta.json says the doubled mask changes.
+    # transformers 5.23 adds the V2 shift mask twice (-200); the other policies follow the official -100. Against
+    # the same HF model with the mask brought back to -100, swinref agrees to float64 rounding; the recorded HF output
+    # differs by what meta.json says the doubled mask changes, and the hf policy reproduces it.
     io_once = np.load(V2 / "hf_v2_pad" / "io64_mask_once.npz")
     io_hf = np.load(V2 / "hf_v2_pad" / "io64.npz")
     model = swinref.load(V2 / "hf_v2_pad" / "hf", dtype="float64")
@@ -178,6 +183,11 @@ def test_hugging_face_doubled_mask_is_the_only_difference() -> None:
         assert np.abs(f - io_once[key]).max() <= 1e-13 * scale, key
         assert np.abs(f - io_hf[key]).max() == pytest.approx(effect[key], rel=0.05, abs=1e-13), key
     assert effect["features.0"] > 1e-12, "the fixture no longer shows HF's doubled mask"
+    # The hf policy reproduces the doubled mask itself: swinref then equals the recorded HF output.
+    hf = swinref.load(V2 / "hf_v2_pad" / "hf", dtype="float64", policy="hf")
+    for i, f in enumerate(hf.features(x)):
+        key = f"features.{i}"
+        assert np.abs(f - io_hf[key]).max() <= 1e-13 * float(np.abs(io_hf[key]).max()), key
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 from swinref.config import SwinConfig
 
 PEERS = ("timm", "transformers", "torchvision")
-PADDING = {"timm": "timm", "transformers": "pad", "torchvision": "pad"}
+PADDING = {"timm": "timm", "transformers": "hf", "torchvision": "torchvision"}  # the window policy of each peer
 
 
 def _randomise(model: Any, seed: int) -> None:
