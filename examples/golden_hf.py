@@ -15,39 +15,7 @@ point after that softmax. Compare Hugging Face in float32.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-
-
-def hf_state_dict(params: dict) -> dict:
-    """Canonical (official) names -> transformers >= 5 Swin names (q/k/v/o_proj, mlp.fc1/fc2), V1."""
-    sd = {}
-    fixed = {"patch_embed.proj.": "swin.embeddings.patch_embeddings.projection.",
-             "patch_embed.norm.": "swin.embeddings.norm.", "norm.": "swin.layernorm.", "head.": "classifier."}
-    block = {"norm1.": "layernorm_before.", "norm2.": "layernorm_after.", "attn.proj.": "attention.o_proj.",
-             "attn.relative_position_bias_table": "attention.relative_position_bias.relative_position_bias_table"}
-    for name, value in params.items():
-        prefix = next((p for p in fixed if name.startswith(p)), None)
-        if prefix:
-            sd[fixed[prefix] + name[len(prefix):]] = value
-            continue
-        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", name)
-        if m:
-            sd[f"swin.encoder.layers.{m[1]}.downsample.{m[2]}"] = value
-            continue
-        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.*)", name)
-        p, rest = f"swin.encoder.layers.{m[1]}.blocks.{m[2]}.attention.", m[3]
-        if rest.startswith("attn.qkv."):
-            leaf = rest.rsplit(".", 1)[1]
-            c = value.shape[0] // 3  # rows q | k | v
-            for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
-                sd[f"{p}{part}.{leaf}"] = value[i * c:(i + 1) * c]
-            continue
-        for old, new in block.items():
-            if rest.startswith(old):
-                rest = new + rest[len(old):]
-        sd[p[: -len("attention.")] + rest] = value
-    return sd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from swinref.plan import plan
+    from swinref.checkpoints.layouts import transformers as transformers_layout
     from swinref.golden import assert_matches, format_report, load_mapping, read_case
     from swinref.params import init_params
 
@@ -84,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     # Cast before loading: load_state_dict copies into the existing tensors, in their dtype.
     model = SwinForImageClassification(config).to(dtype).eval()
     params = init_params(cfg, seed=man["weights"]["seed"], dtype="float64")
-    state = {k: torch.from_numpy(v).to(dtype) for k, v in hf_state_dict(params).items()}
+    # Canonical names -> transformers' own (swinref's layout module; V1: q/k/v/o_proj, mlp.fc1/fc2).
+    state = {k: torch.from_numpy(v).to(dtype) for k, v in transformers_layout.from_canonical(params, cfg).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("relative_position_index")]
     if missing or unexpected:

@@ -311,52 +311,12 @@ FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[1] / "tests" /
 
 
 def official_names(case, meta) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    """The case's checkpoint under the official names (swinref's layout modules translate it), float64."""
+    from swinref.checkpoints import read_checkpoint
 
-    peer = meta["peer"]
-    out = {}
-    if peer == "timm":
-        for k, v in load_file(str(case / "model.safetensors")).items():
-            k = __import__("re").sub(r"layers\.(\d+)\.downsample", lambda g: f"layers.{int(g.group(1)) - 1}.downsample", k)
-            out[k.replace("head.fc.", "head.")] = v
-    elif peer == "transformers":
-        sd = load_file(str(case / "hf" / "model.safetensors"))
-        ren = [("swin.embeddings.patch_embeddings.projection.", "patch_embed.proj."),
-               ("swin.embeddings.norm.", "patch_embed.norm."), ("swin.encoder.", ""), ("swin.layernorm.", "norm."),
-               ("classifier.", "head."), ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
-               ("attention.self.relative_position_bias_table", "attn.relative_position_bias_table"),
-               ("attention.output.dense.", "attn.proj."), ("intermediate.dense.", "mlp.fc1."),
-               ("output.dense.", "mlp.fc2.")]
-        for k, v in sd.items():
-            if ".attention.self.key." in k or ".attention.self.value." in k:
-                continue
-            if ".attention.self.query." in k:
-                kind = k.rsplit(".", 1)[1]
-                pre = k.split("attention.self.query.")[0]
-                v = torch.cat([sd[pre + f"attention.self.{n}.{kind}"] for n in ("query", "key", "value")])
-                k = pre + "attn.qkv." + kind
-            for a, b in ren:
-                k = k.replace(a, b)
-            out[k] = v
-    else:
-        sd = torch.load(case / "model.pth", map_location="cpu", weights_only=True)
-        n = len(meta["constructor"]["depths"])
-        for k, v in sd.items():
-            if k.endswith("relative_position_index"):
-                continue
-            parts = k.split(".")
-            if parts[0] == "features":
-                f = int(parts[1])
-                if f == 0:
-                    k = {"0": "patch_embed.proj.", "2": "patch_embed.norm."}[parts[2]] + parts[3]
-                elif f % 2:
-                    rest = ".".join(parts[3:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
-                    k = f"layers.{(f - 1) // 2}.blocks.{parts[2]}.{rest}"
-                else:
-                    k = f"layers.{f // 2 - 1}.downsample." + ".".join(parts[2:])
-            out[k] = v
-        assert n
-    return {k: v.double() for k, v in out.items()}
+    path = {"timm": case / "model.safetensors", "transformers": case / "hf", "torchvision": case / "model.pth"}
+    params, _ = read_checkpoint(path[meta["peer"]])
+    return {k: torch.from_numpy(v).double() for k, v in params.items()}
 
 
 def replay(P, cfg, x, order):

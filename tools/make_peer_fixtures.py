@@ -195,7 +195,7 @@ def timm_run(model, x: torch.Tensor) -> dict[str, np.ndarray]:
     return arrays
 
 
-def timm_to_official(model) -> dict[str, torch.Tensor]:
+def timm_to_official(model, cfg) -> dict[str, torch.Tensor]:
     """The timm weights under the official repository's names, with the buffers the official model saves.
 
     Official differences (microsoft/Swin-Transformer models/swin_transformer.py): the merge is the
@@ -205,38 +205,25 @@ def timm_to_official(model) -> dict[str, torch.Tensor]:
     not saved). In state_dict order a module's own buffers come before its children, so a block's attn_mask
     comes first and a WindowAttention's index follows its bias table.
     """
-    sd = model.state_dict()
+    from swinref.checkpoints.layouts import timm as timm_layout
+    from swinref.layout import param_shapes
+
+    params, _ = timm_layout.to_canonical(model.state_dict())  # renames only: the torch tensors themselves
     out: dict[str, torch.Tensor] = {}
-    for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight", "patch_embed.norm.bias"):
-        out[k] = sd[k].clone()
-    n = len(model.layers)
-    for i, stage in enumerate(model.layers):
-        for j, blk in enumerate(stage.blocks):
-            p = f"layers.{i}.blocks.{j}."
-            if blk.attn_mask is not None:
-                # timm builds the same mask as official when the stage divides by the window (it does here).
-                out[p + "attn_mask"] = blk.attn_mask.detach().to(torch.float32).clone()
-            out[p + "norm1.weight"] = sd[p + "norm1.weight"].clone()
-            out[p + "norm1.bias"] = sd[p + "norm1.bias"].clone()
-            out[p + "attn.relative_position_bias_table"] = sd[p + "attn.relative_position_bias_table"].clone()
-            out[p + "attn.relative_position_index"] = blk.attn.relative_position_index.detach().to(torch.int64).clone()
-            for name in ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-                         "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight",
-                         "mlp.fc2.bias"):
-                out[p + name] = sd[p + name].clone()
-        if i + 1 < n:
-            src, dst = f"layers.{i + 1}.downsample.", f"layers.{i}.downsample."
-            out[dst + "reduction.weight"] = sd[src + "reduction.weight"].clone()
-            out[dst + "norm.weight"] = sd[src + "norm.weight"].clone()
-            out[dst + "norm.bias"] = sd[src + "norm.bias"].clone()
-    out["norm.weight"] = sd["norm.weight"].clone()
-    out["norm.bias"] = sd["norm.bias"].clone()
-    out["head.weight"] = sd["head.fc.weight"].clone()
-    out["head.bias"] = sd["head.fc.bias"].clone()
+    for name in param_shapes(cfg):  # the official order
+        block = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", name)
+        blk = model.layers[int(block[1])].blocks[int(block[2])] if block else None
+        if blk is not None and name == block[0] + "norm1.weight" and blk.attn_mask is not None:
+            # timm builds the same mask as official when the stage divides by the window (it does here).
+            out[block[0] + "attn_mask"] = blk.attn_mask.detach().to(torch.float32).clone()
+        out[name] = params[name].clone()
+        if blk is not None and name == block[0] + "attn.relative_position_bias_table":
+            out[block[0] + "attn.relative_position_index"] = (
+                blk.attn.relative_position_index.detach().to(torch.int64).clone())
     return out
 
 
-def check_official(path: Path, model, kwargs: dict, x: torch.Tensor, notes: list[str]) -> None:
+def check_official(path: Path, model, kwargs: dict, cfg, x: torch.Tensor, notes: list[str]) -> None:
     """Load official.pth back through timm's own converter (checkpoint_filter_fn) and compare logits."""
     from timm.models.swin_transformer import checkpoint_filter_fn
 
@@ -248,31 +235,28 @@ def check_official(path: Path, model, kwargs: dict, x: torch.Tensor, notes: list
     if diff != 0.0:
         raise SystemExit(f"official.pth does not reproduce the timm logits through checkpoint_filter_fn (max {diff})")
     notes.append("official.pth loads into timm through timm's checkpoint_filter_fn and reproduces the logits exactly.")
-    try:  # cross-check against swinref's canonical layout; a mismatch is reported, not fatal
-        from swinref.config import SwinConfig
-        from swinref.layout import param_shapes
+    # Cross-check against swinref's canonical layout; a mismatch is reported, not fatal.
+    from swinref.layout import param_shapes
 
-        cfg = SwinConfig(img_size=tuple(kwargs["img_size"]), patch_size=kwargs["patch_size"],
-                         embed_dim=kwargs["embed_dim"], depths=tuple(kwargs["depths"]),
-                         num_heads=tuple(kwargs["num_heads"]), window_size=kwargs["window_size"],
-                         num_classes=kwargs["num_classes"], mlp_ratio=kwargs["mlp_ratio"])
-        want = param_shapes(cfg)
-        got = {k: tuple(v.shape) for k, v in ckpt["model"].items()
-               if not k.endswith(("relative_position_index", "attn_mask"))}
-        if want == got and list(want) == list(got):
-            notes.append("official.pth parameter names, shapes and order equal swinref.layout.param_shapes(cfg).")
-        else:
-            print(f"  WARNING: swinref.layout.param_shapes disagrees with official.pth: "
-                  f"missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}, "
-                  f"shape diffs {[k for k in want if k in got and want[k] != got[k]]}", file=sys.stderr)
-    except ImportError:
-        pass
+    want = param_shapes(cfg)
+    got = {k: tuple(v.shape) for k, v in ckpt["model"].items()
+           if not k.endswith(("relative_position_index", "attn_mask"))}
+    if want == got and list(want) == list(got):
+        notes.append("official.pth parameter names, shapes and order equal swinref.layout.param_shapes(cfg).")
+    else:
+        print(f"  WARNING: swinref.layout.param_shapes disagrees with official.pth: "
+              f"missing {sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}, "
+              f"shape diffs {[k for k in want if k in got and want[k] != got[k]]}", file=sys.stderr)
 
 
 def case_timm(out: Path, name: str, *, kwargs: dict, hw: tuple[int, int], seed: int, with_official: bool,
               with_f64: bool, padding: str, surprises: list[str]) -> None:
     case = out / name
     case.mkdir(parents=True)
+    config = swinref_config(
+        img_size=kwargs["img_size"], patch_size=kwargs["patch_size"], embed_dim=kwargs["embed_dim"],
+        depths=kwargs["depths"], num_heads=kwargs["num_heads"], window_size=kwargs["window_size"],
+        num_classes=kwargs["num_classes"], mlp_ratio=kwargs["mlp_ratio"])
     model = timm_model(kwargs, seed)
     x = make_input(seed + 1, hw)
     arrays = timm_run(model, x)
@@ -284,9 +268,12 @@ def case_timm(out: Path, name: str, *, kwargs: dict, hw: tuple[int, int], seed: 
     files = ["model.pth", "model.safetensors"]
     notes = list(surprises)
     if with_official:
-        torch.save({"model": timm_to_official(model)}, case / "official.pth")
+        from swinref.config import SwinConfig
+
+        cfg = SwinConfig.from_dict(config)
+        torch.save({"model": timm_to_official(model, cfg)}, case / "official.pth")
         files.append("official.pth")
-        check_official(case / "official.pth", model, kwargs, x, notes)
+        check_official(case / "official.pth", model, kwargs, cfg, x, notes)
     io_files = {"io.npz": {"dtype": "float32", "arrays": shapes_of(arrays)}}
     if with_f64:
         m64 = timm_model(kwargs, seed).double()
@@ -300,10 +287,7 @@ def case_timm(out: Path, name: str, *, kwargs: dict, hw: tuple[int, int], seed: 
         "class": "timm.models.swin_transformer.SwinTransformer",
         "versions": versions(),
         "constructor": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
-        "swinref_config": swinref_config(
-            img_size=kwargs["img_size"], patch_size=kwargs["patch_size"], embed_dim=kwargs["embed_dim"],
-            depths=kwargs["depths"], num_heads=kwargs["num_heads"], window_size=kwargs["window_size"],
-            num_classes=kwargs["num_classes"], mlp_ratio=kwargs["mlp_ratio"]),
+        "swinref_config": config,
         "input_shape": [B, 3, *hw],
         "dtype": "float32",
         "stage_grids": stage_grids(hw, kwargs["patch_size"], len(kwargs["depths"])),
@@ -326,18 +310,6 @@ def case_timm(out: Path, name: str, *, kwargs: dict, hw: tuple[int, int], seed: 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hugging Face transformers
-
-HF_LEGACY = [
-    # (new name in transformers 5.23, legacy name); order matters: o_proj before the generic patterns.
-    (".attention.q_proj.", ".attention.self.query."),
-    (".attention.k_proj.", ".attention.self.key."),
-    (".attention.v_proj.", ".attention.self.value."),
-    (".attention.relative_position_bias.relative_position_bias_table",
-     ".attention.self.relative_position_bias_table"),
-    (".attention.o_proj.", ".attention.output.dense."),
-    (".mlp.fc1.", ".intermediate.dense."),
-    (".mlp.fc2.", ".output.dense."),
-]
 
 
 def hf_model(cfg_kwargs: dict, seed: int, attn: str):
@@ -391,10 +363,12 @@ def hf_run(model, x: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 def hf_legacy_state(model) -> dict[str, torch.Tensor]:
+    from swinref.checkpoints.layouts.transformers import LEGACY_RENAMES
+
     out = {}
     for k, v in model.state_dict().items():
         new = k
-        for a, b in HF_LEGACY:
+        for a, b in LEGACY_RENAMES:
             new = new.replace(a, b)
         out[new] = v.clone()
     # Older releases also saved the [N, N] index buffer of every attention block.

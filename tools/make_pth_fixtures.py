@@ -103,14 +103,11 @@ def tiny_timm():
 
 def official_state_dict(model) -> dict:
     """The timm model's weights in the official layout, derived buffers included, as the official repo saves."""
-    import re
+    from swinref.checkpoints.layouts import timm as timm_layout
 
-    sd = {}
-    for k, v in model.state_dict().items():
-        k = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
-        sd[k.replace("head.fc.", "head.")] = v
+    sd, _ = timm_layout.to_canonical(model.state_dict())  # renames only: the torch tensors themselves
     for name, module in model.named_modules():
-        name = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", name)
+        name = timm_layout.RULES.to_canonical(name + ".")[:-1]
         if hasattr(module, "relative_position_index"):
             sd[name + ".relative_position_index"] = module.relative_position_index
         if getattr(module, "attn_mask", None) is not None:

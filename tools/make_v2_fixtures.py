@@ -134,27 +134,29 @@ def timm_run(model, x: torch.Tensor) -> dict[str, np.ndarray]:
 def timm_to_official(model) -> dict[str, torch.Tensor]:
     """timm V2 weights under the official V2 names, with the buffers the official model saves (index, coordinate
     table, masks of shifted blocks) so the reader has to drop them."""
-    sd = model.state_dict()
+    import itertools
+    import re
+
+    from swinref.checkpoints.layouts import timm as timm_layout
+
+    # Renames only (the torch tensors themselves), in timm's order: a merge at the start of stage i+1 comes right
+    # after stage i's blocks, where the official model keeps it.
+    params, _ = timm_layout.to_canonical(model.state_dict())
     out: dict[str, torch.Tensor] = {}
-    n = len(model.layers)
-    for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight", "patch_embed.norm.bias"):
-        out[k] = sd[k].clone()
-    for i, stage in enumerate(model.layers):
-        for j, blk in enumerate(stage.blocks):
-            p = f"layers.{i}.blocks.{j}."
-            for k, v in sd.items():
-                if k.startswith(p):
-                    out[k] = v.clone()
-            out[p + "attn.relative_coords_table"] = blk.attn.relative_coords_table.detach().float().clone()
-            out[p + "attn.relative_position_index"] = blk.attn.relative_position_index.detach().long().clone()
+
+    def block_of(item):
+        m = re.match(r"layers\.\d+\.blocks\.\d+\.", item[0])
+        return m.group(0) if m else None
+
+    for prefix, items in itertools.groupby(params.items(), key=block_of):
+        out.update((k, v.clone()) for k, v in items)
+        if prefix:  # the buffers the official model saves after a block's parameters
+            i, j = map(int, prefix.split(".")[1::2])
+            blk = model.layers[i].blocks[j]
+            out[prefix + "attn.relative_coords_table"] = blk.attn.relative_coords_table.detach().float().clone()
+            out[prefix + "attn.relative_position_index"] = blk.attn.relative_position_index.detach().long().clone()
             if getattr(blk, "attn_mask", None) is not None:
-                out[p + "attn_mask"] = blk.attn_mask.detach().float().clone()
-        if i + 1 < n:
-            src, dst = f"layers.{i + 1}.downsample.", f"layers.{i}.downsample."
-            for name in ("reduction.weight", "norm.weight", "norm.bias"):
-                out[dst + name] = sd[src + name].clone()
-    out["norm.weight"], out["norm.bias"] = sd["norm.weight"].clone(), sd["norm.bias"].clone()
-    out["head.weight"], out["head.bias"] = sd["head.fc.weight"].clone(), sd["head.fc.bias"].clone()
+                out[prefix + "attn_mask"] = blk.attn_mask.detach().float().clone()
     return out
 
 

@@ -1,39 +1,33 @@
 """From the canonical layout to timm's: the constructor arguments and the state dict of a golden case's model.
 
-The inverse of swinref.checkpoints.formats' timm translation: timm keeps the merge of stage i at the start of stage
-i+1 (layers.{i+1}.downsample) and the classifier under head.fc. NumPy only: the caller turns the arrays into
-tensors (torch.from_numpy) and calls SwinTransformer(**timm_kwargs(cfg)).load_state_dict(sd, strict=False); the
-index and mask buffers timm derives itself are not in the dict.
+The names come from swinref.checkpoints.layouts.timm (the merge of stage i at the start of stage i+1, the
+classifier under head.fc); these are thin wrappers kept for the golden examples. NumPy only: the caller turns the
+arrays into tensors (torch.from_numpy) and calls SwinTransformer(**timm_kwargs(cfg)).load_state_dict(sd,
+strict=False); the index and mask buffers timm derives itself are not in the dict.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
+from swinref.checkpoints.layouts import timm as _layout
 from swinref.config import SwinConfig
 from swinref.errors import ConfigError
 
 __all__ = ["timm_kwargs", "timm_state_dict", "timm_name"]
 
-_MERGE = re.compile(r"^layers\.(\d+)\.downsample\.")
-
 
 def timm_name(name: str) -> str:
     """The timm name of a canonical parameter name."""
-    m = _MERGE.match(name)
-    if m:
-        return f"layers.{int(m.group(1)) + 1}.downsample." + name[m.end():]
-    if name.startswith("head."):
-        return "head.fc." + name[len("head."):]
-    return name
+    return _layout.RULES.to_peer(name)
 
 
-def timm_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Canonical params -> timm SwinTransformer state dict (same arrays, timm's names)."""
-    return {timm_name(k): np.asarray(v) for k, v in params.items()}
+def timm_state_dict(params: dict[str, Any], cfg: SwinConfig | None = None) -> dict[str, np.ndarray]:
+    """Canonical params -> timm SwinTransformer / SwinTransformerV2 state dict (same arrays, timm's names; the
+    names do not depend on the config, which may be left out)."""
+    return _layout.from_canonical(params, cfg)
 
 
 def timm_kwargs(cfg: SwinConfig) -> dict[str, Any]:

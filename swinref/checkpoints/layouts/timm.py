@@ -42,7 +42,8 @@ def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -
     return translate(sd, RULES.to_canonical, notes), notes
 
 
-def from_canonical(params: Mapping[str, Any], cfg: SwinConfig) -> dict[str, np.ndarray]:
+def from_canonical(params: Mapping[str, Any], cfg: SwinConfig | None) -> dict[str, np.ndarray]:
+    """timm's state dict; its names do not depend on the config (V1 and V2 alike), so cfg may be None."""
     return {RULES.to_peer(k): v for k, v in arrays(params).items()}
 
 
