@@ -181,7 +181,7 @@ def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str]
     """The stable names of the intermediate points, in execution order."""
     wanted = set(attn_probs)
     names = ["patch_embed"]
-    for stage in plan(cfg, policy="detection").stages:
+    for stage in plan(cfg).stages:  # the names do not depend on the policy
         for blk in stage.blocks:
             if blk.name in wanted:
                 names.append(blk.name + ".attn_probs")

@@ -258,15 +258,15 @@ class StagePlan:
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.heads
+        return self.blocks[0].head_dim
 
     @property
     def tokens(self) -> int:
-        return math.prod(self.resolution)
+        return self.blocks[0].tokens
 
     @property
     def padded_tokens(self) -> int:
-        return math.prod(self.padded)
+        return self.blocks[0].padded_tokens
 
     @property
     def window_tokens(self) -> int:
