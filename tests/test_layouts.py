@@ -87,6 +87,37 @@ def test_detection_names_the_layout(name, version):
         assert notes.prefix == "backbone." and notes.ignored == ["neck.", "rpn_head."]
 
 
+def test_transformers_reads_both_generations_of_names():
+    # transformers 5 keeps q/k/v/o_proj and mlp.fc1/fc2 in memory for Swin V1; Hub files and older releases use
+    # attention.self.query/..., attention.output.dense, intermediate.dense, output.dense.
+    cfg = CONFIGS[1]
+    params = canonical(1, "transformers")
+    current = layouts.transformers.from_canonical(params, cfg)
+    assert any(".attention.q_proj." in k for k in current) and any(".mlp.fc1." in k for k in current)
+    legacy = {}
+    for name, value in current.items():
+        for new, old in layouts.transformers.LEGACY_RENAMES:
+            name = name.replace(new, old)
+        legacy[name] = value
+    assert any(".attention.self.query." in k for k in legacy) and any(".intermediate.dense." in k for k in legacy)
+    back, notes = layouts.transformers.to_canonical(legacy)
+    assert_same(back, params)
+    assert notes.prefix == "swin."
+    with pytest.raises(CheckpointError, match="mixes layouts"):  # both generations of one tensor in one file
+        layouts.transformers.to_canonical({**current, **legacy})
+
+
+def test_official_detection_backbone():
+    # Swin-Transformer-Object-Detection: official names under 'backbone.', norm0..norm3, no final norm or head.
+    params = canonical(1, "openmmlab")
+    sd = {"backbone." + k: v for k, v in params.items() if not k.startswith("norm.")}
+    sd["roi_head.bbox_head.fc_cls.weight"] = np.zeros((3, 4), np.float32)
+    assert layouts.detect(sd.keys()).NAME == "official"
+    back, notes = layouts.official.to_canonical(sd)
+    assert_same(back, params)
+    assert notes.prefix == "backbone." and notes.ignored == ["roi_head."] and "norm is norm3" in notes.messages[0]
+
+
 def test_unknown_layout_names_what_it_saw():
     with pytest.raises(CheckpointError) as err:
         layouts.detect({"encoder.blocks.0.weight", "encoder.blocks.0.bias"}, "x.pth")
@@ -288,3 +319,32 @@ def test_openmmlab_forward_equals_swinref_features(mm, kind, version):
     for i, (out, f) in enumerate(zip(outs, feats)):
         want = _layer_norm(np.asarray(f), p64[f"norm{i}.weight"], p64[f"norm{i}.bias"]).transpose(0, 3, 1, 2)
         np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-9, err_msg=f"{kind} stage {i}")
+
+
+@pytest.mark.peers
+def test_openmmlab_training_checkpoint_loads_through_swinref(mm, tmp_path):
+    """An mmengine-style detector checkpoint ({'meta', 'state_dict': backbone + neck}) written by torch.save, read
+    without torch by swinref.load: its features, normalised by the file's own norm_i, are the backbone's outputs."""
+    torch = _torch()
+    cfg = CONFIGS[1].replace(num_classes=0)
+    model = _build_peer("pretrain", cfg, mm)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # LayerNorm gains around one, everything else around zero
+            p.copy_(0.2 * torch.randn(p.shape, generator=g) + (p.ndim == 1 and name.endswith("weight")))
+    state = {"backbone." + k: v for k, v in model.state_dict().items()}
+    state["neck.lateral_convs.0.conv.weight"] = torch.zeros(4, 24, 1, 1)
+    path = tmp_path / "epoch_12.pth"
+    torch.save({"meta": {"mmengine_version": "0.10.7", "epoch": 12}, "state_dict": state}, path)
+    loaded = swinref.load(path, config=cfg, dtype="float64")
+    report = loaded.report
+    assert (report.layout, report.entry, report.prefixes, report.left_out) == ("openmmlab", "state_dict",
+                                                                               ("backbone.",), ("neck.",))
+    assert any(k.endswith("relative_position_index") for k in report.dropped)
+    x = np.random.default_rng(9).standard_normal((1, 3, 224, 224))
+    with torch.no_grad():
+        outs = [o.numpy() for o in model.double()(torch.from_numpy(x))]
+    for i, f in enumerate(loaded.features(x, layout="NHWC")):
+        p = loaded.params
+        want = _layer_norm(np.asarray(f), p[f"norm{i}.weight"], p[f"norm{i}.bias"]).transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(outs[i], want, rtol=1e-9, atol=1e-9, err_msg=f"stage {i}")
