@@ -6,7 +6,7 @@ block's own parameters under the checkpoint's names, blk its BlockPlan (swinref.
     x = x + attention_branch(x)      pre-norm:      attn(norm1(x))      res-post-norm: norm1(attn(x))
     x = x + mlp_branch(x)            pre-norm:      mlp(norm2(x))       res-post-norm: norm2(mlp(x))
 
-The accelerated NumPy block (swinref.fast) has the same three functions; the backend carries whichever was chosen
+(the additions by add_residual). The accelerated NumPy block (swinref.fast) has the same four functions; the backend carries whichever was chosen
 (Backend.block), so neither module imports the other.
 """
 
@@ -21,7 +21,8 @@ from swinref.namespace import Backend
 from swinref.plan import BlockPlan
 
 
-__all__ = ["attention_branch", "mlp_branch", "layer_norm", "window_attention", "shifted_window_attention"]
+__all__ = ["attention_branch", "mlp_branch", "add_residual", "layer_norm", "window_attention",
+           "shifted_window_attention"]
 
 Params = dict[str, Any]
 
@@ -97,6 +98,11 @@ def attention_branch(x: Any, p: Params, blk: BlockPlan, be: Backend, keep_probs:
         out, probs = shifted_window_attention(x, p, blk, be)
         out = layer_norm(out, p["norm1"], blk.eps, be)
     return out, (probs if keep_probs else None)
+
+
+def add_residual(branch: Any, x: Any) -> Any:
+    """x + branch: the residual connection (twin: swinref.fast.add_residual, which reuses the branch's buffer)."""
+    return x + branch
 
 
 def mlp_branch(x: Any, p: Params, blk: BlockPlan, be: Backend) -> Any:

@@ -34,7 +34,7 @@ from swinref.namespace import Backend
 from swinref.plan import BlockPlan
 
 
-__all__ = ["attention_branch", "mlp_branch", "layer_norm", "MLP_CHUNK_TOKENS", "ATTN_CHUNK_BYTES"]
+__all__ = ["attention_branch", "mlp_branch", "add_residual", "layer_norm", "MLP_CHUNK_TOKENS", "ATTN_CHUNK_BYTES"]
 
 # The MLP's hidden layer holds at most this many tokens x 4C values at a time (8192 x 384 x 4 B = 12.6 MB for
 # Swin-T stage 1); a 224 x 224 image (3136 tokens) is one chunk.
@@ -217,6 +217,12 @@ def attention_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend,
     return out.reshape(x.shape), probs
 
 
+def add_residual(branch: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """x + branch, written into the branch's buffer, which the block made for this (twin: swinref.blocks)."""
+    np.add(branch, x, out=branch)
+    return branch
+
+
 def mlp_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend) -> np.ndarray:
     """The MLP residual branch on [B, *S, C] NumPy arrays, in chunks of tokens (twin: swinref.blocks.mlp_branch)."""
     C = x.shape[-1]
@@ -225,15 +231,15 @@ def mlp_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend) -> np.ndarra
     m, norm2 = p["mlp"], p["norm2"]
     for start in range(0, x2d.shape[0], MLP_CHUNK_TOKENS):
         xs = x2d[start:start + MLP_CHUNK_TOKENS]
+        ys = out[start:start + MLP_CHUNK_TOKENS]
         if blk.norm == "pre":
-            normed = np.empty_like(xs)
-            _layer_norm_rows(xs, norm2["weight"], norm2["bias"], blk.eps, normed)
-            xs = normed
+            _layer_norm_rows(xs, norm2["weight"], norm2["bias"], blk.eps, ys)  # ys holds norm2(x) until fc2
+            xs = ys
         h = np.matmul(xs, m["fc1"]["weight"].T)
         fc1_bias = m["fc1"]["bias"]
         _row_blocks(h.shape[0], lambda r0, r1: kernels.gelu_bias_rows(h[r0:r1], fc1_bias))
-        y = _linear(h, m["fc2"]["weight"], m["fc2"]["bias"])
+        np.matmul(h, m["fc2"]["weight"].T, out=ys)
+        ys += m["fc2"]["bias"]
         if blk.norm == "res-post":
-            _layer_norm_rows(y, norm2["weight"], norm2["bias"], blk.eps, y)
-        out[start:start + MLP_CHUNK_TOKENS] = y
+            _layer_norm_rows(ys, norm2["weight"], norm2["bias"], blk.eps, ys)
     return out.reshape(x.shape)

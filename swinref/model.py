@@ -123,6 +123,8 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
     xp = be.xp
     mp = _check_input(x, cfg, policy)
     record = points.__setitem__ if points is not None else (lambda name, value: None)
+    # The accelerated block adds the residual into the branch's own buffer; a recorded branch is kept as a copy.
+    keep = (lambda value: xp.asarray(value, copy=True)) if points is not None else (lambda value: value)
     tree = nest(params)
     x = _cast_input(x, params, be)
     x = patch_embed(x, tree["patch_embed"], mp.embed, cfg, be)
@@ -135,9 +137,9 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
             attn, probs = be.block.attention_branch(x, p, blk, be, keep_probs=blk.name in keep_probs)
             if probs is not None:
                 record(blk.name + ".attn_probs", probs)
-            record(blk.name + ".attn", attn)
-            x = x + attn
-            x = x + be.block.mlp_branch(x, p, blk, be)
+            record(blk.name + ".attn", keep(attn))
+            x = be.block.add_residual(attn, x)
+            x = be.block.add_residual(be.block.mlp_branch(x, p, blk, be), x)
             record(blk.name, x)
         stage_outputs.append(x)
         if stage.merge is not None:
