@@ -581,3 +581,91 @@ def test_stage_norms_are_optional_but_shape_checked():
         check_params({**params, "norm1.weight": np.zeros(8, np.float32)}, cfg)
     with pytest.raises(CheckpointError, match=r"unexpected \(1\): norm2.weight"):
         check_params({**params, "norm2.weight": np.zeros(32, np.float32)}, cfg)  # a third stage it does not have
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole detection / segmentation checkpoints: official names under 'backbone.' (Swin-Transformer-Object-Detection,
+# -Semantic-Segmentation, Mask2Former's D2SwinTransformer, whose outputs res2..res5 are norm0..norm3), neck and heads
+# set aside with one line.
+
+
+def _official_backbone(ape: bool = False, seed: int = 5) -> tuple[SwinConfig, dict]:
+    from swinref.params import init_params
+
+    cfg = get_config("T", embed_dim=8, depths="2,2", heads="1,2", window=4, img=32, classes=0)
+    params = {k: v for k, v in init_params(cfg, seed=seed).items() if not k.startswith("norm.")}
+    for i, dim in enumerate((8, 16)):
+        params[f"norm{i}.weight"] = np.full(dim, 1.0 + i, np.float32)
+        params[f"norm{i}.bias"] = np.full(dim, 0.25 * i, np.float32)
+    if ape:
+        # [1, C, Hp, Wp] at the pretraining grid: 32 / 4 = 8
+        params["absolute_pos_embed"] = np.linspace(-1, 1, 8 * 8 * 8, dtype=np.float32).reshape(1, 8, 8, 8)
+    return cfg, params
+
+
+def _whole_model(params: dict, heads: dict[str, int]) -> dict:
+    sd = {"backbone." + k: v for k, v in params.items()}
+    for module, n in heads.items():
+        for j in range(n):
+            sd[f"{module}layer{j}.weight"] = np.zeros(2, np.float32)
+    return sd
+
+
+@pytest.mark.parametrize("ape", [False, True], ids=["no-ape", "ape"])
+def test_mask2former_pkl_reads_the_backbone_and_sets_the_heads_aside(tmp_path, ape):
+    import pickle
+
+    cfg, params = _official_backbone(ape)
+    sd = _whole_model(params, {"sem_seg_head.pixel_decoder.": 3, "sem_seg_head.predictor.": 2, "criterion.": 1})
+    sd["pixel_mean"], sd["pixel_std"] = np.zeros((3, 1, 1), np.float32), np.ones((3, 1, 1), np.float32)
+    path = tmp_path / "model_final_f07440.pkl"
+    with open(path, "wb") as f:  # what detectron2's model zoo files are: plain pickle of NumPy arrays
+        pickle.dump({"model": sd, "__author__": "third_party", "matching_heuristics": True}, f)
+    got, got_cfg, report = load_checkpoint_report(path)
+    assert (report.container, report.layout, report.entry) == ("pickle", "official", "model")
+    assert report.ignored_entries == ("__author__", "matching_heuristics")
+    assert report.prefixes == ("backbone.",)
+    assert report.left_out == ("criterion.", "pixel_mean", "pixel_std", "sem_seg_head.")
+    assert report.notes[0] == ("read the backbone under 'backbone.'; set aside 8 tensors of the rest of the model: "
+                               "criterion. (1), pixel_mean (1), pixel_std (1), sem_seg_head. (5)")
+    assert sum("set aside" in n for n in report.notes) == 1
+    assert got_cfg.img_size == (32, 32) and got_cfg.num_classes == 0 and getattr(got_cfg, "ape", ape) == ape
+    for k, v in params.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+    np.testing.assert_array_equal(got["norm.weight"], params["norm1.weight"])  # the last stage's norm
+
+
+def load_checkpoint_report(path):
+    from swinref.checkpoints import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def test_ape_grid_gives_the_pretraining_image_size(tmp_path):
+    from safetensors.numpy import save_file
+
+    cfg, params = _official_backbone(ape=True)
+    params["absolute_pos_embed"] = np.zeros((1, 8, 12, 16), np.float32)  # pretrained at 48 x 64
+    save_file(_whole_model(params, {"decode_head.": 2, "auxiliary_head.": 1}), str(tmp_path / "upernet.safetensors"))
+    _, got_cfg, report = load_checkpoint_report(tmp_path / "upernet.safetensors")
+    assert got_cfg.img_size == (48, 64) and report.left_out == ("auxiliary_head.", "decode_head.")
+    bad = dict(params, absolute_pos_embed=np.zeros((1, 4, 8, 8), np.float32))
+    with pytest.raises(CheckpointError, match="absolute_pos_embed"):
+        check_params(bad, got_cfg)
+
+
+def test_cli_says_once_what_was_set_aside(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from swinref.cli import main
+
+    _, params = _official_backbone()
+    whole = _whole_model(params, {"neck.": 2, "rpn_head.": 1, "roi_head.": 3})
+    save_file(whole, str(tmp_path / "mask_rcnn.safetensors"))
+    assert main(["convert", str(tmp_path / "mask_rcnn.safetensors"), str(tmp_path / "b.safetensors")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "set aside" in line] == [
+        "swinref: note: read the backbone under 'backbone.'; set aside 6 tensors of the rest of the model: neck. (2), "
+        "roi_head. (3), rpn_head. (1)"]
+    got, _ = load_state_dict(tmp_path / "b.safetensors")
+    assert "norm0.weight" in got and not any(k.startswith(("neck", "roi_head")) for k in got)

@@ -354,3 +354,125 @@ def test_persistent_ids_are_checked(tmp_path):
     pkl = PROTO2 + tup(s("storage"), g("torch", "FloatStorage"), s("0"), s("cpu"), i(-5)) + BINPERSID + STOP
     with pytest.raises(CheckpointError, match="corrupt storage reference"):
         read_pth(torch_zip(tmp_path / "neg.pth", pkl, {"0": b"\0" * 4}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# detectron2 / Mask2Former .pkl files: plain pickles of NumPy arrays, read by the same unpickler.
+
+
+def d2_checkpoint(model: dict) -> dict:
+    """What detectron2 (and Mask2Former's conversion tools) pickle: the weights under 'model' beside two tags."""
+    return {"model": model, "__author__": "third_party", "matching_heuristics": True}
+
+
+D2_ARRAYS = {
+    "backbone.patch_embed.proj.weight": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2),
+    "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+    "half_big_endian": np.arange(3, dtype=">f2"),
+    "flags": np.array([True, False]),
+    "index": np.arange(4, dtype=np.int64),
+    "empty": np.zeros((0, 3), np.float32),
+}
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_detectron2_pickle_reads_numpy_arrays(tmp_path, protocol):
+    # Protocol 2 and the default (4) spell arrays numpy._core.multiarray._reconstruct + numpy.ndarray + BUILD;
+    # protocol 5 spells them numpy._core.numeric._frombuffer; numpy.dtype and scalar are shared with .pth metadata.
+    path = tmp_path / "model_final.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({**d2_checkpoint(dict(D2_ARRAYS)), "iteration": np.int64(7)}, f, protocol=protocol)
+    obj, info = read_pth(path)
+    assert info["container"] == "pickle" and obj["__author__"] == "third_party" and obj["iteration"] == 7
+    for name, want in D2_ARRAYS.items():
+        got = obj["model"][name]
+        assert got.dtype == want.dtype.newbyteorder("=") and got.flags.c_contiguous, name
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_detectron2_pickle_default_protocol_is_what_pickle_dump_writes(tmp_path):
+    path = tmp_path / "default.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(d2_checkpoint(dict(D2_ARRAYS)), f)  # exactly what detectron2 does
+    assert set(read_pth(path)[0]["model"]) == set(D2_ARRAYS)
+
+
+def _d2_hostile(target: Path) -> dict[str, tuple[bytes, str]]:
+    """detectron2-shaped pickles whose payload would create `target`: at the top, and nested inside 'model'."""
+    t = str(target)
+    model_head = PROTO2 + EMPTY_DICT + s("__author__") + s("third_party") + SETITEM + s("model") + EMPTY_DICT
+    array = pickle.dumps(np.zeros(2, np.float32), protocol=2)[2:-1]  # a real array record, nested beside the payload
+
+    def nested(payload: bytes) -> bytes:
+        return model_head + s("backbone.norm0.weight") + array + SETITEM + s("backbone.norm0.bias") + payload + \
+            SETITEM + SETITEM + STOP
+
+    return {
+        "top-level os.system": (PROTO2 + g("os", "system") + tup(s(f"touch {t}")) + REDUCE + STOP, "os.system"),
+        "nested os.system": (nested(g("os", "system") + tup(s(f"touch {t}")) + REDUCE), "os.system"),
+        "nested builtins.eval": (nested(g("builtins", "eval") + tup(s(f"open({t!r}, 'w')")) + REDUCE),
+                                 "builtins.eval"),
+        "nested numpy.load (outside the list)": (nested(g("numpy", "load") + tup(s(t)) + REDUCE), "numpy.load"),
+        "STACK_GLOBAL in the model dict": (
+            b"\x80\x04" + EMPTY_DICT + s("model") + EMPTY_DICT + s("w") + s("posix") + s("system") + b"\x93"
+            + tup(s(f"touch {t}")) + REDUCE + SETITEM + SETITEM + STOP, "posix.system"),
+        # A real array's rebuild function asked to make another type (a callable) is refused before anything runs.
+        "_reconstruct of os.system": (
+            nested(g("numpy._core.multiarray", "_reconstruct") + tup(g("os", "system"), tup(i(0)), s("b")) + REDUCE),
+            "os.system"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_d2_hostile(Path("x"))))
+def test_hostile_detectron2_pickle_is_refused_before_it_runs(tmp_path, case):
+    target = tmp_path / "pwned"
+    pkl, global_name = _d2_hostile(target)[case]
+    path = tmp_path / "model_final.pkl"
+    path.write_bytes(pkl)
+    with pytest.raises(UnsafePickleError) as err:
+        read_checkpoint(path)
+    assert not target.exists() and sorted(os.listdir(tmp_path)) == ["model_final.pkl"]
+    assert f"the pickle asks for {global_name}" in str(err.value)
+
+
+def test_the_hostile_payloads_do_run_under_plain_pickle(tmp_path):
+    # The payloads above are real: plain pickle.loads runs the nested one (proving the refusal is what stops it).
+    target = tmp_path / "pwned"
+    pickle.loads(_d2_hostile(target)["nested os.system"][0])
+    assert target.exists()
+
+
+def test_numpy_array_records_are_checked_before_any_array_is_made(tmp_path):
+    dtype = g("numpy", "dtype") + tup(s("f4"), FALSE, b"\x88") + REDUCE  # numpy.dtype('f4', False, True)
+
+    def frombuffer(raw: bytes, shape: tuple) -> bytes:
+        record = tup(b"B" + struct.pack("<I", len(raw)) + raw, dtype, tup(*map(i, shape)), s("C"))
+        return PROTO2 + EMPTY_DICT + s("w") + g("numpy._core.numeric", "_frombuffer") + record + REDUCE + SETITEM + STOP
+
+    cases = {
+        "a shape far larger than its bytes": (frombuffer(b"\0" * 8, (2**30, 2**30, 2**30)), "needs .* bytes but carries 8"),
+        "too few bytes": (frombuffer(b"\0" * 7, (2,)), "needs 8 bytes but carries 7"),
+        "negative shape": (frombuffer(b"", (-1,)), "shape"),
+        "object dtype": (PROTO2 + g("numpy", "dtype") + tup(s("O"), FALSE, b"\x88") + REDUCE + STOP, "only numbers"),
+        "BUILD twice": (PROTO2 + g("numpy._core.multiarray", "_reconstruct") + tup(g("numpy", "ndarray"), tup(i(0)),
+                        s("b")) + REDUCE + tup(i(1), tup(i(1)), dtype, FALSE, b"B\x04\0\0\0" + b"\0" * 4) + BUILD
+                        + tup(i(1), tup(i(1)), dtype, FALSE, b"B\x04\0\0\0" + b"\0" * 4) + BUILD + STOP, "twice"),
+        "never filled": (PROTO2 + g("numpy._core.multiarray", "_reconstruct") + tup(g("numpy", "ndarray"), tup(i(0)),
+                         s("b")) + REDUCE + STOP, "never filled"),
+        "bytes(n) would allocate": (PROTO2 + g("__builtin__", "bytes") + tup(i(2**30)) + REDUCE + STOP, "bytes"),
+    }
+    for name, (pkl, message) in cases.items():
+        path = tmp_path / "bad.pkl"
+        path.write_bytes(pkl)
+        with pytest.raises(CheckpointError, match=message):
+            read_pth(path)
+
+
+def test_torch_tensors_written_by_plain_pickle_are_refused_with_the_fix(tmp_path):
+    # Mask2Former's convert-pretrained-swin-model-to-d2.py pickles torch tensors with pickle.dump: their storages
+    # are torch.save archives inside the pickle (torch.storage._load_from_bytes), which swinref does not run.
+    pkl = PROTO2 + g("torch.storage", "_load_from_bytes") + tup(b"B\x01\0\0\0x") + REDUCE + STOP
+    path = tmp_path / "swin_tiny_patch4_window7_224.pkl"
+    path.write_bytes(pkl)
+    with pytest.raises(UnsafePickleError, match="plain pickle.dump .*original .pth"):
+        read_pth(path)

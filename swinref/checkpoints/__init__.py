@@ -89,10 +89,22 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Loa
         # Official, torchvision and mmpretrain V2 files save derived buffers that reveal the windows.
         hints.update(buffer_config_hints(notes.buffers, params))
     prefixes = facts.pop("prefixes", ()) + ((notes.prefix,) if notes.prefix else ())
+    messages = list(notes.messages)
+    if notes.ignored:
+        messages.insert(0, left_out_line(sd, notes.prefix, notes.ignored))
     report = LoadReport(path=path, layout=layout.NAME, prefixes=prefixes, left_out=tuple(notes.ignored),
-                        dropped=tuple(notes.dropped), hints=MappingProxyType(hints), notes=tuple(notes.messages),
+                        dropped=tuple(notes.dropped), hints=MappingProxyType(hints), notes=tuple(messages),
                         **facts)
     return params, report
+
+
+def left_out_line(sd: Mapping[str, Any], prefix: str | None, ignored: tuple[str, ...] | list[str]) -> str:
+    """The one line a load report (and the CLI) gives about a whole detector / segmentor checkpoint: the backbone
+    was read, its neck and heads were set aside."""
+    counts = {m: sum(1 for k in sd if (k.startswith(m) if m.endswith(".") else k == m)) for m in ignored}
+    parts = ", ".join(f"{m} ({n})" for m, n in counts.items())
+    where = f"the backbone under '{prefix}'" if prefix else "the backbone"
+    return f"read {where}; set aside {sum(counts.values())} tensors of the rest of the model: {parts}"
 
 
 def _sniff(path: str) -> bytes:

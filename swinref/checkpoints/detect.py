@@ -3,7 +3,8 @@
 What the weights tell: embed_dim, patch size and input channels (patch_embed.proj.weight [C, in, p, p]), depths
 (blocks per stage), heads (V1: the bias table's second dim; V2: logit_scale [nH, 1, 1]), the window (V1: the first
 stage's table has (2M-1)^2 rows), the effective window of every later stage (which reveals the clamp rule and so
-the image size), num_classes (head.weight rows, 0 when headless), mlp_ratio, qkv_bias, patch_norm and the version.
+the image size), num_classes (head.weight rows, 0 when headless), mlp_ratio, qkv_bias, patch_norm and the version;
+a detection backbone's absolute_pos_embed [1, C, Hp, Wp] says ape and its pretraining image size (Hp, Wp) x patch.
 
 What they do not tell: the image size of a model whose stages are not clamped below M, a V2 model's window and
 pretrained windows (its position bias is an MLP of coordinates), and layer_norm_eps. Those come from the file's
@@ -28,6 +29,10 @@ __all__ = ["infer_config", "check_params", "resolve_config", "buffer_config_hint
            "ordered_params"]
 
 _BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
+# The official detection backbone's absolute position embedding [1, C, Hp, Wp] at the pretraining grid.
+APE = "absolute_pos_embed"
+# Whether SwinConfig has the `ape` field (then param_shapes lists the embedding); before it, an optional extra.
+_HAS_APE = "ape" in {f.name for f in dataclasses.fields(SwinConfig)}
 # What a Swin V2 checkpoint's weights cannot tell (its position bias is an MLP of coordinates).
 _UNRECORDED_V2 = ("img_size", "window_size", "pretrained_window_sizes")
 
@@ -91,6 +96,12 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     )
     if version == 1:
         detected["window_size"] = windows[0]
+    if _HAS_APE:
+        detected["ape"] = APE in params
+    ape = params.get(APE)
+    if ape is not None and "img_size" not in hints and ape.ndim == 4:
+        # The embedding is stored at the pretraining grid: the image size the backbone was built for.
+        hints["img_size"] = (int(ape.shape[2]) * patch, int(ape.shape[3]) * patch)
     for key, value in detected.items():
         if key in hints and hints[key] != value and key != "window_size":
             raise CheckpointError(
@@ -240,6 +251,8 @@ def stage_norm_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
 def ordered_params(params: dict, cfg: SwinConfig) -> dict:
     """params in the official order of param_shapes(cfg), then whichever per-stage output norms they have."""
     out = {name: params[name] for name in param_shapes(cfg)}
+    if APE in params and APE not in out:
+        out = {APE: params[APE], **out}
     out.update({name: params[name] for name in stage_norm_shapes(cfg) if name in params})
     return out
 
@@ -251,6 +264,8 @@ def check_params(params: dict, cfg: SwinConfig, source: str = "the checkpoint", 
     The per-stage output norms (stage_norm_shapes) are optional extras: shape-checked when present."""
     expected = param_shapes(cfg)
     optional = stage_norm_shapes(cfg)
+    if not _HAS_APE and APE in params:
+        optional[APE] = (1, cfg.embed_dim, *params[APE].shape[2:]) if params[APE].ndim == 4 else (1, cfg.embed_dim)
     missing = [k for k in expected if k not in params]
     unexpected = sorted(k for k in params if k not in expected and k not in optional)
     misshaped = [
@@ -283,6 +298,9 @@ def check_params(params: dict, cfg: SwinConfig, source: str = "the checkpoint", 
             )
         else:
             lines.append(f"hint: the weights look like {describe(detected)}; drop the config/variant options to use it")
+    elif APE in unexpected and _HAS_APE:
+        lines.append("hint: the file has an absolute position embedding (the official detection backbone's ape): "
+                     "give ape=True, or drop the config options to detect it")
     elif any(k.endswith("absolute_pos_embed") or "position_embeddings" in k for k in unexpected):
         lines.append("hint: this model uses absolute position embeddings (ape), which swinref does not implement")
     elif missing and not unexpected and not misshaped:

@@ -22,6 +22,19 @@ real class is never imported nor called; its pickled state is kept as plain data
   numpy scalars (numpy.core/numpy._core.multiarray.scalar + numpy.dtype + _codecs.encode, e.g. timm's 'metric'),
   set / frozenset (inside CfgNode's state).
 
+detectron2 / Mask2Former `.pkl` files are plain pickles (`pickle.dump`) of {"model": {name: NumPy array}, ...}; read
+by the same unpickler (`read_pickle`), with the globals NumPy's own array pickling emits (checked with pickletools
+on NumPy 2.4: protocol 2 and the default protocol 4 spell an array as numpy._core.multiarray._reconstruct(
+numpy.ndarray, (0,), b'b') + BUILD (version, shape, numpy.dtype(...), fortran, raw bytes); protocol 5 as
+numpy._core.numeric._frombuffer(bytes, numpy.dtype(...), shape, order); NumPy 1 writes numpy.core.*):
+
+  numpy.core/numpy._core.multiarray._reconstruct, numpy.ndarray (only as _reconstruct's first argument),
+  numpy.core/numpy._core.numeric._frombuffer, and __builtin__.bytes called without arguments (protocol 2 spells
+  an empty array's b"" so).
+
+Their stand-ins accept numeric dtypes only and check that the raw bytes are exactly shape x itemsize before any
+array is made; the array is a copy of those bytes (nothing is allocated from a size the pickle merely claims).
+
 Bounds are checked before any view is taken: a storage must hold every element a tensor's (offset, size, stride)
 reaches, so a crafted file cannot make NumPy read outside the bytes that were loaded.
 """
@@ -40,7 +53,7 @@ import numpy as np
 
 from swinref.errors import CheckpointError, UnsafePickleError
 
-__all__ = ["read_pth", "OpaqueObject", "OpaqueDict", "is_pth_bytes"]
+__all__ = ["read_pth", "OpaqueObject", "OpaqueDict", "is_pth_bytes", "is_pickle_bytes"]
 
 _RESAVE_HINT = (
     "if you trust the file, load it with torch and save only the weights: "
@@ -56,6 +69,11 @@ _LEGACY_PROTOCOL = 1001
 def is_pth_bytes(head: bytes) -> bool:
     """True when the first bytes look like a torch file (zip archive or legacy pickle)."""
     return head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_PREFIX)
+
+
+def is_pickle_bytes(head: bytes) -> bool:
+    """True when the first bytes are a plain pickle of protocol 2..5 (detectron2 .pkl), not a legacy torch file."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and not head.startswith(_LEGACY_PREFIX)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,6 +318,80 @@ def _numpy_scalar(dtype, data=None, *extra):
     return np.frombuffer(data, dtype=dtype.dtype)[0].item()
 
 
+class _NdarrayType(_Frozen):
+    """Stands for numpy.ndarray, accepted only as the subtype _reconstruct is asked to make."""
+
+    __slots__ = ()
+
+
+def _checked_array(raw: Any, dtype: Any, shape: Any, fortran: bool, what: str) -> np.ndarray:
+    """A copy of `raw` as an array of `shape`: the byte count is checked against shape x itemsize first."""
+    if not isinstance(dtype, _NumpyDtypeSpec):
+        raise CheckpointError(f"corrupt NumPy array in the pickle: {what} has no plain numeric dtype")
+    if isinstance(raw, bytearray):
+        raw = bytes(raw)
+    if not isinstance(raw, bytes):
+        raise CheckpointError(f"corrupt NumPy array in the pickle: {what} carries {type(raw).__name__}, not bytes")
+    shape = _int_tuple(shape, f"{what} shape")
+    if any(n < 0 for n in shape):
+        raise CheckpointError(f"corrupt NumPy array in the pickle: {what} has shape {shape}")
+    count = 1
+    for n in shape:
+        count *= n  # Python integers: a crafted shape cannot overflow
+    if count * dtype.dtype.itemsize != len(raw):
+        raise CheckpointError(
+            f"corrupt NumPy array in the pickle: {what} of shape {shape} and dtype {dtype.dtype} needs "
+            f"{count * dtype.dtype.itemsize} bytes but carries {len(raw)}"
+        )
+    flat = np.frombuffer(raw, dtype=dtype.dtype, count=count).astype(dtype.dtype.newbyteorder("="), copy=True)
+    return flat.reshape(shape, order="F" if fortran else "C").copy(order="C")
+
+
+class _PendingArray:
+    """What numpy._core.multiarray._reconstruct returns: an empty shell the pickle's BUILD fills exactly once."""
+
+    __slots__ = ("array",)
+
+    def __init__(self) -> None:
+        self.array = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "array" or getattr(self, "array", None) is not None:
+            raise CheckpointError(f"corrupt pickle: it tries to set attribute {name!r} on a NumPy array")
+        object.__setattr__(self, name, value)
+
+    def __setstate__(self, state: Any) -> None:
+        # NumPy's ndarray state: (version, shape, dtype, is_fortran, raw bytes) or, without version, the last four.
+        if self.array is not None:
+            raise CheckpointError("corrupt pickle: it sets the state of a NumPy array twice")
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise CheckpointError("corrupt NumPy array in the pickle: unexpected state")
+        shape, dtype, fortran, raw = state[-4:]
+        if not isinstance(fortran, bool):
+            raise CheckpointError("corrupt NumPy array in the pickle: unexpected state")
+        self.array = _checked_array(raw, dtype, shape, fortran, "an array")
+
+
+def _numpy_reconstruct(subtype, shape=None, code=None, *extra):
+    if not isinstance(subtype, _NdarrayType):
+        raise CheckpointError("corrupt NumPy array in the pickle: _reconstruct is asked for another type")
+    return _PendingArray()
+
+
+def _numpy_frombuffer(buf, dtype, shape, order="C", *extra):
+    if order not in ("C", "F"):
+        raise CheckpointError(f"corrupt NumPy array in the pickle: order {order!r}")
+    return _checked_array(buf, dtype, shape, order == "F", "an array")
+
+
+def _empty_bytes(*args):
+    # Protocol 2 spells b"" as __builtin__.bytes() (the raw data of an empty array); nothing else is accepted
+    # (bytes(n) would allocate n bytes).
+    if args:
+        raise CheckpointError("unexpected use of bytes() in the pickle")
+    return b""
+
+
 def _codecs_encode(text, encoding="utf-8", *extra):
     # Protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1'); nothing else is accepted.
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -326,6 +418,13 @@ def _build_allowed() -> dict[tuple[str, str], Any]:
         ("numpy.core.multiarray", "scalar"): _Callable(_numpy_scalar),
         ("numpy._core.multiarray", "scalar"): _Callable(_numpy_scalar),
         ("numpy", "dtype"): _Callable(_NumpyDtypeSpec),
+        # NumPy arrays (detectron2 .pkl files): see the module docstring.
+        ("numpy.core.multiarray", "_reconstruct"): _Callable(_numpy_reconstruct),
+        ("numpy._core.multiarray", "_reconstruct"): _Callable(_numpy_reconstruct),
+        ("numpy", "ndarray"): _NdarrayType(),
+        ("numpy.core.numeric", "_frombuffer"): _Callable(_numpy_frombuffer),
+        ("numpy._core.numeric", "_frombuffer"): _Callable(_numpy_frombuffer),
+        ("__builtin__", "bytes"): _Callable(_empty_bytes),  # protocol 2: an empty array's raw data, bytes()
         ("_codecs", "encode"): _Callable(_codecs_encode),
         # yacs keeps a set of deprecated keys in every CfgNode; protocol 2 spells builtins as __builtin__.
         ("builtins", "set"): _Callable(set),
@@ -362,6 +461,9 @@ class _SafeUnpickler(pickle.Unpickler):
             what = f"{module}.{name}"
             if "__torch__" in module or module.startswith(_MODEL_MODULES):
                 kind = "a whole pickled model, not a state dict"
+            elif (module, name) == ("torch.storage", "_load_from_bytes"):
+                kind = ("a torch tensor written by plain pickle.dump (Mask2Former's "
+                        "convert-pretrained-swin-model-to-d2.py writes these); give swinref the original .pth")
             elif module == "torch" or module.startswith("torch."):
                 kind = "a torch object swinref does not read (only dense tensors on CPU-readable storages are)"
             else:
@@ -453,6 +555,10 @@ def _materialize(obj: Any, widened: set[str], path: str = "") -> Any:
             base[obj.offset:], shape=obj.size, strides=tuple(s * base.itemsize for s in obj.stride), writeable=False
         )
         return np.array(view, order="C", copy=True)
+    if isinstance(obj, _PendingArray):
+        if obj.array is None:
+            raise CheckpointError(f"corrupt NumPy array in the pickle: {path or 'an array'} was never filled")
+        return obj.array
     if isinstance(obj, (OpaqueObject, OpaqueDict)):
         return obj
     if isinstance(obj, dict):
@@ -621,11 +727,21 @@ def _read_legacy(path: str) -> tuple[Any, dict]:
     return obj, {"container": "torch-legacy", "byteorder": "little"}
 
 
+def _read_plain_pickle(path: str) -> tuple[Any, dict]:
+    with open(path, "rb") as f:
+        obj = _unpickle(f, path, None)
+        if f.read(1):
+            raise CheckpointError(f"{path}: bytes follow the pickle: not a detectron2 .pkl file (corrupt?)")
+    return obj, {"container": "pickle", "byteorder": "native"}
+
+
 def read_pth(path: str | os.PathLike) -> tuple[Any, dict]:
     """The object a `torch.save` file holds, with every tensor as a NumPy array, and facts about the file.
 
-    Returns (obj, info); info has 'container' ('torch-zip' or 'torch-legacy'), 'byteorder' and 'widened' (the
-    dotted paths of bfloat16 tensors that were widened to float32, which is exact).
+    Also reads plain pickles (detectron2 / Mask2Former .pkl: NumPy arrays, container 'pickle') with the same
+    allow-list.
+    Returns (obj, info); info has 'container' ('torch-zip', 'torch-legacy' or 'pickle'), 'byteorder' and 'widened'
+    (the dotted paths of bfloat16 tensors that were widened to float32, which is exact).
     Raises UnsafePickleError for any global outside the allow-list (before it runs) and CheckpointError for a file
     that is truncated, corrupt or not a torch file.
     """
@@ -639,6 +755,8 @@ def read_pth(path: str | os.PathLike) -> tuple[Any, dict]:
         obj, info = _read_zip(path)
     elif head.startswith(_LEGACY_PREFIX):
         obj, info = _read_legacy(path)
+    elif is_pickle_bytes(head):
+        obj, info = _read_plain_pickle(path)
     elif _is_tar(path):
         raise CheckpointError(
             f"{path} is a tar archive: the pre-0.4 torch format, which swinref does not read; load it with an old "

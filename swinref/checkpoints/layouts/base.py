@@ -151,7 +151,8 @@ def split_backbone(sd: Mapping[str, np.ndarray], marker: str) -> tuple[dict[str,
     if marker in sd or _BACKBONE + marker not in sd:
         return dict(sd), None, []
     inner = {k[len(_BACKBONE):]: v for k, v in sd.items() if k.startswith(_BACKBONE)}
-    others = sorted({k.split(".", 1)[0] + "." for k in sd if not k.startswith(_BACKBONE)})
+    # modules as 'neck.'; a top-level tensor (detectron2's pixel_mean) by its own name
+    others = sorted({k.split(".", 1)[0] + ("." if "." in k else "") for k in sd if not k.startswith(_BACKBONE)})
     return inner, _BACKBONE, others
 
 
