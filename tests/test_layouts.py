@@ -344,7 +344,117 @@ def test_openmmlab_training_checkpoint_loads_through_swinref(mm, tmp_path):
     x = np.random.default_rng(9).standard_normal((1, 3, 224, 224))
     with torch.no_grad():
         outs = [o.numpy() for o in model.double()(torch.from_numpy(x))]
-    for i, f in enumerate(loaded.features(x, layout="NHWC")):
-        p = loaded.params
+    p = loaded.params
+    # mmpretrain (pad_small_map=False) windows as the official model does; the stage outputs without the norms
+    raw = swinref.features({k: v for k, v in p.items() if not k[4:5].isdigit()}, x, loaded.config, layout="NHWC",
+                           policy="official")
+    for i, f in enumerate(raw):
         want = _layer_norm(np.asarray(f), p[f"norm{i}.weight"], p[f"norm{i}.bias"]).transpose(0, 3, 1, 2)
         np.testing.assert_allclose(outs[i], want, rtol=1e-9, atol=1e-9, err_msg=f"stage {i}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers backbones (AutoBackbone): SwinBackbone's hidden_states_norms.stageN are norm{N-1}; Swinv2Backbone has
+# no norms at all.
+
+
+def _hf_backbone_files(params: dict, cfg) -> dict[str, dict]:
+    """The SwinBackbone state dicts of each generation, as files hold them (the layout's in-memory names aside)."""
+    memory = layouts.transformers.from_canonical(params, cfg)
+    unprefixed = {k[len("swin."):] if k.startswith("swin.") else k: v for k, v in memory.items()}
+    legacy = {}
+    for name, value in unprefixed.items():
+        for new, old in layouts.transformers.LEGACY_RENAMES:
+            name = name.replace(new, old)
+        legacy[name] = value
+    v5_file = {("swin." + k if k.startswith("layernorm.") else k): v for k, v in legacy.items()}  # save_pretrained
+    v4_file = {k: v for k, v in legacy.items() if not k.startswith("layernorm.")}  # 4.x: no final norm
+    return {"memory": memory, "5.x file": v5_file, "4.x file": v4_file}
+
+
+@pytest.mark.parametrize("form", ["memory", "5.x file", "4.x file"])
+def test_transformers_swin_backbone_names(form):
+    params = canonical(1, "openmmlab")  # norm0..norm3, norm = norm3, no head
+    sd = _hf_backbone_files(params, CONFIGS[1])[form]
+    assert {f"hidden_states_norms.stage{n}.weight" for n in (1, 2, 3, 4)} <= set(sd)
+    assert layouts.detect(sd.keys()).NAME == "transformers"
+    back, notes = layouts.transformers.to_canonical(sd)
+    assert_same(back, params)
+    assert (notes.messages == ["norm is norm3, the last stage's output norm (the file has no separate final norm)"]) \
+        == (form == "4.x file")
+
+
+def test_transformers_swinv2_backbone_has_no_norms():
+    cfg = CONFIGS[2].replace(num_classes=0)
+    params = init_params(cfg, seed=1)
+    sd = layouts.transformers.from_canonical(params, cfg, backbone=True)
+    assert not any(k.startswith(("swinv2.", "layernorm.", "hidden_states_norms.")) for k in sd)
+    back, notes = layouts.transformers.to_canonical(sd)
+    np.testing.assert_array_equal(back.pop("norm.weight"), np.ones(cfg.num_features, np.float32))
+    np.testing.assert_array_equal(back.pop("norm.bias"), np.zeros(cfg.num_features, np.float32))
+    assert_same(back, {k: v for k, v in params.items() if not k.startswith("norm.")})
+    assert "identity" in notes.messages[0] and "Swinv2Backbone" in notes.messages[0]
+    with pytest.raises(CheckpointError, match="Swinv2Backbone has no per-stage output norms"):
+        layouts.transformers.from_canonical(canonical(2, "openmmlab"), CONFIGS[2], backbone=True)
+
+
+def test_transformers_backbone_config_names_its_output_stages():
+    out = layouts.transformers.backbone_out_indices
+    names = ["stem", "stage1", "stage2", "stage3", "stage4"]
+    assert out({"architectures": ["SwinForImageClassification"], "out_features": ["stage1"]}) is None
+    assert out({"architectures": ["SwinBackbone"], "stage_names": names, "out_features": ["stage2", "stage4"],
+                "out_indices": [2, 4]}) == (1, 3)
+    assert out({"architectures": ["Swinv2Backbone"], "stage_names": names, "out_indices": [1, 2, 3, 4]}) == (0, 1, 2, 3)
+    assert out({"architectures": ["SwinBackbone"], "depths": [2, 2, 6, 2]}) == (3,)  # transformers' default
+    with pytest.raises(CheckpointError, match="stem"):
+        out({"architectures": ["SwinBackbone"], "stage_names": names, "out_features": ["stem", "stage1"]})
+
+
+def _hf_backbone(version: int, cfg, out_features: list[str]):
+    _torch()
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    kind = transformers.SwinConfig if version == 1 else transformers.Swinv2Config
+    hf_cfg = kind(embed_dim=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.num_heads),
+                  window_size=cfg.window_size, image_size=cfg.img_size[0], out_features=out_features)
+    return (transformers.SwinBackbone if version == 1 else transformers.Swinv2Backbone)(hf_cfg).eval()
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("version", [1, 2])
+def test_transformers_backbone_strict_load_and_directory(version, tmp_path):
+    """from_canonical's dict is the real SwinBackbone's state dict (strict=True; Swinv2Backbone: strict but for its
+    derived buffers); its save_pretrained directory reads back through swinref with the output stages of its
+    config.json; SwinBackbone's feature maps are norm{i} of swinref's stage outputs."""
+    torch = _torch()
+    cfg = CONFIGS[version].replace(num_classes=0)
+    params = canonical(version, "openmmlab", seed=11) if version == 1 else init_params(cfg, seed=11)
+    model = _hf_backbone(version, cfg, ["stage1", "stage2", "stage3", "stage4"])
+    sd = layouts.transformers.from_canonical(params, cfg, backbone=True)
+    tensors = {k: torch.from_numpy(v.copy()) for k, v in sd.items()}
+    if version == 1:
+        model.load_state_dict(tensors, strict=True)
+    else:
+        result = model.load_state_dict(tensors, strict=False)
+        assert result.unexpected_keys == [] and all(base.is_derived(k) for k in result.missing_keys)
+    model.save_pretrained(tmp_path)
+    from swinref.checkpoints import read_checkpoint
+
+    got, report = read_checkpoint(tmp_path)
+    assert (report.layout, report.container, report.out_indices) == ("transformers", "huggingface-dir", (0, 1, 2, 3))
+    want = dict(params)
+    if version == 2:
+        want["norm.weight"], want["norm.bias"] = np.ones_like(params["norm.weight"]), np.zeros_like(params["norm.bias"])
+    assert_same(got, want)
+    if version == 2:
+        return
+    x = np.random.default_rng(12).standard_normal((1, 3, *cfg.img_size))
+    with torch.no_grad():
+        maps = [m.numpy() for m in model.double()(torch.from_numpy(x)).feature_maps]
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    # SwinBackbone runs its model with always_partition=True: every odd block shifts, also a stage no larger than
+    # the window, as the detection backbones do.
+    feats = swinref.features({k: v for k, v in p64.items() if not k[4:5].isdigit()}, x, cfg, layout="NHWC",
+                             policy="detection")
+    for i, (got_map, f) in enumerate(zip(maps, feats)):
+        want_map = _layer_norm(np.asarray(f), p64[f"norm{i}.weight"], p64[f"norm{i}.bias"]).transpose(0, 3, 1, 2)
+        np.testing.assert_allclose(got_map, want_map, rtol=1e-8, atol=1e-8, err_msg=f"stage {i}")

@@ -71,6 +71,8 @@ class LoadReport:
     config: SwinConfig | None = None        # load_checkpoint: the config the params fit
     resized: tuple[str, ...] = ()           # load_checkpoint: one line per stage a transfer resized
     notes: tuple[str, ...] = ()             # what the translation did besides renaming; what the file could not say
+    out_indices: tuple[int, ...] | None = None  # a backbone's output stages (0-based): its config.json's
+    #                                             out_features, else the stages whose output norms (norm{i}) it holds
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], LoadReport]:
@@ -88,6 +90,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Loa
     if "window_size" not in hints:
         # Official, torchvision and mmpretrain V2 files save derived buffers that reveal the windows.
         hints.update(buffer_config_hints(notes.buffers, params))
+    if facts.get("out_indices") is None:
+        facts["out_indices"] = _norm_stages(params)
     prefixes = facts.pop("prefixes", ()) + ((notes.prefix,) if notes.prefix else ())
     messages = list(notes.messages)
     if notes.ignored:
@@ -96,6 +100,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Loa
                         dropped=tuple(notes.dropped), hints=MappingProxyType(hints), notes=tuple(messages),
                         **facts)
     return params, report
+
+
+def _norm_stages(params: Mapping[str, Any]) -> tuple[int, ...] | None:
+    stages = sorted(int(k[4:-len(".weight")]) for k in params if k.startswith("norm") and k.endswith(".weight")
+                    and k[4:-len(".weight")].isdigit())
+    return tuple(stages) or None
 
 
 def left_out_line(sd: Mapping[str, Any], prefix: str | None, ignored: tuple[str, ...] | list[str]) -> str:
@@ -124,7 +134,7 @@ def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if CONFIG_KEY in metadata:
             facts["stored_config"] = _stored_config(metadata, path)
         else:
-            facts["hints"] = _sibling_hints(path)
+            facts.update(_sibling_facts(path))
         return sd, facts
     if head.startswith(b"PK\x03\x04") and _is_npz(path):
         sd, config = read_npz(path)
@@ -139,7 +149,7 @@ def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                  entry=where.entry, ignored_entries=where.ignored_entries,
                  ignored_non_tensors=where.ignored_non_tensors, prefixes=(where.prefix,) if where.prefix else ())
     if os.path.basename(path).startswith(("pytorch_model", "model.")):
-        facts["hints"] = _sibling_hints(path)
+        facts.update(_sibling_facts(path))
     return sd, facts
 
 
@@ -158,14 +168,16 @@ def _stored_config(sidecar: Mapping[str, Any], path: str) -> SwinConfig:
     return SwinConfig.from_dict(layouts.swinref.config_hints(sidecar, path))
 
 
-def _sidecar_hints(config: dict[str, Any], config_path: str) -> dict[str, Any]:
-    """A config.json beside the weights: timm's hub config (architecture, model_args) or Hugging Face's."""
+def _sidecar_facts(config: dict[str, Any], config_path: str) -> dict[str, Any]:
+    """A config.json beside the weights: timm's hub config (architecture, model_args) or Hugging Face's (whose
+    backbone configs also name the output stages)."""
     if "model_type" not in config and "architecture" in config:
-        return layouts.timm.config_hints(config, config_path)
-    return layouts.transformers.config_hints(config, config_path)
+        return {"hints": layouts.timm.config_hints(config, config_path)}
+    return {"hints": layouts.transformers.config_hints(config, config_path),
+            "out_indices": layouts.transformers.backbone_out_indices(config, config_path)}
 
 
-def _sibling_hints(path: str) -> dict[str, Any]:
+def _sibling_facts(path: str) -> dict[str, Any]:
     # A weight file inside a Hugging Face (or timm hub) directory: its config.json tells the image size and window.
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
     if not os.path.isfile(config_path):
@@ -173,7 +185,7 @@ def _sibling_hints(path: str) -> dict[str, Any]:
     config = read_hf_config(config_path)
     if "architecture" not in config and config.get("model_type") not in ("swin", "swinv2"):
         return {}
-    return _sidecar_hints(config, config_path)
+    return _sidecar_facts(config, config_path)
 
 
 def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -183,7 +195,7 @@ def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             f"{path} is a directory without config.json; give a checkpoint file, or a Hugging Face model directory "
             f"(config.json + model.safetensors or pytorch_model.bin)"
         )
-    hints = _sidecar_hints(read_hf_config(config_path), config_path)
+    sidecar = _sidecar_facts(read_hf_config(config_path), config_path)
     sd: dict[str, np.ndarray] = {}
     widened: list[str] = []
     files = hf_weight_files(path)
@@ -199,7 +211,7 @@ def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise CheckpointError(f"{file} repeats {sorted(overlap)[:3]} from another shard: the index is inconsistent")
         sd.update(part)
         widened += wide
-    return sd, dict(container="huggingface-dir", files=tuple(files), hints=hints, widened=tuple(widened))
+    return sd, dict(container="huggingface-dir", files=tuple(files), widened=tuple(widened), **sidecar)
 
 
 def load_checkpoint(

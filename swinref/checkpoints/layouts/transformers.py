@@ -12,6 +12,17 @@ verified against transformers 5.23.0), both generations of names.
 The official qkv stacks q | k | v rows, each head-major, which is how the three projections are laid out.
 from_canonical writes the names the installed generation keeps in memory: current for V1, legacy for V2.
 A model directory has config.json beside the weights (model_type swin / swinv2).
+
+Backbones (AutoBackbone; config.json: architectures SwinBackbone / Swinv2Backbone, out_features ['stage1', ...],
+out_indices [1, ...], stage 0 being the 'stem'):
+    SwinBackbone    hidden_states_norms.stageN.* = norm{N-1} (one LayerNorm per output stage, not under 'swin.').
+                    In memory (5.23) the model sits under 'swin.' with an unused swin.layernorm; save_pretrained
+                    writes embeddings.* / encoder.* unprefixed in the legacy names but keeps swin.layernorm.*; 4.x
+                    files have no layernorm at all.
+    Swinv2Backbone  embeddings.* / encoder.* only: no output norms and no final norm.
+A backbone file without a final norm gets `norm` from its last stage's output norm (base.alias_final_norm), or,
+with none at all (Swinv2Backbone), the identity LayerNorm, said in the notes: its features are the file's, its
+pooled output is not a trained norm's.
 """
 
 from __future__ import annotations
@@ -21,7 +32,9 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 
-from swinref.checkpoints.layouts.base import Notes, Rule, Rules, arrays, put, translate
+from swinref.checkpoints.layouts.base import (
+    Notes, Rule, Rules, alias_final_norm, arrays, put, stage_count, translate,
+)
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
 
@@ -60,14 +73,20 @@ _TOP = [
 LEGACY_RENAMES = tuple((f".{cur}", f".{old}") for _, cur, old in _BLOCK_NAMES if cur != old)
 
 
+# SwinBackbone's per-stage output norms, outside the 'swin.' model in memory and in files.
+_STAGE_NORMS = Rule("norm{s}.", "hidden_states_norms.stage{s+1}.")
+
+
 def _rules(prefix: str, legacy_first: bool) -> Rules:
-    pairs = [Rule(_BLOCK + c, prefix + _HF_BLOCK + (old if legacy_first else cur)) for c, cur, old in _BLOCK_NAMES]
+    pairs = [_STAGE_NORMS]
+    pairs += [Rule(_BLOCK + c, prefix + _HF_BLOCK + (old if legacy_first else cur)) for c, cur, old in _BLOCK_NAMES]
     pairs += [Rule(_BLOCK + c, prefix + _HF_BLOCK + (cur if legacy_first else old)) for c, cur, old in _BLOCK_NAMES]
     pairs += [Rule(c, prefix + hf) for c, hf in _TOP]
     return Rules(pairs + [Rule("head.", "classifier.")])
 
 
 _WRITE = {1: _rules("swin.", legacy_first=False), 2: _rules("swinv2.", legacy_first=True)}
+_WRITE_V2_BACKBONE = _rules("", legacy_first=True)
 _QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+\.attn\.)([qkv])\.(weight|bias)$")
 
 
@@ -79,6 +98,10 @@ def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -
     notes = Notes()
     # SwinForImageClassification prefixes the backbone with 'swin.' (Swinv2: 'swinv2.'); SwinModel has none.
     notes.prefix = next((p for p in ("swin.", "swinv2.") if any(k.startswith(p + "embeddings.") for k in sd)), None)
+    if notes.prefix is None and "layernorm.weight" not in sd:
+        # SwinBackbone saved by transformers 5: the model unprefixed, but its (unused) final norm under 'swin.'
+        sd = {("layernorm." + k[len("swin.layernorm."):] if k.startswith("swin.layernorm.") else k): v
+              for k, v in sd.items()}
     rules = _rules(notes.prefix or "", legacy_first=False)
     params = translate(sd, rules.to_canonical, notes)
     qkv: dict[str, dict[str, np.ndarray]] = {}  # block prefix -> {'q.weight': ..., ...}
@@ -103,13 +126,53 @@ def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -
                 raise CheckpointError(f"{source}: block {prefix[:-len('.attn.')]} has biases for only some of "
                                       f"query/key/value")
             params[prefix + "qkv.bias"] = np.concatenate([parts["q.bias"], parts["k.bias"], parts["v.bias"]])
+    _backbone_final_norm(params, notes)
     return params, notes
 
 
-def from_canonical(params: Mapping[str, Any], cfg: SwinConfig) -> dict[str, np.ndarray]:
+def _backbone_final_norm(params: dict[str, np.ndarray], notes: Notes) -> None:
+    """A backbone's file has no final norm (SwinBackbone 4.x, Swinv2Backbone): take the last stage's output norm,
+    or else the identity, and say so."""
+    if "norm.weight" in params or "head.weight" in params or "patch_embed.proj.weight" not in params:
+        return
+    alias_final_norm(params, notes)
+    if "norm.weight" in params:
+        return
+    last = stage_count(params) - 1
+    width = params.get(f"layers.{last}.blocks.0.norm1.weight")
+    if width is None:
+        return  # the shape check reports what is missing
+    params["norm.weight"], params["norm.bias"] = np.ones_like(width), np.zeros_like(width)
+    notes.messages.append(
+        "the file has no final norm and no per-stage output norms (a Swinv2Backbone): norm is the identity "
+        "LayerNorm, so the stage features are the file's but a pooled output is not a trained norm's"
+    )
+
+
+def from_canonical(params: Mapping[str, Any], cfg: SwinConfig, *, backbone: bool | None = None
+                   ) -> dict[str, np.ndarray]:
+    """The state dict transformers keeps in memory: SwinForImageClassification / SwinModel under 'swin.' (V1),
+    Swinv2ForImageClassification under 'swinv2.' (V2); a SwinBackbone's when params hold per-stage output norms
+    (norm{i} -> hidden_states_norms.stage{i+1}; its swin.layernorm is `norm`). backbone=True with V2 writes a
+    Swinv2Backbone's (unprefixed, no norms at all); backbone=None decides from the norms."""
+    params = arrays(params)
+    has_stage_norms = any(k.startswith("norm") and k[4:5].isdigit() for k in params)
+    if backbone is None:
+        backbone = has_stage_norms
     rules = _WRITE[cfg.version]
+    if backbone and cfg.version == 2:
+        if has_stage_norms or "head.weight" in params:
+            raise CheckpointError(
+                "transformers' Swinv2Backbone has no per-stage output norms and no head: write the params without "
+                "norm0.. and head (or as a Swinv2ForImageClassification, backbone=False)"
+            )
+        params = {k: v for k, v in params.items() if not k.startswith("norm.")}
+        rules = _WRITE_V2_BACKBONE
+    elif backbone and "norm.weight" not in params and f"norm{stage_count(params) - 1}.weight" in params:
+        last = stage_count(params) - 1  # SwinBackbone keeps SwinModel's layernorm: the last stage's output norm
+        params["norm.weight"], params["norm.bias"] = params[f"norm{last}.weight"], params[f"norm{last}.bias"]
     out: dict[str, np.ndarray] = {}
-    for name, value in arrays(params).items():
+    for name, value in params.items():
         parts = {name: value}
         if name.endswith(".attn.qkv.weight") or name.endswith(".attn.qkv.bias"):
             stem, leaf = name.rsplit(".qkv.", 1)
@@ -120,6 +183,36 @@ def from_canonical(params: Mapping[str, Any], cfg: SwinConfig) -> dict[str, np.n
         for part, v in parts.items():
             out[rules.to_peer(part)] = v
     return out
+
+
+def is_backbone_config(sidecar: Mapping[str, Any]) -> bool:
+    """config.json of an AutoBackbone (SwinBackbone / Swinv2Backbone)."""
+    return any(str(a).endswith("Backbone") for a in sidecar.get("architectures") or ())
+
+
+def backbone_out_indices(sidecar: Mapping[str, Any], source: str = "the checkpoint") -> tuple[int, ...] | None:
+    """The stages (0-based, swinref's numbering) a backbone config.json outputs; None for other configs.
+
+    transformers numbers its stage names 'stem', 'stage1', ...: out_features ['stage2', 'stage4'] (or out_indices
+    [2, 4]) are swinref's stages 1 and 3. The stem (the patch embedding) is not a stage output swinref gives."""
+    if not is_backbone_config(sidecar):
+        return None
+    names = sidecar.get("stage_names") or ["stem"] + [f"stage{i + 1}" for i in range(len(sidecar.get("depths", [])))]
+    features = sidecar.get("out_features")
+    indices = sidecar.get("out_indices")
+    try:
+        if features:
+            chosen = [names.index(f) for f in features]
+        elif indices:
+            chosen = [int(i) % len(names) for i in indices]
+        else:
+            chosen = [len(names) - 1]  # transformers' default: the last stage
+    except (ValueError, TypeError):
+        raise CheckpointError(f"{source}: out_features {features!r} are not among the stage names {names}") from None
+    if 0 in chosen:
+        raise CheckpointError(f"{source}: the backbone outputs the 'stem' (patch embedding), which swinref's features "
+                              f"do not include; keep stage1.. in out_features")
+    return tuple(i - 1 for i in chosen)
 
 
 def config_hints(sidecar: Mapping[str, Any], source: str = "the checkpoint") -> dict[str, Any]:
