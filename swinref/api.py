@@ -13,13 +13,13 @@ from swinref.backend import Backend
 from swinref.config import SwinConfig, get_config
 from swinref.device import resolve_device
 from swinref.errors import InputError
-from swinref.plan import DEFAULT_POLICY, resolve_policy
+from swinref.plan import BACKBONE_POLICY, DEFAULT_POLICY, resolve_policy
 from swinref import model as _model
 
 if TYPE_CHECKING:
     from swinref.checkpoints import LoadReport
 
-__all__ = ["Model", "load", "from_params", "random_model", "DTYPES"]
+__all__ = ["Model", "load", "from_params", "random_model", "DTYPES", "is_backbone", "BACKBONE_POLICY"]
 
 DTYPES = ("float32", "float64")
 
@@ -53,12 +53,37 @@ class Model:
     def __call__(self, x: Any) -> Any:
         return _model.forward(self.params, self._prepare(x), self.config, policy=self.policy)
 
-    def features(self, x: Any, layout: str = "NCHW") -> list[Any]:
-        return _model.features(self.params, self._prepare(x), self.config, policy=self.policy, layout=layout)
+    def features(self, x: Any, layout: str = "NCHW", out_indices: Iterable[int] | None = None) -> list[Any]:
+        """The selected stage outputs (None: all), each through its output norm norm{i} when the params hold it."""
+        return _model.features(self.params, self._prepare(x), self.config, policy=self.policy, layout=layout,
+                               out_indices=out_indices)
 
-    def trace(self, x: Any, attn_probs: Iterable[str] = ()) -> dict[str, Any]:
+    @property
+    def is_backbone(self) -> bool:
+        """Whether the params are a dense-prediction backbone's: they hold the per-stage output norms (norm0, ...)."""
+        return is_backbone(self.params, self.report)
+
+    def trace(self, x: Any, attn_probs: Iterable[str] = (), out_indices: Iterable[int] | None = None,
+              backbone: bool = False) -> dict[str, Any]:
         return _model.forward_trace(self.params, self._prepare(x), self.config, policy=self.policy,
-                                    attn_probs=attn_probs)
+                                    attn_probs=attn_probs, out_indices=out_indices, backbone=backbone)
+
+
+# Layouts whose headless checkpoints are backbones (mmdet / mmseg / mmpretrain backbones).
+_BACKBONE_LAYOUTS = ("openmmlab",)
+
+
+def is_backbone(params: dict[str, Any], report: LoadReport | None = None) -> bool:
+    """A backbone checkpoint: its params hold the first per-stage output norm (norm0.weight: the official detection
+    backbone, mmdet, mmseg), or it was read from under a whole detector's or segmentor's 'backbone.', or it has an
+    OpenMMLab layout and no classifier head."""
+    if "norm0.weight" in params:
+        return True
+    if report is None:
+        return False
+    if "backbone." in report.prefixes:
+        return True
+    return report.layout in _BACKBONE_LAYOUTS and "head.weight" not in params
 
 
 def _check_dtype(dtype: str) -> str:
@@ -115,11 +140,16 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     window or image size transfers the weights as the official fine-tuning does (V1 bias tables resized
     bicubically, V2 pretrained windows set); `Model.report` (a LoadReport) says what was read, dropped and
     transferred (report.resized) and what the file could not tell (report.notes).
+
+    Without a `policy`, a backbone checkpoint (see `is_backbone`: official detection, mmdet, mmseg) runs under the
+    'detection' policy its peers use; every other checkpoint under the default ('torchvision').
     """
     from swinref.checkpoints import load_checkpoint
 
     dtype = _check_dtype(dtype)
-    policy = _check_policy(policy, padding)
+    chosen = None if policy is None and padding is None else _check_policy(policy, padding)
     be = resolve_device(device)  # fail fast on a missing GPU, before reading a large file
     params, cfg, report = load_checkpoint(path, config=config, **overrides)
-    return _place(params, cfg, dtype, device, be, policy, report)
+    if chosen is None:
+        chosen = BACKBONE_POLICY if is_backbone(params, report) else _check_policy(None)
+    return _place(params, cfg, dtype, device, be, chosen, report)

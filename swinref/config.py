@@ -52,6 +52,9 @@ class SwinConfig:
     patch_norm: bool = True
     layer_norm_eps: float = 1e-5
     pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
+    # An absolute position embedding added after the patch embedding (the official detection backbone's argument):
+    # a learned [1, C, H/p, W/p] grid at img_size, resized bicubically to the input's token grid.
+    ape: bool = False
 
     def __post_init__(self) -> None:
         # Normalise sequences to tuples so the config stays hashable (the plan is cached on it).
@@ -89,6 +92,8 @@ class SwinConfig:
         d["depths"] = list(self.depths)
         d["num_heads"] = list(self.num_heads)
         d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
+        if not self.ape:
+            del d["ape"]  # a later field, written only when set: configs stored before it keep their bytes
         return d
 
     @classmethod
@@ -158,6 +163,8 @@ def _validate(cfg: SwinConfig) -> None:
         raise ConfigError(f"pretrained_window_sizes must be >= 0, got {list(cfg.pretrained_window_sizes)}")
     if cfg.version == 1 and any(cfg.pretrained_window_sizes):
         raise ConfigError("pretrained_window_sizes only applies to Swin V2 (version=2)")
+    if not isinstance(cfg.ape, bool):
+        raise ConfigError(f"ape (absolute position embedding) must be True or False, got {cfg.ape!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ _OVERRIDE_NAMES = {
     "patch": "patch_size", "patch_size": "patch_size",
     "in_chans": "in_chans", "mlp_ratio": "mlp_ratio", "qkv_bias": "qkv_bias", "patch_norm": "patch_norm",
     "version": "version", "layer_norm_eps": "layer_norm_eps", "name": "name",
-    "pretrained_window_sizes": "pretrained_window_sizes",
+    "pretrained_window_sizes": "pretrained_window_sizes", "ape": "ape",
 }
 
 
@@ -279,6 +286,8 @@ def _apply_overrides(cfg: SwinConfig, overrides: dict[str, Any]) -> SwinConfig:
             raise ConfigError(f"unknown config override {key!r}{hint} (known: {sorted(set(_OVERRIDE_NAMES))})")
         if target in ("depths", "num_heads", "pretrained_window_sizes") and isinstance(value, str):
             value = parse_int_list(value, target)
+        if target == "ape" and isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            value = value.lower() in ("true", "1")
         changes[target] = value
     if not changes:
         return cfg
@@ -299,7 +308,7 @@ def _apply_overrides(cfg: SwinConfig, overrides: dict[str, Any]) -> SwinConfig:
 
 
 _FIELD_ORDER = ("version", "img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size",
-                "mlp_ratio", "qkv_bias", "patch_norm", "layer_norm_eps", "pretrained_window_sizes", "num_classes")
+                "mlp_ratio", "qkv_bias", "patch_norm", "layer_norm_eps", "pretrained_window_sizes", "num_classes", "ape")
 
 
 def _short(field_name: str, value: Any) -> str:
@@ -368,5 +377,7 @@ def describe(cfg: SwinConfig) -> str:
     ]
     if any(cfg.pretrained_window_sizes):
         parts.append("pretrained windows " + ",".join(map(str, cfg.pretrained_window_sizes)))
+    if cfg.ape:
+        parts.append("absolute position embedding")
     return f"{cfg.name}: " + ", ".join(parts)
 

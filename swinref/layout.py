@@ -16,7 +16,7 @@ from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
 from swinref.plan import build_windows, plan
 
-__all__ = ["param_shapes", "block_prefix", "nest", "CPB_HIDDEN"]
+__all__ = ["param_shapes", "out_norm_shapes", "block_prefix", "nest", "CPB_HIDDEN"]
 
 # Width of the hidden layer of Swin V2's continuous position bias MLP (official: Linear(2, 512) - ReLU - Linear).
 CPB_HIDDEN = 512
@@ -35,15 +35,19 @@ def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
     size, as the official model is built).
     """
     p, C = cfg.patch_size, cfg.embed_dim
-    shapes: dict[str, tuple[int, ...]] = {
-        "patch_embed.proj.weight": (C, cfg.in_chans, p, p),
-        "patch_embed.proj.bias": (C,),
-    }
+    shapes: dict[str, tuple[int, ...]] = {}
+    build = plan(cfg, policy="detection")
+    if build.embed.pos_embed is not None:
+        # The official detection backbone's absolute position embedding at the pretraining grid (first in its
+        # state dict: a parameter of the model itself).
+        shapes[build.embed.pos_embed] = (1, C, *build.embed.pos_embed_grid)
+    shapes["patch_embed.proj.weight"] = (C, cfg.in_chans, p, p)
+    shapes["patch_embed.proj.bias"] = (C,)
     if cfg.patch_norm:
         shapes["patch_embed.norm.weight"] = (C,)
         shapes["patch_embed.norm.bias"] = (C,)
     hidden_ratio = cfg.mlp_ratio
-    for stage, window in zip(plan(cfg, policy="detection").stages, build_windows(cfg)):
+    for stage, window in zip(build.stages, build_windows(cfg)):
         dim, nH, M = stage.dim, stage.heads, window[0]
         hidden = int(dim * hidden_ratio)
         for j in range(stage.depth):
@@ -85,6 +89,12 @@ def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
         shapes["head.weight"] = (cfg.num_classes, cfg.num_features)
         shapes["head.bias"] = (cfg.num_classes,)
     return shapes
+
+
+def out_norm_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
+    """A backbone's per-stage output norms norm0..norm{L-1} ([C_i] each; the official detection backbone's and
+    OpenMMLab's): optional extras beside param_shapes, read by swinref.features when present."""
+    return {name: (stage.dim,) for stage in plan(cfg).stages for name in stage.out_norm}
 
 
 def nest(params: dict[str, Any]) -> dict[Any, Any]:

@@ -22,7 +22,7 @@ from swinref.layers import layer_norm, linear, pad_end
 from swinref.layout import nest
 from swinref.plan import MergePlan, ModelPlan, PatchEmbedPlan, plan
 
-__all__ = ["forward", "features", "forward_trace", "point_names"]
+__all__ = ["forward", "features", "forward_trace", "point_names", "check_out_indices", "pos_embed"]
 
 Params = dict[str, Any]
 
@@ -51,6 +51,44 @@ def patch_embed(images: Any, p: Params, e: PatchEmbedPlan, cfg: SwinConfig, be: 
     if "norm" in p:
         x = be.block.layer_norm(x, p["norm"], cfg.layer_norm_eps, be)
     return x
+
+
+_POS_EMBED: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _host(a: Any) -> Any:
+    import numpy as np
+
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError, RuntimeError):
+        return np.from_dlpack(a)
+
+
+def pos_embed(table: Any, e: PatchEmbedPlan, be: Backend) -> Any:
+    """The absolute position embedding [1, C, *stored grid] resized to the token grid, channels-last [1, *grid, C].
+
+    Resized as the official detection backbone does (F.interpolate(..., mode='bicubic'), align_corners=False, at
+    every size; the identity at the stored grid): on the host in float64 once per (param array, grid), then cast
+    to the param's dtype and moved to the device once. The cache holds the param array itself, so its id is not
+    reused while the entry lives.
+    """
+    key = (id(table), e.grid, be.name, str(be.device))
+    hit = _POS_EMBED.get(key)
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    from swinref.transfer import bicubic_resize
+
+    host = _host(table)
+    grid = bicubic_resize(host.astype("float64"), e.grid) if tuple(host.shape[2:]) != e.grid else host
+    k = len(e.grid)
+    value = be.asarray(grid.transpose(0, *range(2, 2 + k), 1).astype(host.dtype), dtype=table.dtype)
+    if len(_POS_EMBED) > 64:
+        _POS_EMBED.clear()
+    _POS_EMBED[key] = (table, value)
+    return value
 
 
 def patch_merging(x: Any, p: Params, m: MergePlan, be: Backend) -> Any:
@@ -117,8 +155,13 @@ def _cast_input(x: Any, params: Params, be: Backend) -> Any:
 
 
 def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head: bool,
-         points: dict[str, Any] | None = None, keep_probs: frozenset[str] = frozenset()) -> tuple[Any, list[Any]]:
-    """The forward pass. `points`, when given, receives every intermediate point under its stable name."""
+         points: dict[str, Any] | None = None, keep_probs: frozenset[str] = frozenset(),
+         outs: tuple[int, ...] | None = None) -> tuple[Any, list[Any]]:
+    """The forward pass. `points`, when given, receives every intermediate point under its stable name.
+
+    `outs` (backbone mode): the stages whose outputs to return, each through its output norm norm{i} when the
+    params hold it, channels-last; the pass stops after the last of them (no head). Otherwise every raw stage
+    output is returned beside the logits (or None when `want_head` is False)."""
     be = backend_for(x)
     xp = be.xp
     mp = _check_input(x, cfg, policy)
@@ -128,9 +171,12 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
     tree = nest(params)
     x = _cast_input(x, params, be)
     x = patch_embed(x, tree["patch_embed"], mp.embed, cfg, be)
+    if mp.embed.pos_embed is not None:
+        x = x + pos_embed(params[mp.embed.pos_embed], mp.embed, be)
     record("patch_embed", x)
     stage_outputs = []
-    for stage in mp.stages:
+    last = max(outs) if outs else len(mp.stages) - 1
+    for stage in mp.stages[:last + 1]:
         stage_params = tree["layers"][stage.index]
         for blk in stage.blocks:
             p = stage_params["blocks"][blk.index]
@@ -141,11 +187,18 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
             x = be.block.add_residual(attn, x)
             x = be.block.add_residual(be.block.mlp_branch(x, p, blk, be), x)
             record(blk.name, x)
-        stage_outputs.append(x)
-        if stage.merge is not None:
+        if outs is None:
+            stage_outputs.append(x)
+        elif stage.index in outs:
+            out = x
+            if stage.out_norm and stage.out_norm[0] in params:
+                out = layer_norm(x, tree[stage.out_norm[0].split(".")[0]], cfg.layer_norm_eps, xp)
+            record(f"outs.{stage.index}", _channels_first(out, xp))
+            stage_outputs.append(out)
+        if stage.merge is not None and stage.index < last:
             x = patch_merging(x, stage_params["downsample"], stage.merge, be)
             record(stage.merge.name, x)
-    if not want_head:
+    if not want_head or outs is not None:
         return None, stage_outputs
     x = layer_norm(x, tree["norm"], cfg.layer_norm_eps, xp)
     record("norm", x)
@@ -158,6 +211,27 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
     return logits, stage_outputs
 
 
+def _channels_first(x: Any, xp: Any) -> Any:
+    return xp.permute_dims(x, (0, x.ndim - 1, *range(1, x.ndim - 1)))
+
+
+def check_out_indices(cfg: SwinConfig, out_indices: Iterable[int] | None) -> tuple[int, ...]:
+    """The selected stages, sorted (None: every stage); an index outside 0..L-1 raises InputError."""
+    n = cfg.num_layers
+    if out_indices is None:
+        return tuple(range(n))
+    try:
+        chosen = tuple(int(i) for i in out_indices)
+    except (TypeError, ValueError):
+        raise InputError(f"out_indices must be stage indices in 0..{n - 1}, got {out_indices!r}") from None
+    bad = [i for i in chosen if not 0 <= i < n]
+    if bad or not chosen:
+        raise InputError(f"out_indices {list(chosen)}: {cfg.name} has {n} stages, so each index must be in "
+                         f"0..{n - 1} (e.g. out_indices=(0, 1, 2, 3) for every stage)"
+                         + ("" if chosen else "; give at least one"))
+    return tuple(sorted(set(chosen)))
+
+
 def forward(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None) -> Any:
     """Logits [B, classes] for images x [B, 3, H, W] (pooled features [B, C_L] when the model has no head)."""
     logits, _ = _run(params, x, cfg, policy, want_head=True)
@@ -165,33 +239,49 @@ def forward(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = Non
 
 
 def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
-             layout: str = "NCHW") -> list[Any]:
-    """The stage outputs (before each merge; the last before the final norm), a pyramid for dense tasks.
+             layout: str = "NCHW", out_indices: Iterable[int] | None = None) -> list[Any]:
+    """The selected stage outputs (before each merge), a pyramid for dense tasks, as a detection backbone returns it.
 
-    Channels-first [B, C_i, h_i, w_i] by default; layout="NHWC" returns the channels-last token maps.
+    `out_indices` selects stages (None: all), returned in stage order; each goes through its output norm norm{i}
+    when the params hold norm{i}.weight (a backbone checkpoint's), else it is the raw stage output (the last one
+    before the final norm). Channels-first [B, C_i, h_i, w_i] by default; layout="NHWC" returns the channels-last
+    token maps.
     """
     if layout not in ("NCHW", "NHWC"):
         raise InputError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    _, outs = _run(params, x, cfg, policy, want_head=False)
+    chosen = check_out_indices(cfg, out_indices)
+    _, outs = _run(params, x, cfg, policy, want_head=False, outs=chosen)
     if layout == "NCHW" and outs:
         xp = backend_for(outs[0]).xp
-        outs = [xp.permute_dims(o, (0, o.ndim - 1, *range(1, o.ndim - 1))) for o in outs]
+        outs = [_channels_first(o, xp) for o in outs]
     return outs
 
 
-def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str] = ()) -> list[str]:
-    """The stable names of the intermediate points, in execution order."""
+def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str] = (),
+                out_indices: Iterable[int] | None = None, backbone: bool = False) -> list[str]:
+    """The stable names of the intermediate points, in execution order.
+
+    Backbone mode (`backbone=True` or `out_indices` given): no final norm, pooling or head; after each selected
+    stage its pyramid output `outs.{i}` ([B, C_i, h_i, w_i], through norm{i} when the params hold it), and
+    nothing after the last selected stage."""
     wanted = set(attn_probs)
+    chosen = check_out_indices(cfg, out_indices) if backbone or out_indices is not None else None
+    stages = plan(cfg).stages  # the names do not depend on the policy
+    last = chosen[-1] if chosen else len(stages) - 1
     names = ["patch_embed"]
-    for stage in plan(cfg).stages:  # the names do not depend on the policy
+    for stage in stages[:last + 1]:
         for blk in stage.blocks:
             if blk.name in wanted:
                 names.append(blk.name + ".attn_probs")
             if attn:
                 names.append(blk.name + ".attn")
             names.append(blk.name)
-        if stage.merge is not None:
+        if chosen is not None and stage.index in chosen:
+            names.append(f"outs.{stage.index}")
+        if stage.merge is not None and stage.index < last:
             names.append(stage.merge.name)
+    if chosen is not None:
+        return names
     names += ["norm", "pooled"]
     if cfg.num_classes > 0:
         names.append("logits")
@@ -199,11 +289,15 @@ def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str]
 
 
 def forward_trace(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
-                  attn_probs: Iterable[str] = ()) -> dict[str, Any]:
+                  attn_probs: Iterable[str] = (), out_indices: Iterable[int] | None = None,
+                  backbone: bool = False) -> dict[str, Any]:
     """Every intermediate point under its stable name, in execution order (see `point_names`).
 
     `attn_probs` names blocks (e.g. "layers.0.blocks.1") whose attention probabilities [B*nW, nH, N, N] to keep.
+    Backbone mode (`backbone=True` or `out_indices` given) records the pyramid outputs `outs.{i}` instead of the
+    final norm, pooling and head.
     """
     points: dict[str, Any] = {}
-    _run(params, x, cfg, policy, want_head=True, points=points, keep_probs=frozenset(attn_probs))
+    chosen = check_out_indices(cfg, out_indices) if backbone or out_indices is not None else None
+    _run(params, x, cfg, policy, want_head=True, points=points, keep_probs=frozenset(attn_probs), outs=chosen)
     return points

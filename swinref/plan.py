@@ -39,7 +39,7 @@ from swinref.config import SwinConfig, parse_size
 from swinref.errors import ConfigError, InputError
 
 __all__ = [
-    "Rule", "Policy", "POLICIES", "DEFAULT_POLICY", "POLICY_ALIASES", "resolve_policy",
+    "Rule", "Policy", "POLICIES", "DEFAULT_POLICY", "BACKBONE_POLICY", "POLICY_ALIASES", "resolve_policy",
     "PatchEmbedPlan", "BlockPlan", "MergePlan", "StagePlan", "ModelPlan",
     "plan", "build_windows", "nearest_unpadded_sizes", "V2_LOGIT_SCALE_MAX", "MASK_VALUE",
 ]
@@ -122,6 +122,9 @@ POLICIES: dict[str, Policy] = {
 # The default runs every input of at least one patch with a released checkpoint's own tables and equals torchvision
 # at every size (at the build size of a released model it also equals the official classifier, timm and HF).
 DEFAULT_POLICY = "torchvision"
+# The policy of a dense-prediction backbone (swinref.load of a backbone checkpoint, `--backbone` analysis) when none
+# is given: its peers (official detection / segmentation backbones, mmdet, mmseg) never clamp, always shift, pad.
+BACKBONE_POLICY = "detection"
 # The names of swinref's earlier padding policies: "pad" was transformers' run-time clamp with pad-then-roll,
 # "strict" the official classifier's refusal.
 POLICY_ALIASES = {"pad": "hf", "strict": "official"}
@@ -151,6 +154,11 @@ class PatchEmbedPlan:
     crop: Size  # pixels dropped at the end of each axis (a strided convolution ignores the remainder)
     grid: Size  # tokens per axis
     patch: Size
+    # The absolute position embedding added after the patch norm (cfg.ape, official detection backbone): its
+    # canonical parameter name, stored as [1, C, *pos_embed_grid] (the grid of cfg.img_size) and resized
+    # bicubically to `grid`; None when the model has none.
+    pos_embed: str | None = None
+    pos_embed_grid: Size | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,9 @@ class StagePlan:
     configured_window: Size
     blocks: tuple[BlockPlan, ...]
     merge: MergePlan | None
+    # The stage output's own LayerNorm in a backbone (official detection, OpenMMLab: norm{i}), applied to the
+    # feature pyramid when the params hold it; the forward pass to logits never reads it.
+    out_norm: tuple[str, ...] = ()
 
     # The fields every block of a stage shares, for the readers that summarise a stage.
     @property
@@ -362,12 +373,15 @@ def _patch_refusal(cfg: SwinConfig, image: Size, rule: Rule, policy: Policy) -> 
 def _grid_from_image(cfg: SwinConfig, image: Size, rule: Rule) -> PatchEmbedPlan:
     patch = (cfg.patch_size,) * len(image)
     rem = tuple(n % p for n, p in zip(image, patch))
+    # The official detection backbone stores the embedding at the pretraining grid img_size // patch.
+    ape = dict(pos_embed="absolute_pos_embed", pos_embed_grid=tuple(n // cfg.patch_size for n in cfg.img_size)) \
+        if cfg.ape else {}
     if rule.patch_remainder == "crop":
         grid = tuple(n // p for n, p in zip(image, patch))
-        return PatchEmbedPlan(image=image, pad=(0,) * len(image), crop=rem, grid=grid, patch=patch)
+        return PatchEmbedPlan(image=image, pad=(0,) * len(image), crop=rem, grid=grid, patch=patch, **ape)
     pad = tuple(_ceil_to(n, p) - n for n, p in zip(image, patch))
     grid = tuple(-(-n // p) for n, p in zip(image, patch))
-    return PatchEmbedPlan(image=image, pad=pad, crop=(0,) * len(image), grid=grid, patch=patch)
+    return PatchEmbedPlan(image=image, pad=pad, crop=(0,) * len(image), grid=grid, patch=patch, **ape)
 
 
 def _block_params(cfg: SwinConfig, name: str) -> tuple[str, ...]:
@@ -448,7 +462,7 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
                 params=(f"{name}.reduction.weight", f"{name}.norm.weight", f"{name}.norm.bias"),
             )
         stages.append(StagePlan(index=i, dim=dim, heads=heads, resolution=grid, configured_window=M,
-                                blocks=tuple(blocks), merge=merge))
+                                blocks=tuple(blocks), merge=merge, out_norm=(f"norm{i}.weight", f"norm{i}.bias")))
     head = ("norm.weight", "norm.bias") + (("head.weight", "head.bias") if cfg.num_classes else ())
     mp = ModelPlan(config=cfg, policy=pol, embed=embed, stages=tuple(stages), head_params=head, refusal=refusal)
     if rule.refuse_padding and mp.needs_padding:
