@@ -63,7 +63,7 @@ class Convention:
     summary: str
     includes: tuple[str, ...]  # the documented list of counted terms
     excludes: tuple[str, ...]
-    items: Callable[[SwinConfig, ModelPlan], list[Item]] = field(repr=False)
+    items: Callable[..., list[Item]] = field(repr=False)  # (cfg, plan, backbone=False) -> the counted terms
     sources: tuple[str, ...] = ()
 
 
@@ -77,6 +77,7 @@ class FlopReport:
     params: int
     notes: tuple[str, ...] = ()
     policy: str = "official"  # the window policy whose plan was counted
+    backbone: bool = False  # the dense-prediction backbone: per-stage output norms, no final norm, pooling or head
 
     @property
     def macs(self) -> Number:
@@ -121,14 +122,18 @@ class FlopReport:
         for it in self.items:
             if it.stage is None:
                 continue
-            key = (it.stage, it.block if it.block is not None else "downsample")
-            name = f"layers.{it.stage}." + (f"blocks.{it.block}" if it.block is not None else "downsample")
+            where = it.block if it.block is not None else ("downsample" if it.part == "merge" else it.name)
+            key = (it.stage, where)
+            name = (f"layers.{it.stage}.blocks.{it.block}" if it.block is not None else
+                    f"layers.{it.stage}.downsample" if it.part == "merge" else it.name)
             row = rows.setdefault(key, {"name": name, "stage": it.stage, "macs": Fraction(0), "flops": Fraction(0),
                                         "attention": Fraction(0), "mlp": Fraction(0), "norm": Fraction(0)})
             row["macs"] += Fraction(it.macs)
             row["flops"] += Fraction(it.flops)
             if it.part in ("attention", "mlp", "norm"):
                 row[it.part] += Fraction(it.macs)
+            elif it.part == "out_norm":
+                row["norm"] += Fraction(it.macs)
         return [{k: (_num(v) * self.batch if isinstance(v, Fraction) else v) for k, v in r.items()}
                 for r in rows.values()]
 
@@ -139,6 +144,7 @@ class FlopReport:
             "batch": self.batch,
             "convention": self.convention.name,
             "policy": self.policy,
+            "backbone": self.backbone,
             "summary": self.convention.summary,
             "includes": list(self.convention.includes),
             "excludes": list(self.convention.excludes),
@@ -174,7 +180,7 @@ def _ew(name: str, part: str, elements: int, per: int = 1, stage=None, block=Non
 # official: microsoft/Swin-Transformer models/swin_transformer.py and swin_transformer_v2.py, flops() methods.
 
 
-def _official_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+def _official_items(cfg: SwinConfig, mp: ModelPlan, backbone: bool = False) -> list[Item]:
     items = []
     Ho, Wo = mp.embed.grid
     C0, p = cfg.embed_dim, cfg.patch_size
@@ -211,6 +217,10 @@ def _official_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
             else:
                 # V2 PatchMerging.flops: H*W*dim//2 for LayerNorm(2C) after the reduction.
                 items += [reduction, _mac(f"{dsn}.norm", "merge", "layernorm", H * W * dim // 2, i)]
+    if backbone:
+        # The detection backbone has no flops(); its output norms counted as the official LayerNorms, 1 per element.
+        return items + [_mac(f"norm{s.index}", "out_norm", "layernorm", s.tokens * s.dim, s.index)
+                         for s in mp.stages]
     # SwinTransformer.flops: num_features * H0 * W0 // 2**num_layers (the last stage has H0*W0 / 4**(L-1) tokens).
     items.append(_mac("norm", "norm", "layernorm", cfg.num_features * Ho * Wo // 2**cfg.num_layers))
     # num_features * num_classes: the head without its bias.
@@ -228,7 +238,7 @@ GELU_FLOPS = 5  # 0.5 * x * (1 + erf(x / sqrt 2)): divide, erf, add, multiply, m
 L2NORM_FLOPS = 3  # V2 cosine attention, per element of q and k: square, sum, divide
 
 
-def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+def _corrected_items(cfg: SwinConfig, mp: ModelPlan, backbone: bool = False) -> list[Item]:
     LN, SM, GELU, L2 = LAYERNORM_FLOPS, SOFTMAX_FLOPS, GELU_FLOPS, L2NORM_FLOPS
     items = []
     h0, w0 = mp.embed.grid
@@ -238,6 +248,9 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
     items.append(_ew("patch_embed.proj.bias", "embed", T0 * C0, op="bias"))
     if cfg.patch_norm:
         items.append(_ew("patch_embed.norm", "embed", T0 * C0, LN, op="layernorm"))
+    if mp.embed.pos_embed is not None:
+        # Added per token (its bicubic resize depends on the weights and the size only: computed once, not counted).
+        items.append(_ew(mp.embed.pos_embed, "embed", T0 * C0))
     for s in mp.stages:
         i, C, nH = s.index, s.dim, s.heads
         T, Tp, nW, N, d = s.tokens, s.padded_tokens, s.windows, s.window_tokens, s.head_dim
@@ -295,6 +308,10 @@ def _corrected_items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
             norm = _ew(f"{dsn}.norm", "merge", T2 * norm_dim, LN, i, op="layernorm")
             red = _mac(f"{dsn}.reduction", "merge", "linear", T2 * 4 * C * 2 * C, i)
             items += [norm, red] if cfg.version == 1 else [red, norm]
+    if backbone:
+        # Every stage's output through its own LayerNorm; no final norm, pooling or head.
+        return items + [_ew(f"norm{s.index}", "out_norm", s.tokens * s.dim, LN, s.index, op="layernorm")
+                        for s in mp.stages]
     last = mp.stages[-1]
     CL = cfg.num_features
     items.append(_ew("norm", "norm", last.tokens * CL, LN, op="layernorm"))
@@ -370,9 +387,9 @@ def _counter_items(counter: str, impl: str) -> Callable[[SwinConfig, ModelPlan],
             return {"fvcore": (el, 2 * el), "ptflops-pytorch": (2 * el, 4 * el), "calflops": (0, el)}.get(counter)
         return None
 
-    def items(cfg: SwinConfig, mp: ModelPlan) -> list[Item]:
+    def items(cfg: SwinConfig, mp: ModelPlan, backbone: bool = False) -> list[Item]:
         out = []
-        for it in _corrected_items(cfg, mp):
+        for it in _corrected_items(cfg, mp, backbone):
             counted = rule(it, cfg)
             if counted is not None and counted != (0, 0):
                 out.append(Item(it.name, it.part, it.op, counted[0], counted[1], it.stage, it.block, it.elements))
@@ -472,19 +489,23 @@ for _counter in _COUNTER_DOCS:
 
 
 def count_flops(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, convention: str = "official",
-                batch: int = 1, policy: str | None = None) -> FlopReport:
+                batch: int = 1, policy: str | None = None, backbone: bool = False) -> FlopReport:
     """Itemised FLOP count of `cfg` on an image of size `image` (default: the config's) under `convention`.
 
     The windows come from a window policy (swinref.plan): by default the official classifier's for the
     conventions that reproduce a counter run on a peer at its build size, and swinref's default for `corrected`,
-    which counts what swinref executes.
+    which counts what swinref executes; 'detection' in backbone mode.
+
+    `backbone=True` counts the dense-prediction backbone (official detection, mmdet, mmseg): every stage's output
+    LayerNorm norm{i} over its real tokens (items `norm{i}`, part `out_norm`), and no final norm, pooling or head.
     """
     from .params import count_params
-    from .trace import as_size
+    from .trace import analysis_policy, as_size
 
     conv = get_convention(convention)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
+    policy = analysis_policy(policy, backbone)
     if policy is None:
         policy = DEFAULT_POLICY if convention == "corrected" else "official"
     mp = plan(cfg, as_size(image), policy)
@@ -497,8 +518,8 @@ def count_flops(cfg: SwinConfig, image: tuple[int, int] | int | str | None = Non
         )
     elif mp.refusal is not None:
         notes.append(f"policy {mp.policy.name}: {mp.refusal}")
-    return FlopReport(cfg, mp.embed.image, batch, conv, tuple(conv.items(cfg, mp)), count_params(cfg).total,
-                      tuple(notes), mp.policy.name)
+    return FlopReport(cfg, mp.embed.image, batch, conv, tuple(conv.items(cfg, mp, backbone)),
+                      count_params(cfg, backbone=backbone).total, tuple(notes), mp.policy.name, backbone)
 
 
 def get_convention(name: str) -> Convention:

@@ -5,8 +5,9 @@ What is counted (inference, no gradients, all windows of the batch processed in 
   partitioned windows [B*nW, N, C], qkv [B*nW, N, 3C], the scores [B*nW, nH, N, N] and the softmax output of the
   same size (a non-in-place softmax holds both), plus the shift mask [nW, N, N] in SW-MSA blocks;
 - MLP phase: x, norm2(x) [B, h, w, C], the hidden activations [B, h, w, hidden] and their GELU [B, h, w, hidden].
-The block's peak is the larger phase; the model's peak adds the weights. Allocator overhead, framework workspaces
-and the input image are not counted.
+The block's peak is the larger phase; the model's peak adds the weights. A backbone (backbone=True) also holds the
+pyramid outputs of the earlier stages (each stage's output through its norm{i}, [B, h_i, w_i, C_i]) while a stage
+runs: added to that stage's peak. Allocator overhead, framework workspaces and the input image are not counted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class MemoryReport:
     dtype: str
     stages: tuple[dict[str, Any], ...]
     weights_bytes: int
+    backbone: bool = False
 
     @property
     def peak_activation_bytes(self) -> int:
@@ -43,6 +45,7 @@ class MemoryReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.name, "image": list(self.image), "batch": self.batch, "dtype": self.dtype,
+            "backbone": self.backbone,
             "bytes_per_element": DTYPE_BYTES[self.dtype], "weights_bytes": self.weights_bytes,
             "peak_activation_bytes": self.peak_activation_bytes, "peak_bytes": self.peak_bytes,
             "stages": list(self.stages),
@@ -51,19 +54,22 @@ class MemoryReport:
 
 
 def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *, batch: int = 1,
-           dtype: str = "float32", policy: str | None = None) -> MemoryReport:
-    """The largest live set of one block per stage, from the plan of `cfg` under a window policy."""
+           dtype: str = "float32", policy: str | None = None, backbone: bool = False) -> MemoryReport:
+    """The largest live set of one block per stage, from the plan of `cfg` under a window policy (default: the
+    plan's, 'detection' for a backbone). `backbone=True`: the dense-prediction backbone's weights (output norms,
+    no head) and the pyramid outputs it holds."""
     from .params import count_params
-    from .trace import as_size
+    from .trace import analysis_policy, as_size
 
     if dtype not in DTYPE_BYTES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
     nbytes = DTYPE_BYTES[dtype]
-    mp = plan(cfg, as_size(image), policy)
+    mp = plan(cfg, as_size(image), analysis_policy(policy, backbone))
     B = batch
     rows = []
+    held = 0  # backbone: the earlier stages' pyramid outputs, kept until the forward pass returns
     for s in mp.stages:
         C, nH, N, nW = s.dim, s.heads, s.window_tokens, s.windows
         T, Tp = s.tokens, s.padded_tokens
@@ -75,7 +81,7 @@ def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *,
         mask = nW * N * N if any(s.shift) else 0  # [nW, N, N], shared by the batch
         attn_phase = x + windows + qkv + 2 * scores + mask
         mlp_phase = x + x + 2 * B * T * hidden
-        peak = max(attn_phase, mlp_phase)
+        peak = max(attn_phase, mlp_phase) + held
         rows.append({
             "stage": s.index, "resolution": list(s.resolution), "padded": list(s.padded), "dim": C, "heads": nH,
             "window": list(s.window), "windows": nW, "tokens_per_window": N,
@@ -83,9 +89,12 @@ def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *,
             "scores_bytes": scores * nbytes, "mlp_hidden_bytes": B * T * hidden * nbytes,
             "attention_phase_bytes": attn_phase * nbytes, "mlp_phase_bytes": mlp_phase * nbytes,
             "peak_bytes": peak * nbytes, "peak_phase": "attention" if attn_phase >= mlp_phase else "mlp",
+            **({"held_outputs_bytes": held * nbytes} if backbone else {}),
         })
-    weights = count_params(cfg).total * nbytes
-    return MemoryReport(cfg, mp.embed.image, B, dtype, tuple(rows), weights)
+        if backbone:
+            held += x
+    weights = count_params(cfg, backbone=backbone).total * nbytes
+    return MemoryReport(cfg, mp.embed.image, B, dtype, tuple(rows), weights, backbone)
 
 
 def human_bytes(n: float) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swinref.config import SwinConfig
-from swinref.layout import param_shapes
+from swinref.layout import out_norm_shapes, param_shapes
 
 __all__ = ["ParamReport", "count_params", "component_of"]
 
@@ -20,8 +20,10 @@ def component_of(name: str) -> tuple[Any, str]:
     """(stage or 'embed'/'tail', component) of a parameter name: e.g. layers.2.blocks.0.attn.qkv.weight ->
     (2, 'attention')."""
     parts = name.split(".")
-    if parts[0] == "patch_embed":
+    if parts[0] in ("patch_embed", "absolute_pos_embed"):
         return "embed", "patch_embed"
+    if parts[0].startswith("norm") and parts[0][4:].isdigit():
+        return int(parts[0][4:]), "out_norm"  # a backbone's per-stage output norm
     if parts[0] == "layers":
         stage = int(parts[1])
         if parts[2] == "downsample":
@@ -77,5 +79,11 @@ class ParamReport:
         }
 
 
-def count_params(cfg: SwinConfig) -> ParamReport:
-    return ParamReport(cfg, param_shapes(cfg))
+def count_params(cfg: SwinConfig, *, backbone: bool = False) -> ParamReport:
+    """The parameters of `cfg`; `backbone=True`: of its dense-prediction backbone, which has a LayerNorm after every
+    stage (norm0..norm{L-1}) and no final norm or head."""
+    shapes = dict(param_shapes(cfg))
+    if backbone:
+        shapes = {k: v for k, v in shapes.items() if not k.startswith(("norm.", "head."))}
+        shapes.update(out_norm_shapes(cfg))
+    return ParamReport(cfg, shapes)

@@ -65,6 +65,9 @@ def trace(cfg: SwinConfig, steps, mp) -> None:
     c.print(f"window policy [bold]{mp.policy.name}[/bold]: {mp.policy.peer}")
     if mp.refusal is not None:
         c.print(f"[bold red]this peer refuses or fails at this size:[/bold red] {mp.refusal}")
+    if any(s.name.startswith("outs.") for s in steps):
+        c.print("backbone mode: every stage's output through its LayerNorm norm{i}, returned channels first "
+                "(outs.{i}); no final norm, pooling or head")
     t = Table(title="Shape trace (names with * are recorded by the forward pass)")
     for col in ("step", "shape", "op", "window", "shift", "nW", "N", "pad", "order"):
         t.add_column(col, justify="right" if col in ("window", "shift", "nW", "N") else "left")
@@ -89,17 +92,25 @@ def flops(cfg: SwinConfig, report, data: dict[str, Any], *, show_items: bool, sh
     conv = report.convention
     c.print(describe(cfg) + f"; image {data['image'][0]}x{data['image'][1]}, batch {data['batch']}")
     c.print(f"convention [bold]{conv.name}[/bold]: {conv.summary}")
+    c.print(f"window policy [bold]{report.policy}[/bold]")
+    if report.backbone:
+        c.print("backbone mode: every stage's output LayerNorm norm{i} counted (column 'output norm'); no final "
+                "norm, pooling or head")
     t = Table(title="Per stage (G = 1e9)")
-    for col in ("stage", "grid", "C", "M", "nW", "GMACs", "GFLOPs", "attention GMACs", "MLP GMACs", "share"):
+    columns = ["stage", "grid", "C", "M", "nW", "GMACs", "GFLOPs", "attention GMACs", "MLP GMACs"]
+    columns += ["output norm GFLOPs", "share"] if report.backbone else ["share"]
+    for col in columns:
         t.add_column(col, justify="right")
     for r in data["stages"]:
         parts = r["parts"]
         grid = f"{r['resolution'][0]}x{r['resolution'][1]}" if "resolution" in r else ""
+        out_norm = [_g(parts.get("out_norm", {}).get("flops", 0))] if report.backbone else []
         t.add_row(str(r["stage"]), grid, str(r.get("dim", "")), str(r.get("window", "")), str(r.get("windows", "")),
                   _g(r["macs"]), _g(r["flops"]), _g(parts.get("attention", {}).get("macs", 0)),
-                  _g(parts.get("mlp", {}).get("macs", 0)),
+                  _g(parts.get("mlp", {}).get("macs", 0)), *out_norm,
                   f"{100 * r['flops'] / data['flops']:.1f}%" if data["flops"] else "")
-    t.add_row("total", "", "", "", "", _g(data["macs"]), _g(data["flops"]), "", "", "", style="bold")
+    t.add_row("total", "", "", "", "", _g(data["macs"]), _g(data["flops"]), "", "", *([""] * (len(columns) - 8)),
+              style="bold")
     c.print(t)
     if show_blocks:
         b = Table(title="Per block and patch merging (MACs, G)")
@@ -169,15 +180,20 @@ def params(cfg: SwinConfig, report, *, show_tensors: bool) -> None:
 def memory(cfg: SwinConfig, report) -> None:
     c = _out()
     c.print(describe(cfg) + f"; image {report.image[0]}x{report.image[1]}, batch {report.batch}, {report.dtype}")
+    if report.backbone:
+        c.print("backbone mode: the weights have an output norm per stage and no head; a stage's peak includes the "
+                "earlier stages' pyramid outputs the backbone holds ('held outputs')")
     t = Table(title="Largest live set of one block, per stage (all windows at once, inference)")
-    for col in ("stage", "grid", "nW", "N", "heads", "scores [B*nW,nH,N,N]", "tokens", "qkv", "MLP hidden",
-                "block peak", "phase"):
+    columns = ["stage", "grid", "nW", "N", "heads", "scores [B*nW,nH,N,N]", "tokens", "qkv", "MLP hidden"]
+    columns += ["held outputs"] if report.backbone else []
+    for col in columns + ["block peak", "phase"]:
         t.add_column(col, justify="right")
     for s in report.stages:
+        held = [human_bytes(s["held_outputs_bytes"])] if report.backbone else []
         t.add_row(str(s["stage"]), f"{s['resolution'][0]}x{s['resolution'][1]}", str(s["windows"]),
                   str(s["tokens_per_window"]), str(s["heads"]), human_bytes(s["scores_bytes"]),
                   human_bytes(s["tokens_bytes"]), human_bytes(s["qkv_bytes"]), human_bytes(s["mlp_hidden_bytes"]),
-                  human_bytes(s["peak_bytes"]), s["peak_phase"])
+                  *held, human_bytes(s["peak_bytes"]), s["peak_phase"])
     c.print(t)
     c.print(f"weights {human_bytes(report.weights_bytes)}; peak activations {human_bytes(report.peak_activation_bytes)}"
             f"; peak with weights {human_bytes(report.peak_bytes)}")

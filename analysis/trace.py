@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from swinref.config import SwinConfig, parse_size
-from swinref.plan import plan
+from swinref.plan import BACKBONE_POLICY, plan
 from swinref.errors import ConfigError
 
-__all__ = ["Step", "trace", "as_size"]
+__all__ = ["Step", "trace", "as_size", "analysis_policy"]
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,19 @@ def _x(size: tuple[int, ...]) -> str:
 
 
 def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, batch: int = 1,
-          policy: str | None = None) -> list[Step]:
+          policy: str | None = None, *, backbone: bool = False) -> list[Step]:
     """The shape of the tensor after every step of `cfg` on a batch of `batch` images of size `image` (H, W),
-    under a window policy (swinref.plan.POLICIES; default the plan's default).
+    under a window policy (swinref.plan.POLICIES; default the plan's default, 'detection' in backbone mode).
+
+    `backbone=True`: the dense-prediction backbone (official detection, mmdet, mmseg): after every stage its output
+    norm norm{i} and the pyramid output outs.{i} (channels first); no final norm, pooling or head.
 
     >>> [s.shape for s in trace(get_config("T")) if s.name == "norm"]
     [(1, 7, 7, 768)]
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
-    mp = plan(cfg, as_size(image), policy)
+    mp = plan(cfg, as_size(image), analysis_policy(policy, backbone))
     B, e = batch, mp.embed
     p = cfg.patch_size
     patch_len = cfg.in_chans * math.prod(e.patch)
@@ -86,9 +89,11 @@ def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, bat
                       f"split into {_x(e.patch)} patches, each a {patch_len}-vector", tokens=tokens))
     steps.append(Step("linear_embedding", (B, *e.grid, C),
                       f"linear map to C={C} (a {_x(e.patch)} stride-{p} convolution)", tokens=tokens))
-    steps.append(Step("patch_embed", (B, *e.grid, C),
-                      "after the patch LayerNorm" if cfg.patch_norm else "no patch norm (patch_norm=False)",
-                      runtime=True, tokens=tokens))
+    words = "after the patch LayerNorm" if cfg.patch_norm else "no patch norm (patch_norm=False)"
+    if e.pos_embed is not None:
+        resized = "as stored" if e.pos_embed_grid == e.grid else f"resized bicubically from {_x(e.pos_embed_grid)}"
+        words += f", plus the absolute position embedding ({resized})"
+    steps.append(Step("patch_embed", (B, *e.grid, C), words, runtime=True, tokens=tokens))
     seen: set[tuple] = set()
     for s in mp.stages:
         for blk in s.blocks:
@@ -122,6 +127,12 @@ def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, bat
                 kind=kind, window=blk.window, shift=blk.shift, windows=blk.windows, window_tokens=blk.window_tokens,
                 pad=blk.pad, order=order, tokens=blk.tokens,
             ))
+        if backbone:
+            steps.append(Step(f"norm{s.index}", (B, *s.resolution, s.dim), f"stage {s.index} output LayerNorm",
+                              stage=s.index, tokens=s.tokens))
+            steps.append(Step(f"outs.{s.index}", (B, s.dim, *s.resolution),
+                              "pyramid output, channels first as the detection backbones return it", runtime=True,
+                              stage=s.index, tokens=s.tokens))
         m = s.merge
         if m is not None:
             dim, merged = m.dim, math.prod(m.resolution)
@@ -134,6 +145,8 @@ def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, bat
             steps.append(Step(m.name, (B, *m.resolution, 2 * dim),
                               "linear 4C -> 2C, no bias" + ("" if norm_first else ", then LayerNorm(2C) (V2)"),
                               runtime=True, stage=s.index, tokens=merged))
+    if backbone:
+        return steps
     last = mp.stages[-1]
     CL = cfg.num_features
     steps.append(Step("norm", (B, *last.resolution, CL), "final LayerNorm", runtime=True, tokens=last.tokens))
@@ -141,6 +154,12 @@ def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, bat
     if cfg.num_classes > 0:
         steps.append(Step("logits", (B, cfg.num_classes), f"linear head {CL} -> {cfg.num_classes}", runtime=True))
     return steps
+
+
+def analysis_policy(policy: str | None, backbone: bool) -> str | None:
+    """The window policy to analyse under: the caller's, else 'detection' for a backbone (its peers' policy), else
+    None (the plan's default)."""
+    return BACKBONE_POLICY if policy is None and backbone else policy
 
 
 def as_size(image: tuple[int, int] | int | str | None) -> tuple[int, int] | None:

@@ -391,3 +391,119 @@ def test_parse_sweep():
 def test_unpadded_side_helper_needs_no_padding():
     cfg = get_config("T")
     assert unpadded_side(cfg, 1) == 224 and not plan(cfg, (448, 224)).needs_padding
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backbone mode (issue 13): per-stage output norms, no final norm, pooling or head; the 'detection' policy.
+
+
+def _out_norm_elements(mp) -> int:
+    return sum(s.tokens * s.dim for s in mp.stages)
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs_with_size())
+def test_backbone_flops_by_closed_form(case):
+    cfg, size = case
+    mp = plan(cfg, size, "detection")
+    if mp.refusal is not None:
+        return
+    last, CL, K = mp.stages[-1], cfg.num_features, cfg.num_classes
+    for convention in ("corrected", "official"):
+        head = count_flops(cfg, size, convention=convention, policy="detection")
+        bb = count_flops(cfg, size, convention=convention, policy="detection", backbone=True)
+        assert bb.backbone and not head.backbone
+        if convention == "corrected":
+            # no final norm (7/element), pooling (1/element), head (2 per MAC) and its bias; 7/element per stage norm
+            tail = 7 * last.tokens * CL + last.tokens * CL + 2 * CL * K + (K if K else 0)
+            assert bb.flops == head.flops - tail + 7 * _out_norm_elements(mp)
+            assert bb.macs == head.macs - CL * K
+        else:
+            # the official LayerNorm convention: 1 MAC per element; its final-norm formula and the head go
+            final = CL * mp.embed.grid[0] * mp.embed.grid[1] // 2 ** cfg.num_layers
+            assert Fraction(bb.macs) == Fraction(head.macs) - final - CL * K + _out_norm_elements(mp)
+        rows = {r["stage"]: r for r in bb.stages()}
+        assert "tail" not in rows
+        per = 7 if convention == "corrected" else 2
+        for s in mp.stages:
+            assert rows[s.index]["parts"]["out_norm"]["flops"] == per * s.tokens * s.dim
+
+
+def test_backbone_flops_swin_t_detection_size():
+    cfg = get_config("T")
+    rep = count_flops(cfg, "800x1333", convention="corrected", backbone=True)
+    assert rep.policy == "detection" and rep.image == (800, 1333)
+    assert [b["name"] for b in rep.blocks()][-4:] == ["norm0", "norm1", "norm2", "norm3"]
+    grids = [(200, 334), (100, 167), (50, 84), (25, 42)]
+    assert [s.resolution for s in plan(cfg, (800, 1333), "detection").stages] == grids
+    norms = sum(h * w * 96 * 2**i for i, (h, w) in enumerate(grids))
+    assert sum(i.flops for i in rep.items if i.part == "out_norm") == 7 * norms
+    assert rep.params == 27_520_698 and rep.to_dict()["backbone"] is True
+
+
+def test_backbone_params():
+    for name in ("T", "S", "B"):
+        cfg = get_config(name)
+        full, bb = count_params(cfg), count_params(cfg, backbone=True)
+        dims = sum(cfg.stage_dim(i) for i in range(cfg.num_layers))
+        assert bb.total == full.total - cfg.num_features * (cfg.num_classes + 1) - cfg.num_classes \
+            - cfg.num_features + 2 * dims
+        assert {r["component"] for r in bb.by_component()} >= {"out_norm"}
+        assert not any(r["component"] in ("head", "norm") for r in bb.by_component())
+    assert count_params(get_config("T"), backbone=True).total == 27_520_698  # mmdet's Swin-T backbone
+    ape = get_config("T", ape=True)
+    assert count_params(ape).total == count_params(get_config("T")).total + 96 * 56 * 56
+
+
+@settings(max_examples=40, deadline=None)
+@given(configs_with_size(), st.integers(1, 3))
+def test_backbone_trace_runtime_points(case, batch):
+    cfg, size = case
+    steps = trace(cfg, size, batch=batch, backbone=True)
+    names = [s.name for s in steps if s.runtime]
+    expected = ["patch_embed"]
+    for i, d in enumerate(cfg.depths):
+        expected += [f"layers.{i}.blocks.{j}" for j in range(d)] + [f"outs.{i}"]
+        if i < cfg.num_layers - 1:
+            expected.append(f"layers.{i}.downsample")
+    assert names == expected
+    mp = plan(cfg, size, "detection")
+    shapes = {s.name: s.shape for s in steps}
+    for s in mp.stages:
+        assert shapes[f"outs.{s.index}"] == (batch, s.dim, *s.resolution)
+        assert shapes[f"norm{s.index}"] == (batch, *s.resolution, s.dim)
+
+
+def test_backbone_mode_defaults_to_the_detection_policy():
+    cfg = get_config("T")
+    # At 224, the last stage's 7x7 map equals the window: torchvision (the default) does not shift there, the
+    # detection backbones do.
+    default = [s for s in trace(cfg) if s.name == "layers.3.blocks.1"][0]
+    bb = [s for s in trace(cfg, backbone=True) if s.name == "layers.3.blocks.1"][0]
+    assert default.shift == (0, 0) and bb.shift == (3, 3)
+    assert [s for s in trace(cfg, backbone=True, policy="torchvision") if s.name == "layers.3.blocks.1"][0].shift \
+        == (0, 0)
+    assert memory(cfg, backbone=True).to_dict()["backbone"] is True
+
+
+def test_backbone_memory_holds_the_earlier_outputs():
+    cfg = get_config("T")
+    for batch in (1, 2):
+        head = memory(cfg, "800x1333", batch=batch, policy="detection")
+        bb = memory(cfg, "800x1333", batch=batch, backbone=True)
+        held = 0
+        for s, a, b in zip(plan(cfg, (800, 1333), "detection").stages, head.stages, bb.stages):
+            assert b["held_outputs_bytes"] == held
+            assert b["peak_bytes"] == a["peak_bytes"] + held
+            held += batch * s.tokens * s.dim * 4
+        assert bb.weights_bytes == 4 * 27_520_698
+
+
+def test_ape_in_the_trace_and_the_corrected_count():
+    cfg = get_config("T", ape=True)
+    step = [s for s in trace(cfg, "800x1333", backbone=True) if s.name == "patch_embed"][0]
+    assert "absolute position embedding (resized bicubically from 56x56)" in step.op
+    assert "as stored" in [s for s in trace(cfg) if s.name == "patch_embed"][0].op
+    plain = count_flops(get_config("T"), "800x1333", convention="corrected", backbone=True)
+    ape = count_flops(cfg, "800x1333", convention="corrected", backbone=True)
+    assert ape.flops - plain.flops == 200 * 334 * 96 and ape.macs == plain.macs
