@@ -42,12 +42,14 @@ def model_parser(positional: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--heads", default=None, metavar="LIST", help="heads per stage, e.g. 3,6,12,24")
     g.add_argument("--classes", type=int, default=None, metavar="K", help="classes of the head (0: no head)")
     g.add_argument("--patch", type=int, default=None, metavar="P", help="patch size in pixels")
+    g.add_argument("--ape", action="store_const", const=True, default=None,
+                   help="add an absolute position embedding after the patch embedding (official detection backbone)")
     return p
 
 
 # The config overrides of model_parser(): (attribute, flag), the attribute being get_config's keyword.
 _MODEL_OPTIONS = (("img", "--img"), ("window", "--window"), ("embed_dim", "--embed-dim"), ("depths", "--depths"),
-                  ("heads", "--heads"), ("classes", "--classes"), ("patch", "--patch"))
+                  ("heads", "--heads"), ("classes", "--classes"), ("patch", "--patch"), ("ape", "--ape"))
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,6 +75,15 @@ def policy_parser() -> argparse.ArgumentParser:
                    help=f"window policy, the peer whose windows, shifts and padding to reproduce at any input size: "
                         f"{', '.join(POLICIES)} (default {DEFAULT_POLICY}; see docs/peer-semantics.md)")
     p.add_argument("--padding", dest="policy", choices=[*POLICIES, *POLICY_ALIASES], help=argparse.SUPPRESS)
+    return p
+
+
+def backbone_parser() -> argparse.ArgumentParser:
+    """A parent parser with --backbone: the dense-prediction backbone (swinref.analysis backbone=True)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--backbone", action="store_true",
+                   help="the detection / segmentation backbone: per-stage output norms, no final norm, pooling or "
+                        "head; window policy 'detection' unless --policy says otherwise")
     return p
 
 
@@ -107,16 +118,16 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from swinref.analysis.trace import trace
+    from swinref.analysis.trace import analysis_policy, trace
 
     from swinref.plan import plan
 
     cfg = config_from_args(args)
-    steps = trace(cfg, batch=args.batch, policy=args.policy)
-    mp = plan(cfg, policy=args.policy)
+    steps = trace(cfg, batch=args.batch, policy=args.policy, backbone=args.backbone)
+    mp = plan(cfg, policy=analysis_policy(args.policy, args.backbone))
     if args.json:
         return _print_json({"policy": mp.policy.name, "peer": mp.policy.peer, "refusal": mp.refusal,
-                            "steps": [s.to_dict() for s in steps]})
+                            "backbone": args.backbone, "steps": [s.to_dict() for s in steps]})
     from swinref.analysis import render
 
     render.trace(cfg, steps, mp)
@@ -128,7 +139,8 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     sizes = parse_sweep(args.sweep) if args.sweep else None
-    report = count_flops(cfg, convention=args.convention, batch=args.batch, policy=args.policy)
+    report = count_flops(cfg, convention=args.convention, batch=args.batch, policy=args.policy,
+                         backbone=args.backbone)
     data = report.to_dict()
     data["complexity"] = complexity(cfg)
     if sizes is not None:
@@ -170,9 +182,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
     from swinref.analysis.memory import memory
 
     cfg = config_from_args(args)
-    report = memory(cfg, batch=args.batch, dtype=args.dtype, policy=args.policy)
+    report = memory(cfg, batch=args.batch, dtype=args.dtype, policy=args.policy, backbone=args.backbone)
     data = report.to_dict()
-    flops = count_flops(cfg, batch=args.batch, policy=args.policy)
+    flops = count_flops(cfg, batch=args.batch, policy=args.policy, backbone=args.backbone)
     data["params"], data["macs"], data["flops"] = flops.params, flops.macs, flops.flops
     if args.json:
         return _print_json(data)
@@ -189,13 +201,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
     report = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
-                     **_model_overrides(args))
+                     layout=args.layout, backbone_prefix=args.backbone_prefix, **_model_overrides(args))
     cfg = report.config
     _say_transferred(report.resized, report.notes)
     if args.json:
         return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict(),
-                            "resized": list(report.resized)})
-    sys.stdout.write(f"wrote {args.output}: {describe(cfg)}\n")
+                            "resized": list(report.resized), "layout": args.layout, "read_layout": report.layout,
+                            "notes": list(report.notes)})
+    names = "" if args.layout == "swinref" else f" in {args.layout}'s names" + (
+        " under backbone." if args.backbone_prefix else "")
+    sys.stdout.write(f"wrote {args.output}{names}: {describe(cfg)}\n")
     return 0
 
 
@@ -273,8 +288,11 @@ def _export_command(args: argparse.Namespace) -> str:
     if args.variant:
         words += ["--variant", args.variant]
     for attr, flag in _MODEL_OPTIONS:
-        if getattr(args, attr) is not None:
-            words += [flag, str(getattr(args, attr))]
+        value = getattr(args, attr)
+        if value is True:
+            words.append(flag)  # a switch (--ape)
+        elif value is not None:
+            words += [flag, str(value)]
     if args.weights is not None:
         words += ["--weights", args.weights]
     else:
@@ -286,6 +304,10 @@ def _export_command(args: argparse.Namespace) -> str:
         words += ["--policy", args.policy]
     if args.attn_probs:
         words += ["--attn-probs", args.attn_probs]
+    if args.backbone or args.out_indices is not None:
+        words.append("--backbone")
+    if args.out_indices is not None:
+        words += ["--out-indices", *map(str, args.out_indices)]
     if args.device != "cpu":
         words += ["--device", args.device]
     words += ["--out", args.out]
@@ -306,10 +328,12 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
         cfg = swinref.load(args.weights, dtype="float64").config.replace(**overrides)
     manifest = export_case(args.out, cfg, seed=args.seed, weights=args.weights, dtype=args.dtype, batch=args.batch,
                            device=args.device, policy=args.policy, attn_probs=args.attn_probs or (),
-                           input_seed=args.input_seed, force=args.force, command=_export_command(args))
+                           input_seed=args.input_seed, force=args.force, command=_export_command(args),
+                           backbone=args.backbone, out_indices=args.out_indices)
     if args.json:
         keys = ("format", "format_version", "config", "dtype", "policy", "command")
         return _print_json({"out": args.out, **{k: manifest[k] for k in keys},
+                            "backbone": manifest.get("backbone", False),
                             "points": [p["name"] for p in manifest["points"]]})
     sys.stderr.write(f"wrote {args.out}: {len(manifest['points'])} points, {manifest['dtype']}, "
                      f"window policy {manifest['policy']}\n")
@@ -334,7 +358,7 @@ def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
     g = sub.add_parser("golden", help="golden outputs for other implementations: export a case, compare with one")
     gsub = g.add_subparsers(dest="golden_command", metavar="{export,compare}")
     gsub.required = True
-    p = gsub.add_parser("export", parents=[model_parser(positional=False), out, policy_parser()],
+    p = gsub.add_parser("export", parents=[model_parser(positional=False), out, policy_parser(), backbone_parser()],
                         help="run a model on the rule-made input and write every intermediate point")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", default=None, metavar="CKPT", help="a checkpoint (any format swinref reads)")
@@ -349,14 +373,16 @@ def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
                    help="also keep the attention probabilities of these blocks: layers.0.blocks.1,... or all")
     p.add_argument("--out", required=True, metavar="DIR", help="the case directory to write")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--out-indices", type=int, nargs="+", default=None, metavar="I",
+                   help="backbone mode: the stages whose outputs to write as outs.I (default with --backbone: all)")
     p.set_defaults(handler=_cmd_golden_export)
     p = gsub.add_parser("compare", parents=[out], help="compare a candidate's arrays with a golden case")
     p.add_argument("golden", metavar="GOLDEN_DIR", help="a case written by `swinref golden export`")
     p.add_argument("candidate", metavar="CANDIDATE", help="a .npz or .safetensors file, or a directory of .npy files")
-    p.add_argument("--mapping", default=None, metavar="timm|hf|PATH",
+    p.add_argument("--mapping", default=None, metavar="timm|hf|mmdet|hf_backbone|PATH",
                    help="rename the candidate's arrays: a built-in mapping or a JSON mapping file")
     p.add_argument("--reshape", default=None, metavar="SPEC",
-                   help="layout of the candidate's token maps: BLC->BHWC, BCL->BHWC or NCHW->NHWC")
+                   help="layout of the candidate's token maps: BLC->BHWC, BLC->BCHW, BCL->BHWC or NCHW->NHWC")
     p.add_argument("--tolerance-scale", type=float, default=1.0, metavar="X",
                    help="multiply every recommended tolerance by X (default 1)")
     p.add_argument("--strict", action="store_true", help="missing or extra points fail the comparison")
@@ -388,10 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("configs", parents=[out], help="list the registered configurations")
     p.set_defaults(handler=cmd_configs)
     policy = policy_parser()
-    p = sub.add_parser("trace", parents=[models, out, batch, policy],
+    backbone = backbone_parser()
+    p = sub.add_parser("trace", parents=[models, out, batch, policy, backbone],
                        help="the shape after every step of the model, with each block's windows, shifts and padding")
     p.set_defaults(handler=cmd_trace)
-    p = sub.add_parser("flops", parents=[models, out, batch, policy],
+    p = sub.add_parser("flops", parents=[models, out, batch, policy, backbone],
                        help="MACs and FLOPs per layer and stage, under a chosen convention")
     p.add_argument("--convention", default="official", choices=list(CONVENTIONS),
                    help="what to count (default official); see docs/flops.md")
@@ -403,15 +430,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", parents=[models, out], help="exact parameter counts per component")
     p.add_argument("--tensors", action="store_true", help="list every parameter tensor")
     p.set_defaults(handler=cmd_params)
-    p = sub.add_parser("memory", parents=[models, out, batch, policy],
+    p = sub.add_parser("memory", parents=[models, out, batch, policy, backbone],
                        help="attention scores and activations per stage: the largest live set of one block")
     p.add_argument("--dtype", default="float32", choices=list(DTYPE_BYTES), help="element type (default float32)")
     p.set_defaults(handler=cmd_memory)
     p = sub.add_parser("convert", parents=[model_parser(positional=False), out],
-                       help="read a checkpoint (official, timm, Hugging Face, torchvision) and write swinref's "
-                            ".safetensors or .npz, config included")
-    p.add_argument("input", metavar="IN", help="a .pth/.bin/.safetensors/.npz file or a Hugging Face model directory")
+                       help="read a checkpoint (official, timm, Hugging Face, torchvision, OpenMMLab, detectron2 "
+                            ".pkl) and write swinref's .safetensors or .npz, config included, or a peer's names")
+    p.add_argument("input", metavar="IN",
+                   help="a .pth/.bin/.pkl/.safetensors/.npz file or a Hugging Face model directory")
     p.add_argument("output", metavar="OUT", help="the file to write: .safetensors or .npz")
+    p.add_argument("--layout", default="swinref",
+                   choices=["swinref", "official", "openmmlab", "timm", "transformers", "torchvision"],
+                   help="the names to write: swinref's own file with its config (default), or a peer's state dict "
+                        "for safetensors.torch.load_file + load_state_dict (no config stored)")
+    p.add_argument("--backbone-prefix", action="store_true",
+                   help="--layout official/openmmlab: a detection backbone's file, names under 'backbone.' (needs the "
+                        "per-stage output norms norm0..)")
     p.add_argument("--config", default=None, metavar="NAME",
                    help="the model's registered name, instead of detecting it (same as --variant)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],

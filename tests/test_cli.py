@@ -207,9 +207,49 @@ def test_import_analysis_and_cli_is_light():
 
 
 @pytest.mark.parametrize("argv", [["trace", "T"], ["flops", "B", "--items"], ["params"], ["memory"], ["configs"],
-                                  ["flops", "--sweep", "224:512:32", "--json"], ["trace", "L", "--json"]])
+                                  ["flops", "--sweep", "224:512:32", "--json"], ["trace", "L", "--json"],
+                                  ["trace", "T", "--backbone", "--img", "800x1333"],
+                                  ["flops", "T", "--backbone", "--img", "800x1333", "--convention", "corrected"],
+                                  ["memory", "T", "--backbone", "--ape"]])
 def test_analysis_commands_do_not_import_numpy(argv):
     code = ("import contextlib, io\nfrom swinref import cli\n"
             f"with contextlib.redirect_stdout(io.StringIO()): rc = cli.main({argv!r})\n"
             "assert rc == 0, rc")
     assert _modules_after(code) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backbone mode (issue 13).
+
+
+def test_flops_backbone_example(capsys):
+    data = run_json(capsys, "flops", "T", "--backbone", "--img", "800x1333", "--convention", "corrected")
+    assert data["backbone"] is True and data["policy"] == "detection" and data["params"] == 27_520_698
+    assert [s["stage"] for s in data["stages"]] == ["embed", 0, 1, 2, 3]
+    assert all("out_norm" in s["parts"] for s in data["stages"][1:])
+    code, out, err = run(capsys, "flops", "T", "--backbone", "--img", "800x1333", "--convention", "corrected")
+    assert code == 0 and "backbone mode" in out and "output norm" in out and "detection" in out, err
+
+
+def test_trace_and_memory_backbone(capsys):
+    data = run_json(capsys, "trace", "T", "--backbone")
+    names = [s["name"] for s in data["steps"]]
+    assert data["backbone"] is True and data["policy"] == "detection"
+    assert "outs.3" in names and "norm3" in names and "norm" not in names and "logits" not in names
+    assert run_json(capsys, "trace", "T", "--backbone", "--policy", "torchvision")["policy"] == "torchvision"
+    code, out, _ = run(capsys, "trace", "T", "--backbone", "--ape")
+    assert code == 0 and "backbone mode" in out and "absolute position embedding" in out
+    mem = run_json(capsys, "memory", "T", "--backbone", "--img", "800x1333")
+    assert mem["backbone"] is True and mem["stages"][3]["held_outputs_bytes"] > 0 and mem["params"] == 27_520_698
+    code, out, _ = run(capsys, "memory", "T", "--backbone")
+    assert code == 0 and "held outputs" in out
+
+
+def test_golden_export_out_indices(capsys, tmp_path):
+    argv = ["golden", "export", "--variant", "T", "--embed-dim", "8", "--depths", "1,1", "--heads", "1,2",
+            "--window", "4", "--img", "32", "--classes", "0", "--seed", "0"]
+    data = run_json(capsys, *argv, "--out-indices", "1", "--out", str(tmp_path / "a"))
+    assert data["backbone"] is True and data["points"][-1] == "outs.1" and "outs.0" not in data["points"]
+    assert "--backbone --out-indices 1" in data["command"]
+    code, _, err = run(capsys, *argv, "--out-indices", "2", "--out", str(tmp_path / "b"))
+    assert code == 2 and "0..1" in err

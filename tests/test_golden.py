@@ -566,3 +566,152 @@ def test_example_skips_cleanly_without_torch():
         res = subprocess.run([sys.executable, str(ROOT / "examples" / example), str(GOLDEN / "tiny_v1")],
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0 and "skipped" in res.stdout, example
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Backbone cases (issue 13): the pyramid points outs.{i}, and the mmdet / transformers SwinBackbone mappings
+# checked against the real peers (torch-only; skipped cleanly without them).
+
+BACKBONE = ["--variant", "T", "--embed-dim", "16", "--window", "4", "--classes", "0", "--depths", "1,1,2,1",
+            "--heads", "1,2,4,8", "--img", "100x130", "--backbone"]
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("golden") / "backbone"
+    assert cli.main(["golden", "export", *BACKBONE, "--out-indices", "0", "1", "2", "3", "--seed", "2",
+                     "--attn-probs", "all", "--out", str(out)]) == 0
+    return out
+
+
+def test_backbone_case_records_the_pyramid(backbone_dir, capsys):
+    gc = read_case(backbone_dir)
+    assert gc.backbone and gc.out_indices == (0, 1, 2, 3) and gc.policy == "detection"
+    assert gc.manifest["backbone"] is True and gc.manifest["out_indices"] == [0, 1, 2, 3]
+    names = gc.point_names
+    assert [n for n in names if n.startswith("outs.")] == ["outs.0", "outs.1", "outs.2", "outs.3"]
+    assert "norm" not in names and "pooled" not in names and names[-1] == "outs.3"
+    assert names.index("outs.0") < names.index("layers.0.downsample")  # recorded before the merge
+    assert gc.point("outs.1")["layout"] == "[B, C, H, W]" and gc.point("outs.1")["shape"] == [1, 32, 13, 17]
+    assert "--backbone --out-indices 0 1 2 3" in gc.manifest["command"]
+    # The case is today's forward pass: features with out_indices under the generated backbone weights.
+    cfg = gc.config
+    params = init_params(cfg, seed=2, dtype="float64", stage_norms=True)
+    outs = swinref.features(params, gc.arrays["input"], cfg, policy="detection")
+    for i, o in enumerate(outs):
+        np.testing.assert_array_equal(gc.arrays[f"outs.{i}"], o)
+    code, out, err = run(capsys, "golden", "compare", backbone_dir, backbone_dir / NPZ, "--strict")
+    assert code == 0 and "verdict: PASS" in out, out + err
+    # A classifier case carries neither key (its manifest is what it was before backbone mode).
+    assert "backbone" not in read_case(GOLDEN / CASES[0]).manifest
+
+
+def test_backbone_export_of_some_stages(tmp_path):
+    from swinref.golden import export_case
+
+    cfg = swinref.get_config("T", embed_dim=16, window=4, classes=0, depths="1,1,2,1", heads="1,2,4,8", img="64")
+    man = export_case(tmp_path / "c", cfg, seed=0, out_indices=[1])
+    names = [p["name"] for p in man["points"]]
+    assert names[-1] == "outs.1" and "outs.0" not in names and not any(n.startswith("layers.2") for n in names)
+    assert man["policy"] == "detection" and man["out_indices"] == [1]
+    with pytest.raises(GoldenError, match=r"0\.\.3"):
+        export_case(tmp_path / "d", cfg, seed=0, out_indices=[7])
+
+
+def test_backbone_mappings_by_name(backbone_dir):
+    gc = read_case(backbone_dir)
+    mm = {"patch_embed": gc.arrays["patch_embed"].reshape(1, -1, 16),
+          "stages.0.downsample": gc.arrays["layers.0.downsample"].reshape(1, -1, 32),
+          "stages.2.blocks.1.attn": gc.arrays["layers.2.blocks.1.attn"].reshape(1, -1, 64),
+          "norm3": np.transpose(gc.arrays["outs.3"], (0, 2, 3, 1)).reshape(1, -1, 128)}
+    report = compare_case(gc, mm, "mmdet")
+    assert report["verdict"] == "pass" and report["extra"] == [], format_report(report)
+    assert next(r for r in report["points"] if r["name"] == "outs.3")["transform"] == "BLC->BCHW"
+    assert load_mapping("hf_backbone").match("hidden_states_norms.stage1")[0] == "outs.0"
+    assert load_mapping("mmdet").match("stages.1.blocks.0.attn.w_msa.attn_drop")[0] == "layers.1.blocks.0.attn_probs"
+
+
+def _hooked(model, mapping_name: str, wanted: set[str]) -> dict[str, np.ndarray]:
+    """Register a forward hook on every module the mapping names (the way examples/golden_*.py do)."""
+    mapping = load_mapping(mapping_name)
+    arrays: dict[str, np.ndarray] = {}
+
+    def keep(name, index):
+        def hook(_module, _inputs, output):
+            arrays[name] = (output if index is None else output[index]).detach().numpy()
+        return hook
+
+    for name, module in model.named_modules():
+        found = mapping.match(name)
+        if found is not None and found[0] in wanted:
+            module.register_forward_hook(keep(name, found[1].output))
+    return arrays
+
+
+@pytest.mark.peers
+def test_mmdet_mapping_against_mmdet(backbone_dir):
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import openmmlab
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    mm = openmmlab.import_openmmlab()
+    if mm is None:
+        pytest.skip("mmdet (with mmcv-lite and mmengine) is not installed")
+    from swinref.checkpoints.layouts import openmmlab as mm_layout
+
+    gc = read_case(backbone_dir)
+    cfg = gc.config
+    model = openmmlab.build(mm, "det", cfg).double()  # built in eval mode (its eval() returns None)
+    params = init_params(cfg, seed=2, dtype="float64", stage_norms=True)
+    state = {k: torch.from_numpy(v) for k, v in mm_layout.from_canonical(params, cfg).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("relative_position_index") for k in missing), (missing, unexpected)
+    arrays = _hooked(model, "mmdet", set(gc.point_names))
+    with torch.no_grad():
+        outs = model(torch.from_numpy(gc.arrays["input"]))
+    report = compare_case(gc, arrays, "mmdet", strict=True)
+    assert report["verdict"] == "pass", format_report(report)
+    assert report["counts"]["pass"] == len(gc.point_names)
+    for i, o in enumerate(outs):  # mmdet's own return value is the pyramid
+        np.testing.assert_allclose(o.numpy(), gc.arrays[f"outs.{i}"], rtol=0, atol=1e-10)
+
+
+@pytest.mark.peers
+def test_hf_backbone_mapping_against_transformers(backbone_dir):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from swinref.checkpoints.layouts import transformers as hf_layout
+
+    gc = read_case(backbone_dir)
+    cfg = gc.config
+    config = transformers.SwinConfig(
+        image_size=list(cfg.img_size), patch_size=cfg.patch_size, num_channels=cfg.in_chans, embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths), num_heads=list(cfg.num_heads), window_size=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0,
+        layer_norm_eps=cfg.layer_norm_eps, out_features=[f"stage{i + 1}" for i in range(cfg.num_layers)],
+        attn_implementation="eager")
+    model = transformers.SwinBackbone(config).double().eval()
+    params = init_params(cfg, seed=2, dtype="float64", stage_norms=True)
+    norms = {k: v for k, v in params.items() if k[:4] == "norm" and k[4].isdigit()}
+    canonical = {k: v for k, v in params.items() if k not in norms}
+    state = {("swin." + k if not k.startswith("swin.") else k): torch.from_numpy(v)
+             for k, v in hf_layout.from_canonical(canonical, cfg).items()}
+    for name, value in norms.items():
+        stage, leaf = name[4:].split(".")
+        state[f"hidden_states_norms.stage{int(stage) + 1}.{leaf}"] = torch.from_numpy(value)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("swin.layernorm")]  # the classifier's final norm
+    assert not unexpected and all(k.endswith("relative_position_index") for k in missing), (missing, unexpected)
+    arrays = _hooked(model, "hf_backbone", set(gc.point_names))
+    with torch.no_grad():
+        result = model(torch.from_numpy(gc.arrays["input"]), output_attentions=True)
+    report = compare_case(gc, arrays, "hf_backbone", strict=True)
+    # transformers' eager softmax runs in float32 (examples/golden_hf.py): compare at float32 tolerances.
+    if report["verdict"] != "pass":
+        report = compare_case(gc, {k: v.astype(np.float32) for k, v in arrays.items()}, "hf_backbone", strict=True)
+    assert report["verdict"] == "pass", format_report(report)
+    assert report["counts"]["pass"] == len(gc.point_names)
+    for i, o in enumerate(result.feature_maps):
+        np.testing.assert_allclose(o.numpy(), gc.arrays[f"outs.{i}"], rtol=0, atol=1e-4)

@@ -43,6 +43,11 @@ Cases (peer -> file):
                    mode='bicubic') added, windows never clamped, always shifted, pad then roll, a LayerNorm norm{i}
                    on each output) is what mmpretrain does with use_abs_pos_embed=True and pad_small_map=True.
   official         the same without the position embedding; outputs are the mmdet model's (same weights).
+  mask2former      a detectron2 / Mask2Former model_final .pkl: pickle.dump of {'model': {name: NumPy array},
+                   '__author__', 'matching_heuristics'} (detectron2's published form), the official backbone's names
+                   under 'backbone.' (Mask2Former's D2SwinTransformer is the official detection backbone's code)
+                   beside 'sem_seg_head.' entries and pixel_mean / pixel_std; detectron2 is not installed, so the
+                   file is built by naming from the official case's state dict; outputs are the mmdet model's.
 
 Sizes: 97x131 (not a multiple of the patch), 232x176, the build size, and 800x1333 (stage outputs sketched),
 batch 1. Inputs: counter_uniform(f"input:{H}x{W}", 3*H*W).reshape(1, 3, H, W), as tests/data/policies.
@@ -99,6 +104,8 @@ CASES: dict[str, dict[str, Any]] = {
     "official_ape": dict(model="v1", peer="official", ape=True, file="official_ape_mask_rcnn.pth",
                          outputs_of="mmpretrain_ape", big=True),
     "official": dict(model="v1", peer="official", ape=False, file="official_mask_rcnn.pth", outputs_of="mmdet"),
+    "mask2former": dict(model="v1", peer="mask2former", ape=False, file="mask2former_model_final.pkl",
+                        outputs_of="mmdet"),
 }
 
 META_FIXED = {"about": "written by tools/make_backbone_fixtures.py; never edited by hand"}
@@ -389,15 +396,31 @@ def save_official(case: str, mm_net: torch.nn.Module, path: Path) -> None:
     torch.save({"meta": meta, "state_dict": sd}, str(path))
 
 
+def save_mask2former(case: str, mm_net: torch.nn.Module, path: Path) -> None:
+    """detectron2's .pkl: a plain pickle of NumPy arrays (the official backbone's names under 'backbone.')."""
+    import pickle
+
+    model = {k: v.numpy() for k, v in official_from(case, mm_net).items()}
+    rng = np.random.default_rng(0)
+    for name, shape in [("sem_seg_head.pixel_decoder.input_proj.0.0.weight", (4, 32, 1, 1)),
+                        ("sem_seg_head.predictor.class_embed.weight", (20, 4)),
+                        ("sem_seg_head.predictor.query_feat.weight", (10, 4))]:
+        model[name] = rng.standard_normal(shape).astype(np.float32)
+    model["pixel_mean"] = np.array([[[123.675]], [[116.28]], [[103.53]]], dtype=np.float32)
+    model["pixel_std"] = np.array([[[58.395]], [[57.12]], [[57.375]]], dtype=np.float32)
+    with open(path, "wb") as f:
+        pickle.dump({"model": model, "__author__": "Mask2Former", "matching_heuristics": False}, f, protocol=4)
+
+
 def save(case: str, sd: dict[str, np.ndarray], out: Path) -> Path:
-    """Write the case's file from a float32 model holding `sd`; returns its path."""
+    """Write the case's file from a float32 model holding `sd` (the peer's own state dict, or for the official and
+    Mask2Former files the one of the OpenMMLab model they are converted from); returns its path."""
     c = CASES[case]
     path = out / c["file"]
-    if c["peer"] == "official":
-        src = CASES[c["outputs_of"]]
+    if c["peer"] in ("official", "mask2former"):  # `sd` is the state dict of the model that gives the outputs
         net = build(c["outputs_of"])
-        load_weights(net, c["outputs_of"], peer_state_dict(c["outputs_of"], canonical(src["model"], src["ape"])))
-        save_official(case, net, path)
+        load_weights(net, c["outputs_of"], sd)
+        (save_official if c["peer"] == "official" else save_mask2former)(case, net, path)
         return path
     net = build(case)
     load_weights(net, case, sd)
@@ -444,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         params = canonical(c["model"], c["ape"])
         runner = c.get("outputs_of", case)
         sd = peer_state_dict(runner, params)
-        path = save(case, peer_state_dict(case, params) if c["peer"] != "official" else sd, args.out)
+        path = save(case, sd, args.out)
         arrays: dict[str, np.ndarray] = {}
         rec: dict[str, Any] = {"case": case, "model": c["model"], "peer": c["peer"], "ape": c["ape"],
                                "file": c["file"], "outputs_of": runner, "files": file_digest(path), "sizes": []}

@@ -77,6 +77,17 @@ class GoldenCase:
 
         return resolve_policy(self.manifest.get("policy", self.manifest.get("padding"))).name
 
+    @property
+    def backbone(self) -> bool:
+        """Whether the case holds a backbone's pyramid (outs.{i}) instead of the final norm, pooling and head."""
+        return bool(self.manifest.get("backbone", False))
+
+    @property
+    def out_indices(self) -> tuple[int, ...] | None:
+        """The stages of the pyramid points outs.{i} (None for a classifier case)."""
+        chosen = self.manifest.get("out_indices")
+        return None if chosen is None else tuple(int(i) for i in chosen)
+
     def point(self, name: str) -> dict[str, Any]:
         return next(p for p in self.manifest["points"] if p["name"] == name)
 
@@ -88,6 +99,8 @@ def sha256_le(a: np.ndarray) -> str:
 
 
 def point_layout(name: str, ndim: int) -> str:
+    if name.startswith("outs."):
+        return "[B, C, H, W]"  # a backbone's pyramid output, channels first as the detection backbones return it
     if name.endswith(".attn_probs"):
         return "[B*nW, nH, N, N]"
     if ndim == 4:
@@ -102,25 +115,32 @@ def point_layout(name: str, ndim: int) -> str:
 def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | None = None,
                 weights: str | os.PathLike | None = None, dtype: str = "float64", batch: int = 1, device: str = "cpu",
                 policy: str | None = None, attn_probs: Iterable[str] | str = (), input_seed: int | None = None,
-                force: bool = False, command: str | None = None) -> dict[str, Any]:
+                force: bool = False, command: str | None = None, backbone: bool = False,
+                out_indices: Iterable[int] | None = None) -> dict[str, Any]:
     """Run the model on the rule-made input and write a golden case to `out`. Returns the manifest.
 
     Weights come from `weights` (any checkpoint swinref reads; `cfg` then overrides detection, None detects) or
     from `seed` (swinref.params' counter rule; the default is seed 0). `attn_probs` is a list of block names
     ("layers.0.blocks.1") or "all".
+
+    Backbone mode (`backbone=True` or `out_indices` given): the points end with the pyramid outputs `outs.{i}` of
+    the selected stages (default all; NCHW, through norm{i}: generated weights include norm0..norm{L-1}) instead
+    of the final norm, pooling and head; the policy defaults to 'detection'; the manifest records `backbone` and
+    `out_indices`.
     """
     import swinref
     from swinref import api
     from swinref.golden.rule import INPUT_RULE, INPUT_SCALE, WEIGHT_RULE, golden_input, input_key
-    from swinref.model import point_names
-    from swinref.plan import resolve_policy
+    from swinref.model import check_out_indices, point_names
+    from swinref.plan import BACKBONE_POLICY, resolve_policy
     from swinref.params import init_params
 
     out = os.fspath(out)
     if dtype not in EPS:
         raise GoldenError(f"golden cases are written in float32 or float64, got dtype {dtype!r}; use --dtype float64")
+    backbone = backbone or out_indices is not None
     try:
-        policy = resolve_policy(policy).name
+        policy = resolve_policy(BACKBONE_POLICY if backbone and policy is None else policy).name
     except SwinrefError as exc:
         raise GoldenError(str(exc)) from None
     if seed is not None and weights is not None:
@@ -141,10 +161,14 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         if cfg is None:
             raise GoldenError("no model given: name one (--variant T) or give --weights CKPT")
         seed = 0 if seed is None else int(seed)
-        params64 = init_params(cfg, seed=seed, dtype="float64")
+        params64 = init_params(cfg, seed=seed, dtype="float64", stage_norms=backbone)
         weight_info = {"source": "seed", "seed": seed, "rule": WEIGHT_RULE}
     blocks = _attn_prob_blocks(cfg, attn_probs)
-    names = point_names(cfg, attn_probs=blocks)
+    try:
+        chosen = check_out_indices(cfg, out_indices) if backbone else None
+    except SwinrefError as exc:
+        raise GoldenError(str(exc)) from None
+    names = point_names(cfg, attn_probs=blocks, out_indices=chosen)
 
     H, W = cfg.img_size
     shape = (int(batch), cfg.in_chans, H, W)
@@ -156,7 +180,8 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     traces = {}
     for dt in ("float64", "float32"):
         model = api.from_params(params64, cfg, dtype=dt, device=device, policy=policy)
-        traces[dt] = {k: _host(v) for k, v in model.trace(x64.astype(dt), attn_probs=blocks).items()}
+        points_dt = model.trace(x64.astype(dt), attn_probs=blocks, out_indices=chosen)
+        traces[dt] = {k: _host(v) for k, v in points_dt.items()}
     golden = traces[dtype]
     missing = [n for n in names if n not in golden]
     if missing:  # pragma: no cover - point_names and forward_trace are kept in step by tests/test_golden.py
@@ -189,6 +214,8 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         "config": cfg.to_dict(),
         "dtype": dtype,
         "policy": policy,
+        # Only backbone cases carry these, so a classifier case's manifest is what it was before backbone mode.
+        **({"backbone": True, "out_indices": list(chosen)} if chosen is not None else {}),
         "batch": int(batch),
         "device": str(device),
         "input": {"name": "input", "shape": list(shape), "layout": "[B, 3, H, W]", "seed": input_seed,

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 MAPPING_FORMAT = "swinref-golden-mapping"
-BUILTIN_MAPPINGS = ("timm", "hf")
+BUILTIN_MAPPINGS = ("timm", "hf", "mmdet", "hf_backbone")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -35,6 +35,11 @@ def _blc_to_bhwc(a: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
     if a.ndim != 3 or a.shape != (B, H * W, C):
         raise ValueError(f"expected [B, L, C] = [{B}, {H * W}, {C}]")
     return a.reshape(B, H, W, C)
+
+
+def _blc_to_bchw(a: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
+    B, C, H, W = target
+    return np.transpose(_blc_to_bhwc(a, (B, H, W, C)), (0, 3, 1, 2))
 
 
 def _bcl_to_bhwc(a: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
@@ -57,6 +62,7 @@ def _bc1_to_bc(a: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
 
 RESHAPES = {
     "BLC->BHWC": _blc_to_bhwc,    # timm / HF flattened tokens; H, W from the golden point
+    "BLC->BCHW": _blc_to_bchw,    # a backbone's normalised stage tokens to its channels-first pyramid output
     "BCL->BHWC": _bcl_to_bhwc,    # tokens channels-first
     "NCHW->NHWC": _nchw_to_nhwc,  # torchvision-style feature maps
     "BC1->BC": _bc1_to_bc,        # HF pooler output (AdaptiveAvgPool1d keeps a length-1 axis)
@@ -150,7 +156,7 @@ def mapping_from_dict(data: Any, source: str) -> NameMapping:
 
 
 def load_mapping(spec: str | os.PathLike | NameMapping | dict | None) -> NameMapping | None:
-    """A built-in mapping by name ('timm', 'hf'), a JSON file, a dict in the file's form, or None (no renaming)."""
+    """A built-in mapping by name ('timm', 'hf', 'mmdet', 'hf_backbone'), a JSON file, a dict in the file's form, or None (no renaming)."""
     if spec is None or isinstance(spec, NameMapping):
         return spec
     if isinstance(spec, dict):
