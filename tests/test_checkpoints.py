@@ -598,6 +598,8 @@ def _official_backbone(ape: bool = False, seed: int = 5) -> tuple[SwinConfig, di
         params[f"norm{i}.weight"] = np.full(dim, 1.0 + i, np.float32)
         params[f"norm{i}.bias"] = np.full(dim, 0.25 * i, np.float32)
     if ape:
+        if "ape" in SwinConfig.__dataclass_fields__:  # the config field (before it, the embedding is an extra)
+            cfg = cfg.replace(ape=True)
         # [1, C, Hp, Wp] at the pretraining grid: 32 / 4 = 8
         params["absolute_pos_embed"] = np.linspace(-1, 1, 8 * 8 * 8, dtype=np.float32).reshape(1, 8, 8, 8)
     return cfg, params
@@ -669,3 +671,111 @@ def test_cli_says_once_what_was_set_aside(tmp_path, capsys):
         "roi_head. (3), rpn_head. (1)"]
     got, _ = load_state_dict(tmp_path / "b.safetensors")
     assert "norm0.weight" in got and not any(k.startswith(("neck", "roi_head")) for k in got)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing a peer's names back: export_params / convert(layout=...) / `swinref convert --layout`.
+
+
+def _classifier(version: int = 1, seed: int = 7) -> tuple[SwinConfig, dict]:
+    from swinref.params import init_params
+
+    cfg = get_config("T" if version == 1 else "V2-T", embed_dim=8, depths="2,2", heads="1,2", window=4, img=32,
+                     classes=5)
+    return cfg, init_params(cfg, seed=seed)
+
+
+@pytest.mark.parametrize("layout", ["official", "openmmlab", "timm", "transformers", "torchvision"])
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+def test_export_writes_the_peers_names_and_reads_back(tmp_path, layout, ext):
+    from swinref.checkpoints import export_params, layouts
+
+    cfg, params = _classifier()
+    if layout == "openmmlab":
+        cfg = cfg.replace(num_classes=0)
+        params = {k: v for k, v in params.items() if not k.startswith("head.")}
+    out = tmp_path / f"{layout}{ext}"
+    assert export_params(params, cfg, out, layout) == []
+    sd = dict(np.load(out)) if ext == ".npz" else __import__("safetensors.numpy").numpy.load_file(str(out))
+    want = layouts.get(layout).from_canonical(params, cfg)
+    assert list(sd) == list(want) or set(sd) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(sd[k], want[k], err_msg=k)
+    got, report = read_checkpoint(out)
+    assert report.layout == layout and report.stored_config is None
+    for k, v in params.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
+def test_export_official_detection_backbone(tmp_path):
+    from safetensors.numpy import load_file
+
+    from swinref.checkpoints import export_params
+
+    cfg, params = _official_backbone(ape=True)
+    params["norm.weight"], params["norm.bias"] = params["norm1.weight"], params["norm1.bias"]  # as swinref reads it
+    out = tmp_path / "det.safetensors"
+    lines = export_params(params, cfg, out, "official", backbone_prefix=True)
+    assert lines == ["the final norm is written as norm1 (a detection backbone has no other)"]
+    sd = load_file(str(out))
+    assert all(k.startswith("backbone.") for k in sd) and "backbone.norm.weight" not in sd
+    assert {"backbone.norm0.weight", "backbone.norm1.bias", "backbone.absolute_pos_embed"} <= set(sd)
+    got, got_cfg, report = load_checkpoint_report(out)
+    assert report.prefixes == ("backbone.",) and report.out_indices == (0, 1) and got_cfg.img_size == (32, 32)
+    for k, v in params.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
+def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
+    from swinref.checkpoints import export_params
+
+    cfg, backbone = _official_backbone(ape=False)
+    backbone["norm.weight"], backbone["norm.bias"] = backbone["norm1.weight"], backbone["norm1.bias"]
+    for layout in ("timm", "torchvision"):
+        with pytest.raises(CheckpointError, match=f"the {layout} layout cannot hold norm0.weight"):
+            export_params(backbone, cfg, tmp_path / "x.safetensors", layout)
+    ape_cfg, with_ape = _official_backbone(ape=True)
+    with_ape["norm.weight"], with_ape["norm.bias"] = with_ape["norm1.weight"], with_ape["norm1.bias"]
+    with pytest.raises(CheckpointError, match="cannot hold absolute_pos_embed.*--layout official$"):
+        export_params(with_ape, ape_cfg, tmp_path / "x.safetensors", "openmmlab")
+    ccfg, classifier = _classifier()
+    with pytest.raises(CheckpointError, match="has one output norm per stage"):
+        export_params(classifier, ccfg, tmp_path / "x.safetensors", "official", backbone_prefix=True)
+    with pytest.raises(CheckpointError, match="not timm"):
+        export_params(backbone, cfg, tmp_path / "x.safetensors", "timm", backbone_prefix=True)
+    with pytest.raises(CheckpointError, match="choose one of"):
+        export_params(classifier, ccfg, tmp_path / "x.safetensors", "caffe")
+    with pytest.raises(CheckpointError, match=".safetensors or .npz"):
+        export_params(classifier, ccfg, tmp_path / "x.pth", "timm")
+    assert os.listdir(tmp_path) == []
+    assert export_params(classifier, ccfg, tmp_path / "mm.npz", "openmmlab") == [
+        "the classifier head is left out: the OpenMMLab backbones have none"]
+
+
+def test_cli_convert_layout(tmp_path, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    from swinref.cli import main
+
+    _, params = _official_backbone()
+    save_file(_whole_model(params, {"neck.": 1}), str(tmp_path / "det.safetensors"))
+    out = tmp_path / "mm.safetensors"
+    assert main(["convert", str(tmp_path / "det.safetensors"), str(out), "--layout", "openmmlab", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["layout"], data["read_layout"]) == ("openmmlab", "official")
+    assert "stages.1.downsample.reduction.weight" not in load_file(str(out))  # a 2-stage model merges once
+    assert "stages.0.downsample.reduction.weight" in load_file(str(out)) and "norm1.weight" in load_file(str(out))
+    out = tmp_path / "official_det.safetensors"
+    assert main(["convert", str(tmp_path / "det.safetensors"), str(out), "--layout", "official",
+                 "--backbone-prefix"]) == 0
+    captured = capsys.readouterr()
+    assert "in official's names under backbone." in captured.out
+    assert "swinref: note: the final norm is written as norm1" in captured.err
+    assert set(load_file(str(out))) == {"backbone." + k for k in params}
+    assert main(["convert", str(tmp_path / "det.safetensors"), str(tmp_path / "t.safetensors"), "--layout",
+                 "timm"]) == 2
+    assert "the timm layout cannot hold norm0.weight" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "det.safetensors"), str(tmp_path / "s.safetensors"),
+                 "--backbone-prefix"]) == 2
+    assert "give --layout official" in capsys.readouterr().err
+    assert not (tmp_path / "t.safetensors").exists() and not (tmp_path / "s.safetensors").exists()

@@ -458,3 +458,124 @@ def test_transformers_backbone_strict_load_and_directory(version, tmp_path):
     for i, (got_map, f) in enumerate(zip(maps, feats)):
         want_map = _layer_norm(np.asarray(f), p64[f"norm{i}.weight"], p64[f"norm{i}.bias"]).transpose(0, 3, 1, 2)
         np.testing.assert_allclose(got_map, want_map, rtol=1e-8, atol=1e-8, err_msg=f"stage {i}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timm features_only models (FeatureListNet): layers_N. for layers.N., no final norm, no head.
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_timm_features_only_names(version):
+    cfg = CONFIGS[version].replace(num_classes=0)
+    params = init_params(cfg, seed=2)
+    sd = layouts.timm.from_canonical(params, cfg, features_only=True)
+    classifier = layouts.timm.from_canonical(params, cfg)
+    # the classifier's names minus the final norm, with layers.N. spelled layers_N.
+    assert sorted(k.replace("layers_", "layers.") for k in sd) == sorted(k for k in classifier if k[:5] != "norm.")
+    assert any(k.startswith("layers_1.downsample.") for k in sd) and not any(k.startswith("layers.") for k in sd)
+    assert layouts.detect(sd.keys()).NAME == "timm"
+    back, notes = layouts.timm.to_canonical(sd)
+    np.testing.assert_array_equal(back.pop("norm.weight"), np.ones(cfg.num_features, np.float32))
+    np.testing.assert_array_equal(back.pop("norm.bias"), np.zeros(cfg.num_features, np.float32))
+    assert_same(back, {k: v for k, v in params.items() if not k.startswith("norm.")})
+    assert "timm features_only" in notes.messages[0] and "identity" in notes.messages[0]
+    with pytest.raises(CheckpointError, match="no per-stage output norms"):
+        layouts.timm.from_canonical(canonical(version, "openmmlab"), cfg)
+    with pytest.raises(CheckpointError, match="features_only model has no head"):
+        layouts.timm.from_canonical(init_params(CONFIGS[version], seed=2), cfg, features_only=True)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("version", [1, 2])
+def test_timm_features_only_against_the_model(version):
+    """timm.create_model(..., features_only=True): its state dict's names are the classifier's minus head and final
+    norm with layers_N. (released Swin-T and the small config); from_canonical(features_only=True) loads strictly
+    and its features are swinref's stage outputs."""
+    torch = _torch()
+    timm = pytest.importorskip("timm", reason="timm is not installed")
+    released = "swin_tiny_patch4_window7_224" if version == 1 else "swinv2_tiny_window8_256"
+    whole = timm.create_model(released, pretrained=False)
+    feats_model = timm.create_model(released, pretrained=False, features_only=True)
+    want = {k.replace("layers.", "layers_", 1) for k in whole.state_dict() if not k.startswith(("head.", "norm."))}
+    assert set(feats_model.state_dict()) == want
+    cfg = CONFIGS[version].replace(num_classes=0)
+    small = timm.create_model(released, pretrained=False, features_only=True, img_size=cfg.img_size,
+                              embed_dim=cfg.embed_dim, depths=cfg.depths, num_heads=cfg.num_heads,
+                              window_size=cfg.window_size).eval()
+    params = init_params(cfg, seed=13)
+    sd = layouts.timm.from_canonical(params, cfg, features_only=True)
+    small.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, strict=True)
+    back, _ = layouts.timm.to_canonical({k: v.numpy() for k, v in small.state_dict().items()})
+    assert_same({k: v for k, v in back.items() if not k.startswith("norm.")},
+                {k: v for k, v in params.items() if not k.startswith("norm.")})
+    x = np.random.default_rng(14).standard_normal((1, 3, *cfg.img_size))
+    small = small.double()
+    _tool("peers").exact_v2_coords(small)  # V2: the peer's float32-made coordinate table, recomputed in float64
+    with torch.no_grad():
+        outs = [o.numpy() for o in small(torch.from_numpy(x))]  # timm's Swin features are NHWC
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    for i, (out, f) in enumerate(zip(outs, swinref.features(p64, x, cfg, layout="NHWC", policy="timm"))):
+        np.testing.assert_allclose(out, np.asarray(f), rtol=1e-8, atol=1e-8, err_msg=f"stage {i}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files written in a peer's names (swinref.checkpoints.export_params, `swinref convert --layout`) load into the peer.
+
+
+def _load_exported(model, path) -> None:
+    """safetensors.torch.load_file + load_state_dict: strict=True when the peer saves no derived buffers, else
+    strict=False with exactly its derived buffers missing."""
+    _torch()
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    derived = sorted(k for k in model.state_dict() if base.is_derived(k))
+    if not derived:
+        model.load_state_dict(tensors, strict=True)
+        return
+    result = model.load_state_dict(tensors, strict=False)
+    assert result.unexpected_keys == [] and sorted(result.missing_keys) == derived, result
+
+
+EXPORTS = [("timm", v) for v in (1, 2)] + [("transformers", v) for v in (1, 2)] + [("torchvision", v) for v in (1, 2)]
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("peer,version", EXPORTS, ids=[f"{p}-v{v}" for p, v in EXPORTS])
+def test_exported_file_loads_into_the_peer(tmp_path, peer, version):
+    from swinref.checkpoints import export_params
+
+    cfg = CONFIGS[version]
+    params = canonical(version, peer, seed=15)
+    model = _build_peer(peer, cfg)
+    export_params(params, cfg, tmp_path / "w.safetensors", peer)
+    _load_exported(model, tmp_path / "w.safetensors")
+    back, _ = layouts.get(peer).to_canonical({k: v.detach().numpy() for k, v in model.state_dict().items()})
+    assert_same({k: v for k, v in back.items() if not base.is_derived(k)}, params)
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("kind,version", MM, ids=[f"{k}-v{v}" for k, v in MM])
+def test_exported_openmmlab_file_loads_into_the_backbone(mm, tmp_path, kind, version):
+    from swinref.checkpoints import export_params
+
+    cfg = CONFIGS[version].replace(num_classes=0)
+    params = canonical(version, "openmmlab", seed=16)
+    model = _build_peer(kind, cfg, mm)
+    export_params(params, cfg, tmp_path / "w.safetensors", "openmmlab")
+    _load_exported(model, tmp_path / "w.safetensors")
+    export_params(params, cfg, tmp_path / "whole.safetensors", "openmmlab", backbone_prefix=True)
+    from safetensors.numpy import load_file
+
+    whole = load_file(str(tmp_path / "whole.safetensors"))
+    assert set(whole) == {"backbone." + k for k in load_file(str(tmp_path / "w.safetensors"))}
+
+
+@pytest.mark.peers
+def test_exported_transformers_backbone_loads_into_swin_backbone(tmp_path):
+    from swinref.checkpoints import export_params
+
+    cfg = CONFIGS[1].replace(num_classes=0)
+    params = canonical(1, "openmmlab", seed=17)  # norm0..norm3: a SwinBackbone's names
+    export_params(params, cfg, tmp_path / "b.safetensors", "transformers")
+    _load_exported(_hf_backbone(1, cfg, ["stage1", "stage2", "stage3", "stage4"]), tmp_path / "b.safetensors")

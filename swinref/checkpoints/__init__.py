@@ -5,6 +5,7 @@
     params, cfg = load_state_dict(path)             # the same without the report
     save_params(params, cfg, "t.safetensors")       # or .npz; the config travels in the file
     convert("swin_tiny.pth", "t.safetensors")
+    convert("swin_tiny.pth", "timm.safetensors", layout="timm")   # a peer's own names (export_params), no config
 
 Containers: torch `.pth`/`.bin` files (zip and legacy; pth.py says what the unpickler allows), `.safetensors`,
 `.npz` (swinref's own) and Hugging Face model directories (config.json + model.safetensors or pytorch_model.bin);
@@ -25,6 +26,7 @@ import numpy as np
 
 from swinref.checkpoints import layouts
 from swinref.checkpoints.detect import (
+    APE,
     buffer_config_hints,
     check_params,
     infer_config,
@@ -41,13 +43,14 @@ from swinref.checkpoints.files import (
     read_safetensors,
 )
 from swinref.checkpoints.layouts import LAYOUTS
+from swinref.checkpoints.layouts.base import drop_final_norm_alias
 from swinref.checkpoints.layouts.swinref import CONFIG_KEY, FORMAT_VERSION, VERSION_KEY
 from swinref.checkpoints.pth import read_pth
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError, ConfigError
 
-__all__ = ["read_checkpoint", "load_checkpoint", "load_state_dict", "save_params", "convert", "LoadReport", "LAYOUTS",
-           "FORMAT_VERSION"]
+__all__ = ["read_checkpoint", "load_checkpoint", "load_state_dict", "save_params", "export_params", "convert",
+           "LoadReport", "LAYOUTS", "EXPORT_LAYOUTS", "FORMAT_VERSION"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,14 +298,84 @@ def save_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | 
     '__swinref_config__' entry). Checked against cfg first; written to a temporary file and renamed, so a failure
     leaves nothing half-written."""
     out_path = os.fspath(out_path)
-    ext = os.path.splitext(out_path)[1].lower()
-    if ext not in (".safetensors", ".npz"):
-        raise CheckpointError(f"cannot write {out_path}: swinref writes .safetensors or .npz files; change the name")
+    _check_extension(out_path)
     check_params(params, cfg, "the parameters to save")
     arrays = {name: np.ascontiguousarray(value) for name, value in ordered_params(params, cfg).items()}
     if dtype is not None:
         arrays = _cast(arrays, dtype)
     config_json = json.dumps(cfg.to_dict(), sort_keys=True)
+    _write(out_path, arrays, {CONFIG_KEY: config_json, VERSION_KEY: str(FORMAT_VERSION), "format": "np"},
+           {NPZ_CONFIG_KEY: np.array(json.dumps({**cfg.to_dict(), VERSION_KEY: FORMAT_VERSION}, sort_keys=True))})
+
+
+# The layouts export_params writes (swinref's own files are save_params').
+EXPORT_LAYOUTS = ("official", "openmmlab", "timm", "transformers", "torchvision")
+# Layouts whose models hold the per-stage output norms norm0..norm{L-1} / the official absolute_pos_embed.
+_HOLDS_STAGE_NORMS = ("official", "openmmlab", "transformers")
+_BACKBONE_PREFIX_LAYOUTS = ("official", "openmmlab")
+
+
+def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | os.PathLike, layout: str, *,
+                  backbone_prefix: bool = False, dtype: Any = None) -> list[str]:
+    """Write canonical params in a peer's own names (layouts.<layout>.from_canonical) to `.safetensors` or `.npz`,
+    for `safetensors.torch.load_file` + `model.load_state_dict(...)` in the peer. No config is stored (the peer's
+    model is built by its own code); derived buffers (index, mask, coordinate table) are not written.
+
+    layout: official, openmmlab, timm, transformers (a SwinBackbone's names when params hold norm0..), torchvision.
+    backbone_prefix (official, openmmlab): the whole detector's form, every name under 'backbone.', as the official
+    detection / segmentation backbones and mmdet / mmseg keep it; needs the per-stage output norms, and the final
+    norm is the last stage's. Returns what the writing did besides renaming (one line each)."""
+    out_path = os.fspath(out_path)
+    _check_extension(out_path)
+    if layout not in EXPORT_LAYOUTS:
+        raise CheckpointError(f"cannot write layout {layout!r}: choose one of {', '.join(EXPORT_LAYOUTS)} (or swinref's "
+                              f"own files)")
+    if backbone_prefix and layout not in _BACKBONE_PREFIX_LAYOUTS:
+        raise CheckpointError(f"--backbone-prefix writes the official or openmmlab detection backbone, not {layout}")
+    check_params(params, cfg, "the parameters to write")
+    params = ordered_params(params, cfg)
+    stage_norms = [k for k in params if k.startswith("norm") and k[4:5].isdigit()]
+    extras = ([APE] if APE in params else []) + stage_norms
+    if extras and (layout not in _HOLDS_STAGE_NORMS or (layout == "transformers" and cfg.version == 2)
+                   or (APE in params and layout != "official")):
+        raise CheckpointError(
+            f"the {layout} layout{' (V2)' if layout == 'transformers' else ''} cannot hold {', '.join(extras[:3])}"
+            f"{', ...' if len(extras) > 3 else ''}: write them with --layout official"
+            + ("" if APE in params else ", openmmlab or transformers (V1)")
+        )
+    lines: list[str] = []
+    if layout == "openmmlab" and "head.weight" in params and not backbone_prefix:
+        params = {k: v for k, v in params.items() if not k.startswith("head.")}
+        lines.append("the classifier head is left out: the OpenMMLab backbones have none")
+    if backbone_prefix:
+        if not stage_norms:
+            raise CheckpointError(
+                "a detection backbone (backbone.* names) has one output norm per stage (norm0..): these params have "
+                "none; write a classifier's layout without --backbone-prefix"
+            )
+        if "head.weight" in params:
+            raise CheckpointError("a detection backbone has no classifier head: load the params with num_classes=0")
+        params = drop_final_norm_alias(params, layout)
+        lines.append(f"the final norm is written as norm{cfg.num_layers - 1} (a detection backbone has no other)")
+    sd = layouts.get(layout).from_canonical(params, cfg)
+    if backbone_prefix:
+        sd = {"backbone." + k: v for k, v in sd.items()}
+    arrays = {name: np.ascontiguousarray(value) for name, value in sd.items()}
+    if dtype is not None:
+        arrays = _cast(arrays, dtype)
+    _write(out_path, arrays, {"format": "pt"}, {})
+    return lines
+
+
+def _check_extension(out_path: str) -> None:
+    if os.path.splitext(out_path)[1].lower() not in (".safetensors", ".npz"):
+        raise CheckpointError(f"cannot write {out_path}: swinref writes .safetensors or .npz files; change the name")
+
+
+def _write(out_path: str, arrays: dict[str, np.ndarray], metadata: dict[str, str],
+           npz_extra: dict[str, np.ndarray]) -> None:
+    """Write to a temporary file beside out_path and rename it: a failure leaves nothing half-written."""
+    ext = os.path.splitext(out_path)[1].lower()
     directory = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(directory):
         raise CheckpointError(f"cannot write {out_path}: directory {directory} does not exist")
@@ -312,12 +385,10 @@ def save_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | 
             os.close(fd)
             from safetensors.numpy import save_file
 
-            save_file(arrays, tmp, metadata={CONFIG_KEY: config_json, VERSION_KEY: str(FORMAT_VERSION),
-                                             "format": "np"})
+            save_file(arrays, tmp, metadata=metadata)
         else:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays, **{NPZ_CONFIG_KEY: np.array(
-                    json.dumps({**cfg.to_dict(), VERSION_KEY: FORMAT_VERSION}, sort_keys=True))})
+                np.savez(f, **arrays, **npz_extra)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, out_path)
     except BaseException:
@@ -335,10 +406,17 @@ def _umask() -> int:
 
 
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, config: str | SwinConfig | dict | None = None,
-            *, dtype: Any = None, **overrides: Any) -> LoadReport:
-    """Read any supported checkpoint and write it as swinref's `.safetensors` / `.npz`. Returns the LoadReport of
-    the read (report.config is the written config; report.resized says what another window or image size
-    transferred)."""
+            *, dtype: Any = None, layout: str = "swinref", backbone_prefix: bool = False, **overrides: Any
+            ) -> LoadReport:
+    """Read any supported checkpoint and write it as swinref's `.safetensors` / `.npz` (layout 'swinref', the
+    config stored), or in a peer's names (layout official / openmmlab / timm / transformers / torchvision, see
+    export_params). Returns the LoadReport of the read (report.config is the written config; report.resized says
+    what another window or image size transferred; report.notes ends with what the writing did)."""
     params, cfg, report = load_checkpoint(in_path, config, **overrides)
-    save_params(params, cfg, out_path, dtype=dtype)
-    return report
+    if layout == "swinref":
+        if backbone_prefix:
+            raise CheckpointError("--backbone-prefix writes a peer's detection backbone: give --layout official")
+        save_params(params, cfg, out_path, dtype=dtype)
+        return report
+    lines = export_params(params, cfg, out_path, layout, backbone_prefix=backbone_prefix, dtype=dtype)
+    return dataclasses.replace(report, notes=report.notes + tuple(lines))

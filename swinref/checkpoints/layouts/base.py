@@ -25,7 +25,7 @@ import numpy as np
 from swinref.errors import CheckpointError
 
 __all__ = ["Notes", "Rule", "Rules", "DERIVED_BUFFERS", "is_derived", "translate", "put", "split_backbone",
-           "alias_final_norm", "drop_final_norm_alias", "stage_count", "arrays"]
+           "alias_final_norm", "identity_final_norm", "drop_final_norm_alias", "stage_count", "arrays"]
 
 # Names of buffers that every peer derives from the window size; recomputed by swinref, never read.
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
@@ -172,6 +172,21 @@ def alias_final_norm(params: dict[str, np.ndarray], notes: Notes) -> None:
         if f"norm{last}.{leaf}" in params:
             params[f"norm.{leaf}"] = params[f"norm{last}.{leaf}"]
     notes.messages.append(f"norm is norm{last}, the last stage's output norm (the file has no separate final norm)")
+
+
+def identity_final_norm(params: dict[str, np.ndarray], notes: Notes, what: str) -> None:
+    """A backbone file with no final norm and no per-stage output norms (timm features_only, transformers'
+    Swinv2Backbone): `norm`, which only a pooled output reads, becomes the identity LayerNorm, and the notes say so."""
+    if "norm.weight" in params or "head.weight" in params:
+        return
+    width = params.get(f"layers.{stage_count(params) - 1}.blocks.0.norm1.weight")
+    if width is None:
+        return  # the shape check reports what is missing
+    params["norm.weight"], params["norm.bias"] = np.ones_like(width), np.zeros_like(width)
+    notes.messages.append(
+        f"the file has no final norm and no per-stage output norms ({what}): norm is the identity LayerNorm, so "
+        f"the stage features are the file's but a pooled output is not a trained norm's"
+    )
 
 
 def drop_final_norm_alias(params: dict[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:

@@ -3,6 +3,11 @@
 As official, except that the merge after stage i sits at the START of stage i+1 (layers.{i+1}.downsample) and
 the classifier is head.fc.*. Index and mask buffers are not saved (non-persistent). timm's hub directories
 (save_for_hf / push_to_hub) put a config.json beside the weights: its `architecture` and `model_args`.
+
+features_only models (timm.create_model(..., features_only=True), a FeatureListNet; checked on timm 1.0.31, V1 and
+V2): the same names with layers_N. for layers.N. (FeatureListNet flattens the module path), no final norm and no
+head; their features are the raw stage outputs. Read with `norm` set to the identity (said in the notes);
+from_canonical(..., features_only=True) writes them.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 
-from swinref.checkpoints.layouts.base import Notes, Rule, Rules, arrays, translate
+from swinref.checkpoints.layouts.base import Notes, Rule, Rules, arrays, identity_final_norm, translate
 from swinref.config import REGISTRY, SwinConfig
 from swinref.errors import CheckpointError
 
@@ -24,27 +29,52 @@ RULES = Rules([
     Rule("head.", "head.fc."),
 ])
 _MERGE = re.compile(r"^layers\.(\d+)\.downsample\.")
+_FEATURES = re.compile(r"^layers_(\d+)\.")  # a features_only model's stages
 
 
 def recognise(keys: Collection[str]) -> bool:
     if "patch_embed.proj.weight" not in keys:
         return False
-    if "head.fc.weight" in keys:
+    if "head.fc.weight" in keys or any(_FEATURES.match(k) for k in keys):
         return True
     merges = {int(m.group(1)) for k in keys if (m := _MERGE.match(k))}
     return bool(merges) and 0 not in merges  # a merge at the start of stage 1 but none at the end of stage 0
 
 
 def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -> tuple[dict[str, np.ndarray], Notes]:
+    features_only = any(_FEATURES.match(k) for k in sd)
+    if features_only:
+        sd = {_FEATURES.sub(r"layers.\1.", k): v for k, v in sd.items()}
     if any(k.startswith("layers.0.downsample.") for k in sd):
         raise CheckpointError(f"{source}: a timm checkpoint cannot have a downsample in stage 0 (layers.0.downsample)")
     notes = Notes()
-    return translate(sd, RULES.to_canonical, notes), notes
+    params = translate(sd, RULES.to_canonical, notes)
+    if features_only:
+        identity_final_norm(params, notes, "a timm features_only model")
+    return params, notes
 
 
-def from_canonical(params: Mapping[str, Any], cfg: SwinConfig | None) -> dict[str, np.ndarray]:
-    """timm's state dict; its names do not depend on the config (V1 and V2 alike), so cfg may be None."""
-    return {RULES.to_peer(k): v for k, v in arrays(params).items()}
+def from_canonical(params: Mapping[str, Any], cfg: SwinConfig | None, *, features_only: bool = False
+                   ) -> dict[str, np.ndarray]:
+    """timm's state dict; its names do not depend on the config (V1 and V2 alike), so cfg may be None.
+    features_only: a features_only model's (layers_N., no final norm, no head)."""
+    params = arrays(params)
+    stage_norms = sorted(k for k in params if k.startswith("norm") and k[4:5].isdigit())
+    if stage_norms:
+        raise CheckpointError(
+            f"timm's Swin models have no per-stage output norms ({', '.join(stage_norms[:2])}, ...): write them in "
+            f"the official, openmmlab or transformers layout, or leave them out"
+        )
+    if not features_only:
+        return {RULES.to_peer(k): v for k, v in params.items()}
+    if "head.weight" in params:
+        raise CheckpointError("a timm features_only model has no head: build the params with num_classes=0")
+    out = {}
+    for name, value in params.items():
+        if not name.startswith("norm."):
+            peer = RULES.to_peer(name)
+            out[re.sub(r"^layers\.(\d+)\.", r"layers_\1.", peer)] = value
+    return out
 
 
 def config_hints(sidecar: Mapping[str, Any], source: str = "the checkpoint") -> dict[str, Any]:

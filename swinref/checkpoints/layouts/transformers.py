@@ -33,7 +33,7 @@ from typing import Any, Collection, Mapping
 import numpy as np
 
 from swinref.checkpoints.layouts.base import (
-    Notes, Rule, Rules, alias_final_norm, arrays, put, stage_count, translate,
+    Notes, Rule, Rules, alias_final_norm, arrays, identity_final_norm, put, stage_count, translate,
 )
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
@@ -136,17 +136,7 @@ def _backbone_final_norm(params: dict[str, np.ndarray], notes: Notes) -> None:
     if "norm.weight" in params or "head.weight" in params or "patch_embed.proj.weight" not in params:
         return
     alias_final_norm(params, notes)
-    if "norm.weight" in params:
-        return
-    last = stage_count(params) - 1
-    width = params.get(f"layers.{last}.blocks.0.norm1.weight")
-    if width is None:
-        return  # the shape check reports what is missing
-    params["norm.weight"], params["norm.bias"] = np.ones_like(width), np.zeros_like(width)
-    notes.messages.append(
-        "the file has no final norm and no per-stage output norms (a Swinv2Backbone): norm is the identity "
-        "LayerNorm, so the stage features are the file's but a pooled output is not a trained norm's"
-    )
+    identity_final_norm(params, notes, "a Swinv2Backbone")
 
 
 def from_canonical(params: Mapping[str, Any], cfg: SwinConfig, *, backbone: bool | None = None
