@@ -193,3 +193,36 @@ def test_a_classifier_checkpoint_keeps_the_global_default(tmp_path):
     save_params(init_params(cfg, seed=0), cfg, path)
     model = swinref.load(path)
     assert model.policy == DEFAULT_POLICY and not model.is_backbone
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Analysis and golden cases in backbone mode agree with the forward pass (the closed forms are in
+# tests/test_analysis.py, the mmdet / SwinBackbone mappings in tests/test_golden.py).
+
+
+@pytest.mark.parametrize("size", [(100, 130), (224, 224), (64, 200)])
+def test_backbone_trace_shapes_equal_the_forward_pass(size):
+    from swinref.analysis import trace
+
+    cfg = tiny(ape=True)
+    p = init_params(cfg, seed=0, dtype="float64", stage_norms=True)
+    points = swinref.forward_trace(p, images((2, 3, *size)), cfg, policy=POLICY, backbone=True)
+    analytic = {s.name: s.shape for s in trace(cfg, size, batch=2, backbone=True) if s.runtime}
+    runtime = {k: tuple(v.shape) for k, v in points.items() if not k.endswith(".attn")}
+    assert analytic == runtime
+
+
+def test_golden_backbone_round_trip(tmp_path):
+    from swinref.golden import compare_case, export_case, read_case
+
+    cfg = tiny(window=4, img="100x130")
+    man = export_case(tmp_path / "case", cfg, seed=5, backbone=True)
+    case = read_case(tmp_path / "case")
+    assert man["backbone"] and case.out_indices == (0, 1, 2, 3) and case.policy == POLICY
+    p = init_params(cfg, seed=5, dtype="float64", stage_norms=True)
+    outs = swinref.features(p, case.arrays["input"], cfg, policy=POLICY)
+    candidate = {f"outs.{i}": o for i, o in enumerate(outs)}
+    report = compare_case(case, candidate)
+    assert report["verdict"] == "pass" and report["counts"]["pass"] == 4
+    candidate["outs.2"] = candidate["outs.2"] * (1 + 1e-6)
+    assert compare_case(case, candidate)["verdict"] == "fail"
