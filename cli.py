@@ -201,13 +201,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
     report = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
-                     **_model_overrides(args))
+                     layout=args.layout, backbone_prefix=args.backbone_prefix, **_model_overrides(args))
     cfg = report.config
     _say_transferred(report.resized, report.notes)
     if args.json:
         return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict(),
-                            "resized": list(report.resized)})
-    sys.stdout.write(f"wrote {args.output}: {describe(cfg)}\n")
+                            "resized": list(report.resized), "layout": args.layout, "read_layout": report.layout,
+                            "notes": list(report.notes)})
+    names = "" if args.layout == "swinref" else f" in {args.layout}'s names" + (
+        " under backbone." if args.backbone_prefix else "")
+    sys.stdout.write(f"wrote {args.output}{names}: {describe(cfg)}\n")
     return 0
 
 
@@ -432,10 +435,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=list(DTYPE_BYTES), help="element type (default float32)")
     p.set_defaults(handler=cmd_memory)
     p = sub.add_parser("convert", parents=[model_parser(positional=False), out],
-                       help="read a checkpoint (official, timm, Hugging Face, torchvision) and write swinref's "
-                            ".safetensors or .npz, config included")
-    p.add_argument("input", metavar="IN", help="a .pth/.bin/.safetensors/.npz file or a Hugging Face model directory")
+                       help="read a checkpoint (official, timm, Hugging Face, torchvision, OpenMMLab, detectron2 "
+                            ".pkl) and write swinref's .safetensors or .npz, config included, or a peer's names")
+    p.add_argument("input", metavar="IN",
+                   help="a .pth/.bin/.pkl/.safetensors/.npz file or a Hugging Face model directory")
     p.add_argument("output", metavar="OUT", help="the file to write: .safetensors or .npz")
+    p.add_argument("--layout", default="swinref",
+                   choices=["swinref", "official", "openmmlab", "timm", "transformers", "torchvision"],
+                   help="the names to write: swinref's own file with its config (default), or a peer's state dict "
+                        "for safetensors.torch.load_file + load_state_dict (no config stored)")
+    p.add_argument("--backbone-prefix", action="store_true",
+                   help="--layout official/openmmlab: a detection backbone's file, names under 'backbone.' (needs the "
+                        "per-stage output norms norm0..)")
     p.add_argument("--config", default=None, metavar="NAME",
                    help="the model's registered name, instead of detecting it (same as --variant)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
