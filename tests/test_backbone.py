@@ -118,3 +118,24 @@ def test_out_indices_select_the_same_outputs(name: str) -> None:
             np.testing.assert_array_equal(np.asarray(g), np.asarray(every[i]))
     nhwc = model.features(x, layout="NHWC", out_indices=(2,))
     np.testing.assert_array_equal(np.asarray(nhwc[0]), np.asarray(every[2]).transpose(0, 2, 3, 1))
+
+
+# What `swinref convert` writes from a backbone checkpoint: swinref's own file (config, ape and norm0..3 kept) and
+# the detection backbone's names of its own layout (official / openmmlab with --backbone-prefix, transformers).
+CONVERSIONS = [("official_ape", "swinref", False), ("official_ape", "official", True), ("mmdet", "openmmlab", True),
+               ("hf_backbone", "transformers", False), ("mask2former", "official", True),
+               ("mmpretrain_v2", "swinref", False)]
+
+
+@pytest.mark.parametrize("name,layout,prefix", CONVERSIONS, ids=[f"{n}-{lay}" for n, lay, _ in CONVERSIONS])
+def test_convert_keeps_the_backbone(name: str, layout: str, prefix: bool, tmp_path: pathlib.Path) -> None:
+    from swinref.checkpoints import convert
+
+    out = tmp_path / "converted.npz"
+    convert(DATA / CASES[name]["file"], out, layout=layout, backbone_prefix=prefix)
+    again = swinref.load(out, dtype="float64")
+    assert again.report.layout == layout
+    assert again.policy == "detection" and again.config.ape is CASES[name]["ape"]
+    x = _image((97, 131))
+    for got, want in zip(again.features(x), _model(name, "float64").features(x), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
