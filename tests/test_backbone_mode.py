@@ -226,3 +226,17 @@ def test_golden_backbone_round_trip(tmp_path):
     assert report["verdict"] == "pass" and report["counts"]["pass"] == 4
     candidate["outs.2"] = candidate["outs.2"] * (1 + 1e-6)
     assert compare_case(case, candidate)["verdict"] == "fail"
+
+
+def test_ape_and_stage_norms_on_another_array_library_and_device():
+    xps = pytest.importorskip("array_api_strict")
+    other, cpu = xps.Device("device1"), xps.Device("CPU_DEVICE")
+    cfg = tiny(ape=True)
+    p = init_params(cfg, seed=1, dtype="float64", stage_norms=True)
+    x = images((1, 3, 100, 130))
+    want = swinref.features(p, x, cfg, policy=POLICY, out_indices=(0, 3))
+    strict = {k: xps.asarray(v, device=other) for k, v in p.items()}
+    got = swinref.features(strict, xps.asarray(x, device=other), cfg, policy=POLICY, out_indices=(0, 3))
+    assert all(g.device == other for g in got)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g.to_device(cpu)), w, rtol=0, atol=1e-12)
