@@ -649,7 +649,8 @@ def _hooked(model, mapping_name: str, wanted: set[str]) -> dict[str, np.ndarray]
 
 
 @pytest.mark.peers
-def test_mmdet_mapping_against_mmdet(backbone_dir):
+@pytest.mark.parametrize("kind", ["det", "seg"])  # mmseg's SwinTransformer has mmdet's module names
+def test_mmdet_mapping_against_mmdet(backbone_dir, kind):
     torch = pytest.importorskip("torch")
     sys.path.insert(0, str(ROOT / "tools"))
     try:
@@ -663,7 +664,7 @@ def test_mmdet_mapping_against_mmdet(backbone_dir):
 
     gc = read_case(backbone_dir)
     cfg = gc.config
-    model = openmmlab.build(mm, "det", cfg).double()  # built in eval mode (its eval() returns None)
+    model = openmmlab.build(mm, kind, cfg).double()  # built in eval mode (its eval() returns None)
     params = init_params(cfg, seed=2, dtype="float64", stage_norms=True)
     state = {k: torch.from_numpy(v) for k, v in mm_layout.from_canonical(params, cfg).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
