@@ -736,8 +736,8 @@ def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
             export_params(backbone, cfg, tmp_path / "x.safetensors", layout)
     ape_cfg, with_ape = _official_backbone(ape=True)
     with_ape["norm.weight"], with_ape["norm.bias"] = with_ape["norm1.weight"], with_ape["norm1.bias"]
-    with pytest.raises(CheckpointError, match="cannot hold absolute_pos_embed.*--layout official$"):
-        export_params(with_ape, ape_cfg, tmp_path / "x.safetensors", "openmmlab")
+    with pytest.raises(CheckpointError, match="the timm layout cannot hold absolute_pos_embed, norm0.weight"):
+        export_params(with_ape, ape_cfg, tmp_path / "x.safetensors", "timm")
     ccfg, classifier = _classifier()
     with pytest.raises(CheckpointError, match="has one output norm per stage"):
         export_params(classifier, ccfg, tmp_path / "x.safetensors", "official", backbone_prefix=True)
@@ -748,6 +748,11 @@ def test_export_refuses_what_the_layout_cannot_hold(tmp_path):
     with pytest.raises(CheckpointError, match=".safetensors or .npz"):
         export_params(classifier, ccfg, tmp_path / "x.pth", "timm")
     assert os.listdir(tmp_path) == []
+    for layout in ("openmmlab", "transformers"):  # [1, C, Hp, Wp] as their [1, Hp*Wp, C] tokens, and back
+        export_params(with_ape, ape_cfg, tmp_path / f"{layout}_ape.safetensors", layout)
+        got, report = read_checkpoint(tmp_path / f"{layout}_ape.safetensors")
+        assert report.layout == layout
+        np.testing.assert_array_equal(got["absolute_pos_embed"], with_ape["absolute_pos_embed"])
     assert export_params(classifier, ccfg, tmp_path / "mm.npz", "openmmlab") == [
         "the classifier head is left out: the OpenMMLab backbones have none"]
 
@@ -779,3 +784,16 @@ def test_cli_convert_layout(tmp_path, capsys):
                  "--backbone-prefix"]) == 2
     assert "give --layout official" in capsys.readouterr().err
     assert not (tmp_path / "t.safetensors").exists() and not (tmp_path / "s.safetensors").exists()
+
+
+def test_openmmlab_token_position_embedding_is_the_official_grid():
+    # tools/make_backbone_fixtures.py: the same weights saved by mmpretrain (use_abs_pos_embed: [1, Hp*Wp, C]
+    # tokens) and as the official detection backbone ([1, C, Hp, Wp], through the inverse of mmdet's
+    # swin_converter): swinref reads both to the same params, bit for bit.
+    data = Path(__file__).parent / "data" / "backbone"
+    mm, mm_report = read_checkpoint(data / "mmpretrain_ape_epoch_300.pth")
+    official, official_report = read_checkpoint(data / "official_ape_mask_rcnn.pth")
+    assert (mm_report.layout, official_report.layout) == ("openmmlab", "official")
+    assert mm["absolute_pos_embed"].shape == (1, 4, 56, 56) and set(mm) == set(official)
+    for k in official:
+        np.testing.assert_array_equal(mm[k], official[k], err_msg=k)

@@ -579,3 +579,22 @@ def test_exported_transformers_backbone_loads_into_swin_backbone(tmp_path):
     params = canonical(1, "openmmlab", seed=17)  # norm0..norm3: a SwinBackbone's names
     export_params(params, cfg, tmp_path / "b.safetensors", "transformers")
     _load_exported(_hf_backbone(1, cfg, ["stage1", "stage2", "stage3", "stage4"]), tmp_path / "b.safetensors")
+
+
+@pytest.mark.peers
+def test_transformers_absolute_position_embedding_loads_into_swin_backbone():
+    """SwinBackbone(use_absolute_embeddings=True) keeps embeddings.position_embeddings [1, Hp*Wp, C]: the canonical
+    [1, C, Hp, Wp] written by from_canonical loads strictly and reads back."""
+    torch = _torch()
+    cfg = CONFIGS[1].replace(num_classes=0)
+    params = canonical(1, "openmmlab", seed=18)
+    grid = cfg.img_size[0] // cfg.patch_size
+    params["absolute_pos_embed"] = np.random.default_rng(19).standard_normal(
+        (1, cfg.embed_dim, grid, grid)).astype(np.float32)
+    model = _hf_backbone(1, cfg, ["stage1", "stage2", "stage3", "stage4"])
+    model = type(model)(model.config.__class__(**{**model.config.to_dict(), "use_absolute_embeddings": True}))
+    sd = layouts.transformers.from_canonical(params, cfg)
+    assert sd["swin.embeddings.position_embeddings"].shape == (1, grid * grid, cfg.embed_dim)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, strict=True)
+    back, _ = layouts.transformers.to_canonical({k: v.numpy() for k, v in model.state_dict().items()})
+    assert_same(back, params)

@@ -310,7 +310,7 @@ def save_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | 
 
 # The layouts export_params writes (swinref's own files are save_params').
 EXPORT_LAYOUTS = ("official", "openmmlab", "timm", "transformers", "torchvision")
-# Layouts whose models hold the per-stage output norms norm0..norm{L-1} / the official absolute_pos_embed.
+# Layouts whose models hold the per-stage output norms norm0..norm{L-1} and the absolute position embedding.
 _HOLDS_STAGE_NORMS = ("official", "openmmlab", "transformers")
 _BACKBONE_PREFIX_LAYOUTS = ("official", "openmmlab")
 
@@ -336,12 +336,12 @@ def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str 
     params = ordered_params(params, cfg)
     stage_norms = [k for k in params if k.startswith("norm") and k[4:5].isdigit()]
     extras = ([APE] if APE in params else []) + stage_norms
-    if extras and (layout not in _HOLDS_STAGE_NORMS or (layout == "transformers" and cfg.version == 2)
-                   or (APE in params and layout != "official")):
+    if layout == "transformers" and cfg.version == 2:
+        extras = stage_norms  # Swinv2 has position_embeddings but no per-stage output norms
+    if extras and (layout not in _HOLDS_STAGE_NORMS or (layout == "transformers" and cfg.version == 2)):
         raise CheckpointError(
             f"the {layout} layout{' (V2)' if layout == 'transformers' else ''} cannot hold {', '.join(extras[:3])}"
-            f"{', ...' if len(extras) > 3 else ''}: write them with --layout official"
-            + ("" if APE in params else ", openmmlab or transformers (V1)")
+            f"{', ...' if len(extras) > 3 else ''}: write them with --layout official, openmmlab or transformers (V1)"
         )
     lines: list[str] = []
     if layout == "openmmlab" and "head.weight" in params and not backbone_prefix:

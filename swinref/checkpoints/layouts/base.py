@@ -25,7 +25,8 @@ import numpy as np
 from swinref.errors import CheckpointError
 
 __all__ = ["Notes", "Rule", "Rules", "DERIVED_BUFFERS", "is_derived", "translate", "put", "split_backbone",
-           "alias_final_norm", "identity_final_norm", "drop_final_norm_alias", "stage_count", "arrays"]
+           "alias_final_norm", "identity_final_norm", "drop_final_norm_alias", "stage_count", "arrays", "APE",
+           "ape_from_tokens", "ape_to_tokens"]
 
 # Names of buffers that every peer derives from the window size; recomputed by swinref, never read.
 DERIVED_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
@@ -187,6 +188,31 @@ def identity_final_norm(params: dict[str, np.ndarray], notes: Notes, what: str) 
         f"the file has no final norm and no per-stage output norms ({what}): norm is the identity LayerNorm, so "
         f"the stage features are the file's but a pooled output is not a trained norm's"
     )
+
+
+# The official detection backbone's absolute position embedding, canonical [1, C, Hp, Wp] (Hp, Wp: the pretraining
+# grid); OpenMMLab (absolute_pos_embed) and transformers (embeddings.position_embeddings) keep it as [1, Hp*Wp, C],
+# the tokens in row-major order.
+APE = "absolute_pos_embed"
+
+
+def ape_from_tokens(value: np.ndarray, name: str, source: str) -> np.ndarray:
+    """[1, L, C] row-major tokens -> [1, C, Hp, Wp]. The file does not say the grid; the peers that store tokens
+    build it square (transformers reshapes it to sqrt(L) x sqrt(L) itself), so L must be a square."""
+    if value.ndim != 3 or value.shape[0] != 1:
+        raise CheckpointError(f"{source}: {name} has shape {list(value.shape)}, expected [1, tokens, C]")
+    side = int(round(value.shape[1] ** 0.5))
+    if side * side != value.shape[1]:
+        raise CheckpointError(
+            f"{source}: {name} holds {value.shape[1]} positions, not a square grid; swinref cannot tell its height "
+            f"and width (save it as the official [1, C, Hp, Wp] absolute_pos_embed)"
+        )
+    return np.ascontiguousarray(value.reshape(1, side, side, value.shape[2]).transpose(0, 3, 1, 2))
+
+
+def ape_to_tokens(value: np.ndarray) -> np.ndarray:
+    """[1, C, Hp, Wp] -> [1, Hp*Wp, C] row-major tokens."""
+    return np.ascontiguousarray(value.reshape(1, value.shape[1], -1).transpose(0, 2, 1))
 
 
 def drop_final_norm_alias(params: dict[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:

@@ -16,6 +16,8 @@ the real modules. (The same permutation as mmdet's swin_converter / mmseg's swin
 
 These backbones have no classifier head and no separate final norm: the last stage's output norm is copied to
 `norm` (see base.alias_final_norm); a head in a whole classifier's checkpoint ('head.') is left out.
+With use_abs_pos_embed=True they hold absolute_pos_embed as [1, Hp*Wp, C] (row-major tokens; a square grid is
+assumed when read), the canonical [1, C, Hp, Wp] transposed (base.ape_from_tokens / ape_to_tokens).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any, Collection, Mapping
 import numpy as np
 
 from swinref.checkpoints.layouts.base import (
-    Notes, Rule, Rules, alias_final_norm, arrays, drop_final_norm_alias, split_backbone, translate,
+    APE, Notes, Rule, Rules, alias_final_norm, ape_from_tokens, ape_to_tokens, arrays, drop_final_norm_alias,
+    split_backbone, translate,
 )
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
@@ -80,6 +83,8 @@ def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -
                               f"0 (stages.0.downsample)")
     params = translate(sd, RULES[version].to_canonical, notes)
     _reorder_merges(params, version, to_official=True)
+    if APE in params:
+        params[APE] = ape_from_tokens(params[APE], APE, source)
     alias_final_norm(params, notes)
     return params, notes
 
@@ -91,6 +96,8 @@ def from_canonical(params: Mapping[str, Any], cfg: SwinConfig) -> dict[str, np.n
     if "head.weight" in params:
         raise CheckpointError("the OpenMMLab backbones have no classifier head: build the params with num_classes=0")
     params = drop_final_norm_alias(params, NAME)
+    if APE in params:
+        params[APE] = ape_to_tokens(params[APE])
     _reorder_merges(params, cfg.version, to_official=False)
     return {RULES[cfg.version].to_peer(k): v for k, v in params.items()}
 

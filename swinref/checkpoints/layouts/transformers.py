@@ -27,13 +27,15 @@ pooled output is not a trained norm's.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Collection, Mapping
 
 import numpy as np
 
 from swinref.checkpoints.layouts.base import (
-    Notes, Rule, Rules, alias_final_norm, arrays, identity_final_norm, put, stage_count, translate,
+    APE, Notes, Rule, Rules, alias_final_norm, ape_from_tokens, ape_to_tokens, arrays, identity_final_norm, put,
+    stage_count, translate,
 )
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
@@ -63,6 +65,7 @@ _BLOCK_NAMES = [
     ("mlp.fc2.", "mlp.fc2.", "output.dense."),
 ]
 _TOP = [
+    ("absolute_pos_embed", "embeddings.position_embeddings"),  # [1, C, Hp, Wp] <-> [1, Hp*Wp, C]
     ("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
     ("patch_embed.norm.", "embeddings.norm."),
     ("layers.{s}.downsample.", "encoder.layers.{s}.downsample."),
@@ -126,6 +129,8 @@ def to_canonical(sd: Mapping[str, np.ndarray], source: str = "the checkpoint") -
                 raise CheckpointError(f"{source}: block {prefix[:-len('.attn.')]} has biases for only some of "
                                       f"query/key/value")
             params[prefix + "qkv.bias"] = np.concatenate([parts["q.bias"], parts["k.bias"], parts["v.bias"]])
+    if APE in params:
+        params[APE] = ape_from_tokens(params[APE], "embeddings.position_embeddings", source)
     _backbone_final_norm(params, notes)
     return params, notes
 
@@ -163,6 +168,8 @@ def from_canonical(params: Mapping[str, Any], cfg: SwinConfig, *, backbone: bool
         params["norm.weight"], params["norm.bias"] = params[f"norm{last}.weight"], params[f"norm{last}.bias"]
     out: dict[str, np.ndarray] = {}
     for name, value in params.items():
+        if name == APE:
+            value = ape_to_tokens(value)
         parts = {name: value}
         if name.endswith(".attn.qkv.weight") or name.endswith(".attn.qkv.bias"):
             stem, leaf = name.rsplit(".qkv.", 1)
@@ -212,12 +219,14 @@ def config_hints(sidecar: Mapping[str, Any], source: str = "the checkpoint") -> 
         raise CheckpointError(
             f"{source}: config.json has model_type {model_type!r}; swinref reads 'swin' and 'swinv2' models"
         )
-    if sidecar.get("use_absolute_embeddings"):
-        raise CheckpointError(
-            f"{source}: this model uses absolute position embeddings (use_absolute_embeddings=true), which swinref "
-            f"does not implement (no released Swin classifier uses them)"
-        )
     hints: dict[str, Any] = {"version": 2 if model_type == "swinv2" else 1}
+    if sidecar.get("use_absolute_embeddings"):
+        if "ape" not in {f.name for f in dataclasses.fields(SwinConfig)}:
+            raise CheckpointError(
+                f"{source}: this model uses absolute position embeddings (use_absolute_embeddings=true), which this "
+                f"swinref does not implement"
+            )
+        hints["ape"] = True
     pairs = {
         "image_size": "img_size", "patch_size": "patch_size", "num_channels": "in_chans", "embed_dim": "embed_dim",
         "depths": "depths", "num_heads": "num_heads", "window_size": "window_size", "mlp_ratio": "mlp_ratio",
