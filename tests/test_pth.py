@@ -476,3 +476,14 @@ def test_torch_tensors_written_by_plain_pickle_are_refused_with_the_fix(tmp_path
     path.write_bytes(pkl)
     with pytest.raises(UnsafePickleError, match="plain pickle.dump .*original .pth"):
         read_pth(path)
+
+
+def test_real_torch_tensors_in_a_plain_pickle_are_refused(tmp_path):
+    # What Mask2Former's tools/convert-pretrained-swin-model-to-d2.py writes: pickle.dump of torch.load's tensors.
+    torch = pytest.importorskip("torch", reason="writing torch tensors with pickle needs torch")
+    target = tmp_path / "swin_tiny_patch4_window7_224.pkl"
+    with open(target, "wb") as f:
+        pickle.dump({"model": {"patch_embed.proj.bias": torch.zeros(2)}, "__author__": "third_party",
+                     "matching_heuristics": True}, f)
+    with pytest.raises(UnsafePickleError, match="torch.storage._load_from_bytes.*give swinref the original .pth"):
+        read_checkpoint(target)
