@@ -358,6 +358,15 @@ def test_openmmlab_training_checkpoint_loads_through_swinref(mm, tmp_path):
 # no norms at all.
 
 
+def assert_read_with_identity_norm(layout, sd: dict, params: dict, cfg, what: str) -> None:
+    """A backbone file without any norm reads back as params with the identity final norm, said in the notes."""
+    back, notes = layout.to_canonical(sd)
+    np.testing.assert_array_equal(back.pop("norm.weight"), np.ones(cfg.num_features, np.float32))
+    np.testing.assert_array_equal(back.pop("norm.bias"), np.zeros(cfg.num_features, np.float32))
+    assert_same(back, {k: v for k, v in params.items() if not k.startswith("norm.")})
+    assert f"({what}): norm is the identity LayerNorm" in notes.messages[0]
+
+
 def _hf_backbone_files(params: dict, cfg) -> dict[str, dict]:
     """The SwinBackbone state dicts of each generation, as files hold them (the layout's in-memory names aside)."""
     memory = layouts.transformers.from_canonical(params, cfg)
@@ -389,11 +398,7 @@ def test_transformers_swinv2_backbone_has_no_norms():
     params = init_params(cfg, seed=1)
     sd = layouts.transformers.from_canonical(params, cfg, backbone=True)
     assert not any(k.startswith(("swinv2.", "layernorm.", "hidden_states_norms.")) for k in sd)
-    back, notes = layouts.transformers.to_canonical(sd)
-    np.testing.assert_array_equal(back.pop("norm.weight"), np.ones(cfg.num_features, np.float32))
-    np.testing.assert_array_equal(back.pop("norm.bias"), np.zeros(cfg.num_features, np.float32))
-    assert_same(back, {k: v for k, v in params.items() if not k.startswith("norm.")})
-    assert "identity" in notes.messages[0] and "Swinv2Backbone" in notes.messages[0]
+    assert_read_with_identity_norm(layouts.transformers, sd, params, cfg, "a Swinv2Backbone")
     with pytest.raises(CheckpointError, match="Swinv2Backbone has no per-stage output norms"):
         layouts.transformers.from_canonical(canonical(2, "openmmlab"), CONFIGS[2], backbone=True)
 
@@ -474,11 +479,7 @@ def test_timm_features_only_names(version):
     assert sorted(k.replace("layers_", "layers.") for k in sd) == sorted(k for k in classifier if k[:5] != "norm.")
     assert any(k.startswith("layers_1.downsample.") for k in sd) and not any(k.startswith("layers.") for k in sd)
     assert layouts.detect(sd.keys()).NAME == "timm"
-    back, notes = layouts.timm.to_canonical(sd)
-    np.testing.assert_array_equal(back.pop("norm.weight"), np.ones(cfg.num_features, np.float32))
-    np.testing.assert_array_equal(back.pop("norm.bias"), np.zeros(cfg.num_features, np.float32))
-    assert_same(back, {k: v for k, v in params.items() if not k.startswith("norm.")})
-    assert "timm features_only" in notes.messages[0] and "identity" in notes.messages[0]
+    assert_read_with_identity_norm(layouts.timm, sd, params, cfg, "a timm features_only model")
     with pytest.raises(CheckpointError, match="no per-stage output norms"):
         layouts.timm.from_canonical(canonical(version, "openmmlab"), cfg)
     with pytest.raises(CheckpointError, match="features_only model has no head"):
