@@ -29,9 +29,7 @@ from swinref.params import counter_uniform
 
 DATA = pathlib.Path(__file__).parent / "data" / "backbone"
 META = json.loads((DATA / "meta.json").read_text())
-# mmpretrain_ape (mmpretrain's absolute_pos_embed, stored [1, Hp*Wp, C]) is not read yet by the openmmlab layout
-# (swinref expects [1, C, Hp, Wp]); it joins these cases when it is.
-CASES = {c["case"]: c for c in META["cases"] if c["case"] != "mmpretrain_ape"}
+CASES = {c["case"]: c for c in META["cases"]}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
 
 LAYOUT = {"mmdet": "openmmlab", "mmseg": "openmmlab", "mmpretrain": "openmmlab", "hf_backbone": "transformers",
@@ -124,6 +122,7 @@ def test_out_indices_select_the_same_outputs(name: str) -> None:
 # the detection backbone's names of its own layout (official / openmmlab with --backbone-prefix, transformers).
 CONVERSIONS = [("official_ape", "swinref", False), ("official_ape", "official", True), ("mmdet", "openmmlab", True),
                ("hf_backbone", "transformers", False), ("mask2former", "official", True),
+               ("mmpretrain_ape", "official", True),
                ("mmpretrain_v2", "swinref", False)]
 
 
