@@ -36,7 +36,7 @@ LAYOUT = {"mmdet": "openmmlab", "mmseg": "openmmlab", "mmpretrain": "openmmlab",
           "official": "official", "mask2former": "official"}
 # The modules of the whole model beside the backbone, which the load sets aside.
 LEFT_OUT = {"mmdet": ("neck.", "rpn_head."), "mmseg": ("auxiliary_head.", "decode_head."),
-            "mmpretrain_ape": ("head.",), "mmpretrain_v2": ("head.",), "hf_backbone": (),
+            "mmpretrain_ape": ("head.",), "mmpretrain_v2": ("head.",), "hf_backbone": (), "hf_backbone_ape": (),
             "official": ("neck.", "roi_head.", "rpn_head."), "official_ape": ("neck.", "roi_head.", "rpn_head."),
             "mask2former": ("pixel_mean", "pixel_std", "sem_seg_head.")}
 

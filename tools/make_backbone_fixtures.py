@@ -32,6 +32,10 @@ Cases (peer -> file):
                    recomputed in float64 for the float64 run (tools/peers.exact_v2_coords).
   hf_backbone      transformers 5.23 SwinBackbone (out_features stage1..stage4): save_pretrained's directory
                    (config.json + model.safetensors).
+  hf_backbone_ape  the same with use_absolute_embeddings=True (embeddings.position_embeddings [1, L, C]), run with
+                   interpolate_pos_encoding=True: bicubic, align_corners=False, to (H // patch, W // patch) of the
+                   image, skipped when the grid is the pretraining one (modeling_swin.py:189-217); at 97x131 that
+                   is 24x32 for a padded 25x33 token grid, so transformers fails there (recorded).
   official_ape     the official detection backbone (Swin-Transformer-Object-Detection): a checkpoint as its
                    mmcv-1.x save_checkpoint writes it, {'meta', 'state_dict'}, official names under 'backbone.',
                    absolute_pos_embed [1, C, 56, 56], norm0..norm3, beside 'neck.', 'rpn_head.' and 'roi_head.'.
@@ -101,6 +105,7 @@ CASES: dict[str, dict[str, Any]] = {
     "mmpretrain_ape": dict(model="v1", peer="mmpretrain", ape=True, file="mmpretrain_ape_epoch_300.pth", big=True),
     "mmpretrain_v2": dict(model="v2", peer="mmpretrain", ape=False, file="mmpretrain_v2_epoch_300.pth"),
     "hf_backbone": dict(model="v1", peer="hf_backbone", ape=False, file="hf_backbone", big=True),
+    "hf_backbone_ape": dict(model="v1", peer="hf_backbone", ape=True, file="hf_backbone_ape", big=True),
     "official_ape": dict(model="v1", peer="official", ape=True, file="official_ape_mask_rcnn.pth",
                          outputs_of="mmpretrain_ape", big=True),
     "official": dict(model="v1", peer="official", ape=False, file="official_mask_rcnn.pth", outputs_of="mmdet"),
@@ -262,9 +267,10 @@ def run(case: str, sd: dict[str, np.ndarray], size: tuple[int, int], dtype: str)
             module.resize_pos_embed = _resize_pos_embed_exact
     H, W = size
     x = torch.from_numpy(counter_uniform(f"input:{H}x{W}", 3 * H * W).reshape(1, 3, H, W).astype(dtype))
+    kwargs = {"interpolate_pos_encoding": True} if c["peer"] == "hf_backbone" and c["ape"] else {}
     try:
         with torch.no_grad():
-            out = net(x)
+            out = net(x, **kwargs)
     except Exception as exc:  # recorded: where the peer cannot run the size
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
     finally:
