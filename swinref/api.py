@@ -151,5 +151,17 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     be = resolve_device(device)  # fail fast on a missing GPU, before reading a large file
     params, cfg, report = load_checkpoint(path, config=config, **overrides)
     if chosen is None:
-        chosen = BACKBONE_POLICY if is_backbone(params, report) else _check_policy(None)
+        chosen = _default_policy(params, cfg, report)
     return _place(params, cfg, dtype, device, be, chosen, report)
+
+
+def _default_policy(params: dict[str, Any], cfg: SwinConfig, report: LoadReport) -> str:
+    """The window policy of the peer that wrote a checkpoint, where its kind tells: transformers' Swinv2Backbone keeps
+    the build-size windows like Swinv2Model (an `hf` peer; SwinBackbone always partitions, a `detection` one); other
+    backbones are detection backbones; everything else gets the default."""
+    transformers_backbone = report.layout == "transformers" and report.out_indices is not None
+    if transformers_backbone and cfg.version == 2:
+        return "hf"
+    if transformers_backbone or is_backbone(params, report):
+        return BACKBONE_POLICY
+    return _check_policy(None)

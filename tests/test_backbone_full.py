@@ -52,11 +52,7 @@ def _sizes(variant: str) -> list[tuple[int, int]]:
     return [swinref.get_config(variant).img_size, (232, 176), BIG]
 
 
-CASES = [(v, p, s) for v, ps in ((T1, V1_PEERS), (T2, V2_PEERS), (B1, V1_PEERS)) for p in ps for s in _sizes(v)
-         # Left out: swinref's default for a Swinv2Backbone directory is 'torchvision' (it has no output norms, so
-         # swinref.api.is_backbone says no), which crops 1333 to 1332 and shifts the last stage; the peer pads and
-         # keeps its build-time windows (the 'hf' policy, which matches it to 1e-14). Reported, not worked around.
-         if not (v == T2 and p == "hf_backbone" and s == BIG)]
+CASES = [(v, p, s) for v, ps in ((T1, V1_PEERS), (T2, V2_PEERS), (B1, V1_PEERS)) for p in ps for s in _sizes(v)]
 
 
 def _build(peer: str, cfg: swinref.SwinConfig) -> Any:
