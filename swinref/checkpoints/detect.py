@@ -23,7 +23,7 @@ import numpy as np
 
 from swinref.config import ALIASES, REGISTRY, SwinConfig, describe, get_config
 from swinref.errors import CheckpointError, ConfigError
-from swinref.layout import param_shapes
+from swinref.layout import out_norm_shapes, param_shapes
 
 __all__ = ["infer_config", "check_params", "resolve_config", "buffer_config_hints", "stage_norm_shapes",
            "ordered_params"]
@@ -240,12 +240,8 @@ def _listing(items: list[str], limit: int = 8) -> str:
 def stage_norm_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
     """The optional per-stage output norms norm0..norm{L-1} (the official detection backbone's names; OpenMMLab
     backbones have them too): LayerNorms over each stage's output, [C_i]. Params that have them and no head are a
-    backbone's; the forward pass does not read them."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i in range(len(cfg.depths)):
-        for leaf in ("weight", "bias"):
-            shapes[f"norm{i}.{leaf}"] = (cfg.embed_dim * 2**i,)
-    return shapes
+    backbone's; swinref.features applies them (swinref.layout.out_norm_shapes)."""
+    return out_norm_shapes(cfg)
 
 
 def ordered_params(params: dict, cfg: SwinConfig) -> dict:
