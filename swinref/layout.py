@@ -14,16 +14,28 @@ from typing import Any
 
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
-from swinref.plan import build_windows, plan
+from swinref.plan import BlockPlan, build_windows, plan
 
-__all__ = ["param_shapes", "out_norm_shapes", "block_prefix", "nest", "CPB_HIDDEN"]
+__all__ = ["param_shapes", "out_norm_shapes", "nest", "CPB_HIDDEN"]
 
 # Width of the hidden layer of Swin V2's continuous position bias MLP (official: Linear(2, 512) - ReLU - Linear).
 CPB_HIDDEN = 512
 
 
-def block_prefix(stage: int, block: int) -> str:
-    return f"layers.{stage}.blocks.{block}."
+def _block_leaf_shapes(blk: BlockPlan, M: int) -> dict[str, tuple[int, ...]]:
+    """Shape of every parameter a block may have, by its name inside the block (the plan lists which it has).
+    M: the window of the V1 bias table, [(2M-1)^2, nH], the official build's (after its clamp rule)."""
+    dim, nH, hidden = blk.dim, blk.heads, blk.mlp_hidden
+    return {
+        "norm1.weight": (dim,), "norm1.bias": (dim,), "norm2.weight": (dim,), "norm2.bias": (dim,),
+        "attn.relative_position_bias_table": ((2 * M - 1) ** 2, nH),
+        "attn.logit_scale": (nH, 1, 1), "attn.cpb_mlp.0.weight": (CPB_HIDDEN, 2),
+        "attn.cpb_mlp.0.bias": (CPB_HIDDEN,), "attn.cpb_mlp.2.weight": (nH, CPB_HIDDEN),
+        "attn.qkv.weight": (3 * dim, dim), "attn.qkv.bias": (3 * dim,), "attn.q_bias": (dim,), "attn.v_bias": (dim,),
+        "attn.proj.weight": (dim, dim), "attn.proj.bias": (dim,),
+        "mlp.fc1.weight": (hidden, dim), "mlp.fc1.bias": (hidden,), "mlp.fc2.weight": (dim, hidden),
+        "mlp.fc2.bias": (dim,),
+    }
 
 
 @functools.lru_cache(maxsize=128)
@@ -46,43 +58,16 @@ def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
     if cfg.patch_norm:
         shapes["patch_embed.norm.weight"] = (C,)
         shapes["patch_embed.norm.bias"] = (C,)
-    hidden_ratio = cfg.mlp_ratio
     for stage, window in zip(build.stages, build_windows(cfg)):
-        dim, nH, M = stage.dim, stage.heads, window[0]
-        hidden = int(dim * hidden_ratio)
-        for j in range(stage.depth):
-            b = block_prefix(stage.index, j)
-            shapes[b + "norm1.weight"] = (dim,)
-            shapes[b + "norm1.bias"] = (dim,)
-            if cfg.version == 1:
-                shapes[b + "attn.relative_position_bias_table"] = ((2 * M - 1) ** 2, nH)
-                shapes[b + "attn.qkv.weight"] = (3 * dim, dim)
-                if cfg.qkv_bias:
-                    shapes[b + "attn.qkv.bias"] = (3 * dim,)
-            else:
-                shapes[b + "attn.logit_scale"] = (nH, 1, 1)
-                shapes[b + "attn.cpb_mlp.0.weight"] = (CPB_HIDDEN, 2)
-                shapes[b + "attn.cpb_mlp.0.bias"] = (CPB_HIDDEN,)
-                shapes[b + "attn.cpb_mlp.2.weight"] = (nH, CPB_HIDDEN)
-                shapes[b + "attn.qkv.weight"] = (3 * dim, dim)
-                if cfg.qkv_bias:
-                    shapes[b + "attn.q_bias"] = (dim,)
-                    shapes[b + "attn.v_bias"] = (dim,)
-            shapes[b + "attn.proj.weight"] = (dim, dim)
-            shapes[b + "attn.proj.bias"] = (dim,)
-            shapes[b + "norm2.weight"] = (dim,)
-            shapes[b + "norm2.bias"] = (dim,)
-            shapes[b + "mlp.fc1.weight"] = (hidden, dim)
-            shapes[b + "mlp.fc1.bias"] = (hidden,)
-            shapes[b + "mlp.fc2.weight"] = (dim, hidden)
-            shapes[b + "mlp.fc2.bias"] = (dim,)
-        if stage.merge_pad is not None:
-            d = f"layers.{stage.index}.downsample."
+        for blk in stage.blocks:
+            leaf_shapes = _block_leaf_shapes(blk, window[0])
+            shapes.update({name: leaf_shapes[name[len(blk.name) + 1:]] for name in blk.params})
+        if stage.merge is not None:
             # V1 normalises the 4C concat before reducing; V2 reduces first, then normalises 2C.
-            norm_dim = 4 * dim if cfg.version == 1 else 2 * dim
-            shapes[d + "reduction.weight"] = (2 * dim, 4 * dim)
-            shapes[d + "norm.weight"] = (norm_dim,)
-            shapes[d + "norm.bias"] = (norm_dim,)
+            dim = stage.merge.dim
+            norm_dim = 4 * dim if stage.merge.kind == "norm-reduce" else 2 * dim
+            reduction, norm_weight, norm_bias = stage.merge.params
+            shapes.update({reduction: (2 * dim, 4 * dim), norm_weight: (norm_dim,), norm_bias: (norm_dim,)})
     shapes["norm.weight"] = (cfg.num_features,)
     shapes["norm.bias"] = (cfg.num_features,)
     if cfg.num_classes > 0:
