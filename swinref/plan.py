@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -414,7 +415,7 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
     M = (cfg.window_size,) * n_axes
     run_grids = _stage_grids(embed.grid, cfg.num_layers)
     if rule.windows_from == "build":
-        build_grids = _stage_grids(tuple(-(-n // patch) for n in _as_size(cfg.img_size)), cfg.num_layers)
+        build_grids = _build_grids(cfg)
         if len(build_grids[0]) != n_axes:
             raise InputError(f"the input has {n_axes} spatial axes but {cfg.name} was built for "
                              f"{len(build_grids[0])}")
@@ -466,7 +467,7 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
     head = ("norm.weight", "norm.bias") + (("head.weight", "head.bias") if cfg.num_classes else ())
     mp = ModelPlan(config=cfg, policy=pol, embed=embed, stages=tuple(stages), head_params=head, refusal=refusal)
     if rule.refuse_padding and mp.needs_padding:
-        near = ", ".join(_fmt(s) for s in nearest_unpadded_sizes(cfg, size, pol))
+        near = ", ".join(_fmt(s) for s in nearest_unpadded_sizes(cfg, size))
         mp = dataclasses.replace(mp, refusal=(
             f"image {_fmt(size)} needs padding to fit the windows and the patch merges, which {pol.peer} refuses "
             f"(policy 'official'); nearest sizes that need none: {near or 'none found'}; or use the default policy "
@@ -474,10 +475,15 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
     return mp
 
 
+def _build_grids(cfg: SwinConfig) -> list[Size]:
+    """The stage grids at the build size cfg.img_size."""
+    return _stage_grids(tuple(-(-n // cfg.patch_size) for n in _as_size(cfg.img_size)), cfg.num_layers)
+
+
 def build_windows(cfg: SwinConfig) -> tuple[Size, ...]:
     """Per stage, the window the official model builds its relative position bias table for: the official clamp at
     the build size. A checkpoint's V1 tables have these windows."""
-    grids = _stage_grids(tuple(-(-n // cfg.patch_size) for n in _as_size(cfg.img_size)), cfg.num_layers)
+    grids = _build_grids(cfg)
     M = (cfg.window_size,) * len(grids[0])
     return tuple(_windows(_OFFICIAL, g, M)[0] for g in grids)
 
@@ -500,34 +506,33 @@ def _as_size(image: tuple[int, ...] | int | str) -> Size:
     return size
 
 
-def _unpadded_side(cfg: SwinConfig, pol: Policy, n: int, axis: int, n_axes: int) -> bool:
-    probe = dataclasses.replace(pol, v1=dataclasses.replace(pol.v1, refuse_padding=False),
-                                v2=dataclasses.replace(pol.v2, refuse_padding=False))
-    size = tuple(n if a == axis else _as_size(cfg.img_size)[a] for a in range(n_axes))
-    if n < cfg.patch_size:
+def _unpadded_side(cfg: SwinConfig, windows: tuple[Size, ...], n: int, axis: int, n_axes: int) -> bool:
+    """Whether a side of n pixels on `axis` needs no padding anywhere with the build-size windows: a whole number of
+    patches, every stage grid a multiple of its window, and even before every merge (merges halve the last two
+    axes). Each axis is independent, since the windows do not depend on the run size."""
+    if n % cfg.patch_size:
         return False
-    mp = plan(cfg, size, probe)
-    return mp.embed.pad[axis] == 0 and all(
-        s.pad[axis] == 0 and (s.merge is None or s.merge.pad[axis] == 0) for s in mp.stages)
+    grid = n // cfg.patch_size
+    for i, window in enumerate(windows):
+        if grid % window[axis]:
+            return False
+        if i < len(windows) - 1 and axis >= n_axes - 2:
+            if grid % 2:
+                return False
+            grid //= 2
+    return True
 
 
-def nearest_unpadded_sizes(cfg: SwinConfig, image: Size, policy: str | Policy | None = "official",
-                           count: int = 2) -> list[Size]:
-    """The closest sizes (per axis, below and above) that need no padding anywhere: used in error messages."""
-    pol = resolve_policy(policy)
+def nearest_unpadded_sizes(cfg: SwinConfig, image: Size, count: int = 2) -> list[Size]:
+    """The closest sizes (per axis, below and above) at which the official classifier's build-size windows need no
+    padding anywhere: used in its refusal."""
+    windows = build_windows(cfg)
     n_axes = len(image)
     step_limit = 64 * cfg.patch_size * cfg.window_size
     options = []
     for axis, n in enumerate(image):
-        below = next((k for k in range(n, 0, -1) if _unpadded_side(cfg, pol, k, axis, n_axes)), None)
-        above = next((k for k in range(n, n + step_limit + 1) if _unpadded_side(cfg, pol, k, axis, n_axes)), None)
+        below = next((k for k in range(n, 0, -1) if _unpadded_side(cfg, windows, k, axis, n_axes)), None)
+        above = next((k for k in range(n, n + step_limit + 1) if _unpadded_side(cfg, windows, k, axis, n_axes)),
+                     None)
         options.append([k for k in dict.fromkeys((below, above)) if k is not None])
-    pairs = [tuple(c) for c in _product(options)]
-    return pairs[: max(count, 1) * 2]
-
-
-def _product(options: list[list[int]]) -> list[list[int]]:
-    out: list[list[int]] = [[]]
-    for opts in options:
-        out = [o + [k] for o in out for k in opts]
-    return out
+    return list(itertools.product(*options))[: max(count, 1) * 2]
