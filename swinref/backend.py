@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator
 from swinref.errors import InputError
 from swinref.namespace import Backend
 
-__all__ = ["Backend", "backend_for", "numpy_backend", "numpy_fast_backend", "plain", "erf_reference", "erf_series"]
+__all__ = ["Backend", "backend_for", "numpy_backend", "numpy_fast_backend", "plain", "to_host", "erf_reference",
+           "erf_series"]
 
 
 def _is_numpy(xp: Any) -> bool:
@@ -108,6 +109,19 @@ def numpy_backend() -> Backend:
 def numpy_fast_backend() -> Backend:
     """NumPy with the accelerated block (swinref.fast)."""
     return dataclasses.replace(numpy_backend(), block=_accelerated_block())
+
+
+def to_host(a: Any) -> Any:
+    """A NumPy array with the values of any backend's array (CuPy copies back once; others by the array protocol,
+    else DLPack)."""
+    import numpy as np
+
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError, RuntimeError):
+        return np.from_dlpack(a)
 
 
 def index_rows(table: Any, index: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from swinref.backend import Backend, backend_for
+from swinref.backend import Backend, backend_for, to_host
 from swinref.config import SwinConfig
 from swinref.errors import InputError
 from swinref.layers import layer_norm, linear, pad_end
@@ -56,17 +56,6 @@ def patch_embed(images: Any, p: Params, e: PatchEmbedPlan, cfg: SwinConfig, be: 
 _POS_EMBED: dict[tuple, tuple[Any, Any]] = {}
 
 
-def _host(a: Any) -> Any:
-    import numpy as np
-
-    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
-        return a.get()
-    try:
-        return np.asarray(a)
-    except (TypeError, ValueError, RuntimeError):
-        return np.from_dlpack(a)
-
-
 def pos_embed(table: Any, e: PatchEmbedPlan, be: Backend) -> Any:
     """The absolute position embedding [1, C, *stored grid] resized to the token grid, channels-last [1, *grid, C].
 
@@ -81,7 +70,7 @@ def pos_embed(table: Any, e: PatchEmbedPlan, be: Backend) -> Any:
         return hit[1]
     from swinref.transfer import bicubic_resize
 
-    host = _host(table)
+    host = to_host(table)
     grid = bicubic_resize(host.astype("float64"), e.grid) if tuple(host.shape[2:]) != e.grid else host
     k = len(e.grid)
     value = be.asarray(grid.transpose(0, *range(2, 2 + k), 1).astype(host.dtype), dtype=table.dtype)
@@ -154,14 +143,13 @@ def _cast_input(x: Any, params: Params, be: Backend) -> Any:
     return x
 
 
-def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head: bool,
-         points: dict[str, Any] | None = None, keep_probs: frozenset[str] = frozenset(),
-         outs: tuple[int, ...] | None = None) -> tuple[Any, list[Any]]:
-    """The forward pass. `points`, when given, receives every intermediate point under its stable name.
+def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: dict[str, Any] | None = None,
+         keep_probs: frozenset[str] = frozenset(), outs: tuple[int, ...] | None = None) -> Any:
+    """The forward pass: the logits (pooled features without a head). `points`, when given, receives every
+    intermediate point under its stable name.
 
-    `outs` (backbone mode): the stages whose outputs to return, each through its output norm norm{i} when the
-    params hold it, channels-last; the pass stops after the last of them (no head). Otherwise every raw stage
-    output is returned beside the logits (or None when `want_head` is False)."""
+    `outs` (backbone mode): the stages whose outputs to return instead, a list, each through its output norm
+    norm{i} when the params hold it, channels-last; the pass stops after the last of them (no head)."""
     be = backend_for(x)
     xp = be.xp
     mp = _check_input(x, cfg, policy)
@@ -187,9 +175,7 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
             x = be.block.add_residual(attn, x)
             x = be.block.add_residual(be.block.mlp_branch(x, p, blk, be), x)
             record(blk.name, x)
-        if outs is None:
-            stage_outputs.append(x)
-        elif stage.index in outs:
+        if outs is not None and stage.index in outs:
             out = x
             if stage.out_norm and stage.out_norm[0] in params:
                 out = layer_norm(x, tree[stage.out_norm[0].split(".")[0]], cfg.layer_norm_eps, xp)
@@ -198,17 +184,17 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, want_head:
         if stage.merge is not None and stage.index < last:
             x = patch_merging(x, stage_params["downsample"], stage.merge, be)
             record(stage.merge.name, x)
-    if not want_head or outs is not None:
-        return None, stage_outputs
+    if outs is not None:
+        return stage_outputs
     x = layer_norm(x, tree["norm"], cfg.layer_norm_eps, xp)
     record("norm", x)
     pooled = xp.mean(x, axis=tuple(range(1, x.ndim - 1)))  # [B, C_L]
     record("pooled", pooled)
     if cfg.num_classes == 0 or "head" not in tree:
-        return pooled, stage_outputs
+        return pooled
     logits = linear(pooled, tree["head"]["weight"], tree["head"]["bias"], xp)
     record("logits", logits)
-    return logits, stage_outputs
+    return logits
 
 
 def _channels_first(x: Any, xp: Any) -> Any:
@@ -234,8 +220,7 @@ def check_out_indices(cfg: SwinConfig, out_indices: Iterable[int] | None) -> tup
 
 def forward(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None) -> Any:
     """Logits [B, classes] for images x [B, 3, H, W] (pooled features [B, C_L] when the model has no head)."""
-    logits, _ = _run(params, x, cfg, policy, want_head=True)
-    return logits
+    return _run(params, x, cfg, policy)
 
 
 def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
@@ -250,7 +235,7 @@ def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = No
     if layout not in ("NCHW", "NHWC"):
         raise InputError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     chosen = check_out_indices(cfg, out_indices)
-    _, outs = _run(params, x, cfg, policy, want_head=False, outs=chosen)
+    outs = _run(params, x, cfg, policy, outs=chosen)
     if layout == "NCHW" and outs:
         xp = backend_for(outs[0]).xp
         outs = [_channels_first(o, xp) for o in outs]
@@ -299,5 +284,5 @@ def forward_trace(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None
     """
     points: dict[str, Any] = {}
     chosen = check_out_indices(cfg, out_indices) if backbone or out_indices is not None else None
-    _run(params, x, cfg, policy, want_head=True, points=points, keep_probs=frozenset(attn_probs), outs=chosen)
+    _run(params, x, cfg, policy, points=points, keep_probs=frozenset(attn_probs), outs=chosen)
     return points

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from swinref.backend import to_host
 from swinref.config import SwinConfig
 from swinref.errors import SwinrefError
 
@@ -181,7 +182,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     for dt in ("float64", "float32"):
         model = api.from_params(params64, cfg, dtype=dt, device=device, policy=policy)
         points_dt = model.trace(x64.astype(dt), attn_probs=blocks, out_indices=chosen)
-        traces[dt] = {k: _host(v) for k, v in points_dt.items()}
+        traces[dt] = {k: to_host(v) for k, v in points_dt.items()}  # CuPy arrays come back once, here
     golden = traces[dtype]
     missing = [n for n in names if n not in golden]
     if missing:  # pragma: no cover - point_names and forward_trace are kept in step by tests/test_golden.py
@@ -234,11 +235,6 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     arrays = {"input": x, **{n: np.ascontiguousarray(golden[n]) for n in names}}
     _write_atomic(out, manifest, arrays, force)
     return manifest
-
-
-def _host(a: Any) -> np.ndarray:
-    # CuPy arrays come back to the host once, here.
-    return np.asarray(a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a)
 
 
 def _file_sha256(path: str | os.PathLike) -> str | None:
