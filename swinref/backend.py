@@ -30,10 +30,6 @@ __all__ = ["Backend", "backend_for", "numpy_backend", "numpy_fast_backend", "pla
            "erf_series"]
 
 
-def _is_numpy(xp: Any) -> bool:
-    return getattr(xp, "__name__", "") == "numpy"
-
-
 _use_kernels: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "swinref_use_kernels", default=os.environ.get("SWINREF_KERNELS", "").lower() != "plain"
 )
