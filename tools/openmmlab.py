@@ -23,9 +23,11 @@ import sys
 import types
 from typing import Any, NamedTuple
 
-__all__ = ["import_openmmlab", "build", "OpenMMLab", "KINDS", "STUBBED"]
+__all__ = ["import_openmmlab", "import_mmaction", "build", "OpenMMLab", "KINDS", "STUBBED"]
 
 STUBBED = "mmcv.ops"  # this package and every module under it
+# mmaction2 1.2's wheel lacks the DRN localizer package that mmaction.models imports (never used by recognizers).
+STUBBED_MMACTION = "mmaction.models.localizers.drn"
 KINDS = ("pretrain", "det", "seg")  # mmpretrain (V1 or V2 by the config), mmdet, mmseg
 
 
@@ -58,7 +60,7 @@ class _StubModule(types.ModuleType):
 
 class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname == STUBBED or fullname.startswith(STUBBED + "."):
+        if any(fullname == s or fullname.startswith(s + ".") for s in (STUBBED, STUBBED_MMACTION)):
             return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         return None
 
@@ -95,6 +97,25 @@ def import_openmmlab() -> OpenMMLab | None:
         return None
     return OpenMMLab(pretrain=pretrain.SwinTransformer, pretrain_v2=pretrain.SwinTransformerV2,
                      det=det.SwinTransformer, seg=seg.SwinTransformer)
+
+
+def import_mmaction() -> Any:
+    """mmaction2's models package (SwinTransformer3D, I3DHead, Recognizer3D registered in mmaction.registry.MODELS),
+    or None when torch or mmaction2 is not installed."""
+    try:
+        import torch  # noqa: F401
+        import mmcv  # noqa: F401
+        import mmengine  # noqa: F401
+        import mmaction.utils.dependency as dependency
+        import mmpretrain.utils.dependency as pretrain_dependency
+    except ImportError:
+        return None
+    _install_stub()
+    dependency.WITH_MULTIMODAL = pretrain_dependency.WITH_MULTIMODAL = False  # mmaction imports mmpretrain models
+    try:
+        return importlib.import_module("mmaction.models")
+    except ImportError:
+        return None
 
 
 def build(mm: OpenMMLab, kind: str, cfg: Any, out_indices: tuple[int, ...] | None = None) -> Any:
