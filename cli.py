@@ -16,7 +16,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from swinref.config import SwinConfig, get_config
-from swinref.errors import ConfigError, SwinrefError
+from swinref.errors import ConfigError, InputError, SwinrefError
 
 __all__ = ["main", "model_parser", "config_from_args", "build_parser"]
 
@@ -224,30 +224,95 @@ WEIGHTS_HELP = (
 )
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _predictor(args: argparse.Namespace, outputs: tuple[str, ...], **extra: Any):
+    """The Predictor `predict` and `embed` share: the checkpoint and model options of the command line."""
     if not args.weights:
         raise ConfigError(f"no --weights given. {WEIGHTS_HELP}")
-    import swinref
+    from swinref.predictor import Predictor
+
+    crop = None if args.crop == "auto" else args.crop == "yes"
+    predictor = Predictor(args.weights, outputs=outputs, crop=crop, on_error="skip", config=args.variant,
+                          dtype=args.dtype, device=args.device, policy=args.policy, threads=args.threads,
+                          **extra, **_model_overrides(args))
+    _say_transferred(predictor.model.report.resized, predictor.model.report.notes)
+    return predictor
+
+
+def _progress(total: int, label: str):
+    """A rich progress bar on stderr, shown on a terminal only (a log file gets the per-file messages, no bar)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = _stderr_console()
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                    transient=True, disable=not console.is_terminal or total <= 1)
+
+
+def _skipped_code(failures: Sequence[dict[str, str]], done: int) -> int:
+    """Report the files a run over files skipped; its exit code: 0, or 1 when some were skipped. When no file could
+    be read at all, that is an error (exit 2)."""
+    if len(failures) == 1 and not done:
+        raise InputError(failures[0]["error"])
+    for failure in failures:
+        sys.stderr.write(f"swinref: skipped {failure['image']}: {failure['error']}\n")
+    if failures and not done:
+        raise InputError(f"none of the {len(failures)} images could be read (listed above); check the files")
+    if failures:
+        sys.stderr.write(f"swinref: {len(failures)} of {len(failures) + done} images skipped (listed above)\n")
+    return 1 if failures else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from swinref.inputs import find_images
     from swinref.predict import predict_files
 
-    model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device, policy=args.policy,
-                         **_model_overrides(args))
-    _say_transferred(model.report.resized, model.report.notes)
-    progress = None
-    if len(args.images) > args.batch and not args.json:
-        from rich.progress import Progress
+    paths = find_images(args.images)
+    predictor = _predictor(args, ("top",), top=args.top)
+    fmt = "json" if args.json else args.format
+    with _progress(len(paths), "classifying") as progress:
+        task = progress.add_task("classifying", total=len(paths))
+        results, failures = predict_files(predictor, paths, batch=args.batch,
+                                          on_batch=lambda n: progress.advance(task, n))
+    code = _skipped_code(failures, len(results))
+    if fmt == "json":
+        _print_json({"model": predictor.model.config.name, "config": predictor.model.config.to_dict(),
+                     "results": results, "skipped": failures})
+    elif fmt == "jsonl":
+        for item in results:
+            sys.stdout.write(json.dumps(item) + "\n")
+    elif fmt == "csv":
+        import csv
 
-        progress = Progress(transient=True, console=_stderr_console())
-    crop = None if args.crop == "auto" else args.crop == "yes"
-    if progress is None:
-        results = predict_files(model, args.images, top=args.top, batch=args.batch, crop=crop)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", "rank", "class", "name", "probability"])
+        for item in results:
+            for rank, entry in enumerate(item["top"], 1):
+                writer.writerow([item["image"], rank, entry["index"], entry["name"], repr(entry["probability"])])
     else:
-        with progress:
-            task = progress.add_task("classifying", total=len(args.images))
-            results = predict_files(model, args.images, top=args.top, batch=args.batch, crop=crop,
-                                    on_batch=lambda n: progress.advance(task, n))
+        _render_predictions(results)
+    return code
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from swinref.embed import embed_files, partial_dir
+    from swinref.inputs import find_images
+
+    paths = find_images(args.images)
+    predictor = _predictor(args, (args.values,))
+    with _progress(len(paths), "embedding") as progress:
+        task = progress.add_task("embedding", total=len(paths))
+        report = embed_files(predictor, paths, args.out, batch_size=args.batch, values=args.values, force=args.force,
+                             on_batch=lambda n: progress.advance(task, n))
+    code = _skipped_code(report.skipped, report.rows)
     if args.json:
-        return _print_json({"model": model.config.name, "config": model.config.to_dict(), "results": results})
+        _print_json({"model": predictor.model.config.name, **vars(report)})
+        return code
+    resumed = f", {report.reused} reused from the interrupted run in {partial_dir(args.out)}" if report.reused else ""
+    sys.stdout.write(f"wrote {args.out}: {report.rows} x {report.width} {args.values} "
+                     f"({predictor.model.config.name}{resumed})\n")
+    return code
+
+
+def _render_predictions(results: Sequence[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -261,7 +326,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for rank, entry in enumerate(item["top"], 1):
             table.add_row(str(rank), str(entry["index"]), entry["name"], f"{entry['probability']:.4f}")
         console.print(table)
-    return 0
 
 
 def _say_transferred(resized: Sequence[str], notes: Sequence[str]) -> None:
@@ -394,6 +458,25 @@ def _print_json(data: Any) -> int:
     return 0
 
 
+def _dataset_parser() -> argparse.ArgumentParser:
+    """The options `predict` and `embed` share: images, checkpoint, batches, threads, preprocessing."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (searched recursively) and glob patterns (quote them; ** crosses "
+                        "folders); any format Pillow reads")
+    p.add_argument("--weights", default=None, metavar="CKPT",
+                   help="checkpoint: official/timm/torchvision .pth, .safetensors, .npz or a Hugging Face directory")
+    p.add_argument("--batch-size", "--batch", dest="batch", type=_batch, default=8, metavar="B",
+                   help="images per forward pass (default 8)")
+    p.add_argument("--threads", type=_batch, default=None, metavar="N",
+                   help="threads for BLAS and swinref's kernels (default: the machine's settings)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute dtype")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="cpu (NumPy) or cuda[:N] (CuPy)")
+    p.add_argument("--crop", default="auto", choices=["auto", "yes", "no"],
+                   help="centre crop as the official evaluation at 224 (auto: crop up to 256, resize at 384)")
+    return p
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -452,18 +535,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
                    help="cast the floating-point weights (default: keep the stored dtype)")
     p.set_defaults(handler=_cmd_convert)
-    p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy],
+    p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy, _dataset_parser()],
                        help="classify images with a checkpoint (official evaluation preprocessing, top-k)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
-    p.add_argument("--weights", default=None, metavar="CKPT",
-                   help="checkpoint: official/timm/torchvision .pth, .safetensors, .npz or a Hugging Face directory")
     p.add_argument("--top", type=_batch, default=5, metavar="K", help="classes to show per image (default 5)")
-    p.add_argument("--batch", type=_batch, default=8, metavar="B", help="images per forward pass (default 8)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute dtype")
-    p.add_argument("--device", default="cpu", metavar="DEV", help="cpu (NumPy) or cuda[:N] (CuPy)")
-    p.add_argument("--crop", default="auto", choices=["auto", "yes", "no"],
-                   help="centre crop as the official evaluation at 224 (auto: crop up to 256, resize at 384)")
+    p.add_argument("--format", default="table", choices=["table", "json", "jsonl", "csv"],
+                   help="table (default), json (one document, as --json), jsonl (one line per image) or csv (one "
+                        "row per image and rank)")
     p.set_defaults(handler=cmd_predict)
+    p = sub.add_parser("embed", parents=[model_parser(positional=False), out, policy, _dataset_parser()],
+                       help="one vector per image (pooled features or logits) into .parquet, .npy or .safetensors; "
+                            "an interrupted run resumes")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="output: .parquet (path + vector columns; needs swinref[parquet]), .safetensors (paths in "
+                        "the metadata) or .npy (paths in FILE.paths.txt)")
+    p.add_argument("--values", default="embedding", choices=["embedding", "logits"],
+                   help="embedding: the pooled features before the head (default); logits: the classifier's")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(handler=cmd_embed)
     _add_golden(sub, out)
     return parser
 

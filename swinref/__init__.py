@@ -41,6 +41,7 @@ _LAZY = {
     "from_params": "swinref.api",
     "random_model": "swinref.api",
     "init_params": "swinref.params",
+    "Predictor": "swinref.predictor",
 }
 
 

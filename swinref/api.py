@@ -53,6 +53,15 @@ class Model:
     def __call__(self, x: Any) -> Any:
         return _model.forward(self.params, self._prepare(x), self.config, policy=self.policy)
 
+    def pooled(self, x: Any) -> Any:
+        """The pooled features [B, C_L] before the head: the image embedding (`model.head(model.pooled(x))` is
+        `model(x)`)."""
+        return _model.forward_pooled(self.params, self._prepare(x), self.config, policy=self.policy)
+
+    def head(self, pooled: Any) -> Any:
+        """The classifier head on pooled features: logits [B, classes]."""
+        return _model.forward_head(self.params, pooled)
+
     def features(self, x: Any, layout: str = "NCHW", out_indices: Iterable[int] | None = None) -> list[Any]:
         """The selected stage outputs (None: all), each through its output norm norm{i} when the params hold it."""
         return _model.features(self.params, self._prepare(x), self.config, policy=self.policy, layout=layout,

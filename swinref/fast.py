@@ -99,9 +99,14 @@ def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: f
 # number of CPUs) sets the count; it is read from Numba's config, which starts no Numba thread pool.
 _POOL: Any = None
 _POOL_THREADS = 0
+# A process's share of the cores, set by swinref.threads.limit_threads (e.g. one of several workers on a node);
+# None: NUMBA_NUM_THREADS.
+LANES: int | None = None
 
 
 def _lanes() -> int:
+    if LANES is not None:
+        return max(1, min(MAX_LANES, LANES))
     try:
         import numba
 

@@ -22,7 +22,7 @@ from swinref.layers import layer_norm, linear, pad_end
 from swinref.layout import nest
 from swinref.plan import MergePlan, ModelPlan, PatchEmbedPlan, plan
 
-__all__ = ["forward", "features", "forward_trace", "point_names", "check_out_indices", "pos_embed"]
+__all__ = ["forward", "forward_pooled", "forward_head", "features", "forward_trace", "point_names", "check_out_indices", "pos_embed"]
 
 Params = dict[str, Any]
 
@@ -144,9 +144,9 @@ def _cast_input(x: Any, params: Params, be: Backend) -> Any:
 
 
 def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: dict[str, Any] | None = None,
-         keep_probs: frozenset[str] = frozenset(), outs: tuple[int, ...] | None = None) -> Any:
-    """The forward pass: the logits (pooled features without a head). `points`, when given, receives every
-    intermediate point under its stable name.
+         keep_probs: frozenset[str] = frozenset(), outs: tuple[int, ...] | None = None, head: bool = True) -> Any:
+    """The forward pass: the logits (the pooled features without a head, or with `head=False`). `points`, when
+    given, receives every intermediate point under its stable name.
 
     `outs` (backbone mode): the stages whose outputs to return instead, a list, each through its output norm
     norm{i} when the params hold it, channels-last; the pass stops after the last of them (no head)."""
@@ -190,9 +190,9 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: di
     record("norm", x)
     pooled = xp.mean(x, axis=tuple(range(1, x.ndim - 1)))  # [B, C_L]
     record("pooled", pooled)
-    if cfg.num_classes == 0 or "head" not in tree:
+    if not head or cfg.num_classes == 0 or "head" not in tree:
         return pooled
-    logits = linear(pooled, tree["head"]["weight"], tree["head"]["bias"], xp)
+    logits = forward_head(params, pooled)
     record("logits", logits)
     return logits
 
@@ -221,6 +221,18 @@ def check_out_indices(cfg: SwinConfig, out_indices: Iterable[int] | None) -> tup
 def forward(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None) -> Any:
     """Logits [B, classes] for images x [B, 3, H, W] (pooled features [B, C_L] when the model has no head)."""
     return _run(params, x, cfg, policy)
+
+
+def forward_pooled(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None) -> Any:
+    """The pooled features [B, C_L] before the head (final norm, mean over the tokens): the image embedding.
+    `forward_head(params, forward_pooled(...))` is `forward(...)`, operation for operation."""
+    return _run(params, x, cfg, policy, head=False)
+
+
+def forward_head(params: Params, pooled: Any) -> Any:
+    """The classifier head on pooled features: [B, C_L] -> logits [B, classes]."""
+    xp = backend_for(pooled).xp
+    return linear(pooled, params["head.weight"], params["head.bias"], xp)
 
 
 def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,

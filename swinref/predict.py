@@ -1,50 +1,49 @@
-"""Classify image files: decode, preprocess as the official evaluation does, run the model, take the top k."""
+"""Classify or embed image files in batches: the pipeline `swinref predict` and `swinref embed` share.
+
+Files are read through a Predictor with on_error="skip", so an image that cannot be decoded costs only itself: it
+comes back as a failure (path and reason) and the run goes on with the others.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import os
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from swinref.api import Model
 from swinref.errors import InputError
-from swinref.layers import softmax
-from swinref.preprocess import class_name, load_image, preprocess
+from swinref.inputs import batches
+from swinref.predictor import Predictor
 
-__all__ = ["predict_files", "top_k"]
-
-
-def top_k(logits: np.ndarray, k: int, num_classes: int) -> list[list[dict[str, Any]]]:
-    """Per image, the k most probable classes: index, name, probability (softmax of the logits, float64)."""
-    probs = softmax(np.asarray(logits, dtype=np.float64), np)
-    k = min(k, probs.shape[-1])
-    out = []
-    for row in probs:
-        order = np.argsort(-row, kind="stable")[:k]
-        out.append([{"index": int(i), "name": class_name(int(i), num_classes), "probability": float(row[i])}
-                    for i in order])
-    return out
+__all__ = ["predict_files", "run_files"]
 
 
-def predict_files(model: Model, paths: Sequence[str], *, top: int = 5, batch: int = 8, crop: bool | None = None,
-                  on_batch: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Top-k predictions for each image file, in order. `on_batch(n)` is called after each batch of n images."""
-    if top < 1:
-        raise InputError(f"--top must be at least 1, got {top}")
-    if model.config.num_classes == 0:
-        raise InputError("this model has no classification head (num_classes 0); use model.features instead")
-    size = model.config.img_size
-    results: list[dict[str, Any]] = []
-    for start in range(0, len(paths), batch):
-        chunk = list(paths[start:start + batch])
-        x = np.stack([preprocess(load_image(p), size, crop=crop) for p in chunk])
-        logits = model(x)
-        if model.backend is not None and model.backend.name == "cupy":
-            logits = logits.get()
-        for path, best in zip(chunk, top_k(np.asarray(logits), top, model.config.num_classes)):
-            results.append({"image": str(path), "top": best})
+def run_files(predictor: Predictor, paths: Sequence[str | os.PathLike], batch_size: int,
+              on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+    """(paths, outputs) per batch of files, outputs holding an "error" column ('' for the images that decoded).
+    `on_batch(n)` is called after each batch of n files."""
+    if predictor.on_error != "skip":
+        raise InputError("run_files reports bad files instead of stopping: build the Predictor with on_error='skip'")
+    for chunk in batches(list(paths), batch_size):
+        names = [os.fspath(p) for p in chunk]
+        yield names, predictor(names)
         if on_batch is not None:
             on_batch(len(chunk))
-    return results
 
 
+def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], *, batch: int = 8,
+                  on_batch: Callable[[int], None] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Top-k predictions for each image file that decodes, in order, and the files that did not (image, error)."""
+    if "top" not in predictor.outputs:
+        raise InputError("predict_files needs a Predictor with outputs=('top',)")
+    results: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    for names, out in run_files(predictor, paths, batch, on_batch):
+        for j, name in enumerate(names):
+            if out["error"][j]:
+                failures.append({"image": name, "error": out["error"][j]})
+                continue
+            top = [{"index": int(i), "name": str(n), "probability": float(p)}
+                   for i, n, p in zip(out["top_indices"][j], out["top_names"][j], out["top_probs"][j])]
+            results.append({"image": name, "top": top})
+    return results, failures

@@ -18,8 +18,8 @@ import numpy as np
 
 from swinref.errors import InputError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "load_image", "preprocess", "imagenet_classes", "class_name",
-           "default_crop"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "load_image", "decode_bytes", "to_rgb", "array_to_image", "preprocess",
+           "imagenet_classes", "class_name", "default_crop"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +31,7 @@ def default_crop(size: tuple[int, int]) -> bool:
 
 
 def load_image(path: str | pathlib.Path):
-    """Decode an image file with Pillow, as RGB."""
+    """Decode an image file with Pillow, as RGB (see `to_rgb` for the modes)."""
     from PIL import Image, UnidentifiedImageError
 
     path = pathlib.Path(path)
@@ -42,12 +42,84 @@ def load_image(path: str | pathlib.Path):
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except UnidentifiedImageError:
         raise InputError(f"cannot decode {str(path)!r} as an image (Pillow does not recognise the format); "
                          "pass a JPEG, PNG, WebP, BMP or another format Pillow reads") from None
-    except OSError as exc:
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's decoders raise all three on damaged data
         raise InputError(f"cannot read image {str(path)!r}: {exc} (truncated or corrupted file?)") from None
+
+
+def decode_bytes(data: bytes, name: str = "image bytes"):
+    """Decode an encoded image (the bytes of a JPEG, PNG, ... file) with Pillow, as RGB."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return to_rgb(img)
+    except UnidentifiedImageError:
+        raise InputError(f"cannot decode {name} as an image (Pillow does not recognise the format); "
+                         "pass encoded JPEG, PNG, WebP, BMP or other bytes Pillow reads") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"cannot read {name}: {exc} (truncated or corrupted data?)") from None
+
+
+# Pillow's modes for one channel of more than 8 bits: 16-bit PNG and TIFF greyscale open as I;16 (or as I, 32-bit
+# integers holding the 16-bit values).
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(img):
+    """A decoded PIL image as 8-bit RGB, upright.
+
+    - The EXIF orientation is applied (a phone's portrait JPEG is stored sideways with a rotation tag). timm and
+      torchvision ignore the tag; an image of a cat the right way up is what the model was trained on.
+    - 16-bit greyscale (I;16, I) is scaled to 8 bits, value / 257 rounded (65535 -> 255). Pillow's own
+      convert("RGB") clips these values at 255, which turns almost every pixel white.
+    - Everything else goes through Pillow's convert("RGB"), the loader of timm and torchvision: palette images take
+      their palette's colours, CMYK is converted, and an alpha channel (RGBA, LA, a palette's transparency) is
+      dropped, not composited: the colour stored under a transparent pixel is what the model sees, as in timm.
+    """
+    import warnings
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_MODES:
+        wide = np.asarray(img, dtype=np.int64)
+        eight = np.clip((wide + 128) // 257, 0, 255).astype(np.uint8)
+        return Image.fromarray(eight, mode="L").convert("RGB")
+    if img.mode == "RGB":
+        return img
+    with warnings.catch_warnings():  # "Palette images with Transparency expressed in bytes should be converted..."
+        warnings.simplefilter("ignore", UserWarning)
+        return img.convert("RGB")
+
+
+def array_to_image(array, name: str = "image array"):
+    """An image held as an array (as Ray Data's read_images gives it): [H, W, 3] or [H, W] of uint8 (or uint16,
+    scaled as 16-bit files are) -> a PIL RGB image."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]  # RGBA: the alpha dropped, as convert("RGB") does
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise InputError(f"{name}: expected an image array [H, W, 3] or [H, W], got shape {list(a.shape)}; "
+                         "pass channels-last pixels (or an already preprocessed float batch [B, 3, H, W])")
+    if a.dtype == np.uint16:
+        a = np.clip((a.astype(np.int64) + 128) // 257, 0, 255).astype(np.uint8)
+    if a.dtype != np.uint8:
+        raise InputError(f"{name}: expected 8- or 16-bit pixels (uint8 or uint16), got dtype {a.dtype}; "
+                         "scale to 0..255 uint8 first, or pass an already preprocessed float batch [B, 3, H, W]")
+    return Image.fromarray(a).convert("RGB")
 
 
 def _resize_shorter(img, short: int):
