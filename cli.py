@@ -27,6 +27,15 @@ DEFAULT_VARIANT = "T"
 # Model options, shared by every command that takes a model (later: predict, convert, golden).
 
 
+def _sides(text: str) -> int | tuple[int, ...]:
+    """An int (7), or one int per axis of a clip (8x7x7)."""
+    parts = text.lower().split("x")
+    if not all(p.strip().isdigit() for p in parts) or len(parts) > 3:
+        raise argparse.ArgumentTypeError(f"expected an integer (7) or one per axis T x H x W (8x7x7), got {text!r}")
+    values = tuple(int(p) for p in parts)
+    return values[0] if len(values) == 1 else values
+
+
 def model_parser(positional: bool = True) -> argparse.ArgumentParser:
     """A parent parser with the model choice and the config overrides; resolve it with `config_from_args`."""
     p = argparse.ArgumentParser(add_help=False)
@@ -36,19 +45,21 @@ def model_parser(positional: bool = True) -> argparse.ArgumentParser:
                        help="model name: T/S/B/L alias, registry name, timm name or Hugging Face id (default T)")
     g.add_argument("--variant", default=None, metavar="NAME", help="the model, as an option (default T)")
     g.add_argument("--img", default=None, metavar="SIZE", help="image size: 224, or H x W as 800x1333")
-    g.add_argument("--window", type=int, default=None, metavar="M", help="window size M in tokens")
+    g.add_argument("--frames", default=None, metavar="T", help="frames of a Video Swin clip (e.g. 32)")
+    g.add_argument("--clip", default=None, metavar="TxHxW", help="Video Swin clip size, e.g. 32x224x224")
+    g.add_argument("--window", type=_sides, default=None, metavar="M", help="window size M in tokens (video: 8x7x7)")
     g.add_argument("--embed-dim", type=int, default=None, metavar="C", help="channels of the first stage")
     g.add_argument("--depths", default=None, metavar="LIST", help="blocks per stage, e.g. 2,2,6,2")
     g.add_argument("--heads", default=None, metavar="LIST", help="heads per stage, e.g. 3,6,12,24")
     g.add_argument("--classes", type=int, default=None, metavar="K", help="classes of the head (0: no head)")
-    g.add_argument("--patch", type=int, default=None, metavar="P", help="patch size in pixels")
+    g.add_argument("--patch", type=_sides, default=None, metavar="P", help="patch size in pixels (video: 2x4x4)")
     g.add_argument("--ape", action="store_const", const=True, default=None,
                    help="add an absolute position embedding after the patch embedding (official detection backbone)")
     return p
 
 
 # The config overrides of model_parser(): (attribute, flag), the attribute being get_config's keyword.
-_MODEL_OPTIONS = (("img", "--img"), ("window", "--window"), ("embed_dim", "--embed-dim"), ("depths", "--depths"),
+_MODEL_OPTIONS = (("img", "--img"), ("frames", "--frames"), ("clip", "--clip"), ("window", "--window"), ("embed_dim", "--embed-dim"), ("depths", "--depths"),
                   ("heads", "--heads"), ("classes", "--classes"), ("patch", "--patch"), ("ape", "--ape"))
 
 
@@ -126,7 +137,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     steps = trace(cfg, batch=args.batch, policy=args.policy, backbone=args.backbone)
     mp = plan(cfg, policy=analysis_policy(args.policy, args.backbone))
     if args.json:
-        return _print_json({"policy": mp.policy.name, "peer": mp.policy.peer, "refusal": mp.refusal,
+        return _print_json({"policy": mp.policy.name, "peer": mp.peer, "refusal": mp.refusal,
                             "backbone": args.backbone, "steps": [s.to_dict() for s in steps]})
     from swinref.analysis import render
 

@@ -66,7 +66,7 @@ def memory(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, *,
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
     nbytes = DTYPE_BYTES[dtype]
-    mp = plan(cfg, as_size(image), analysis_policy(policy, backbone))
+    mp = plan(cfg, as_size(image, cfg), analysis_policy(policy, backbone))
     B = batch
     rows = []
     held = 0  # backbone: the earlier stages' pyramid outputs, kept until the forward pass returns

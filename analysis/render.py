@@ -62,7 +62,7 @@ def _pad(pad) -> str:
 def trace(cfg: SwinConfig, steps, mp) -> None:
     c = _out()
     c.print(describe(cfg))
-    c.print(f"window policy [bold]{mp.policy.name}[/bold]: {mp.policy.peer}")
+    c.print(f"window policy [bold]{mp.policy.name}[/bold]: {mp.peer}")
     if mp.refusal is not None:
         c.print(f"[bold red]this peer refuses or fails at this size:[/bold red] {mp.refusal}")
     if any(s.name.startswith("outs.") for s in steps):
@@ -90,7 +90,7 @@ def trace(cfg: SwinConfig, steps, mp) -> None:
 def flops(cfg: SwinConfig, report, data: dict[str, Any], *, show_items: bool, show_blocks: bool) -> None:
     c = _out()
     conv = report.convention
-    c.print(describe(cfg) + f"; image {data['image'][0]}x{data['image'][1]}, batch {data['batch']}")
+    c.print(describe(cfg) + f"; input {_x(data['image'])}, batch {data['batch']}")
     c.print(f"convention [bold]{conv.name}[/bold]: {conv.summary}")
     c.print(f"window policy [bold]{report.policy}[/bold]")
     if report.backbone:
@@ -103,7 +103,7 @@ def flops(cfg: SwinConfig, report, data: dict[str, Any], *, show_items: bool, sh
         t.add_column(col, justify="right")
     for r in data["stages"]:
         parts = r["parts"]
-        grid = f"{r['resolution'][0]}x{r['resolution'][1]}" if "resolution" in r else ""
+        grid = _x(r["resolution"]) if "resolution" in r else ""
         out_norm = [_g(parts.get("out_norm", {}).get("flops", 0))] if report.backbone else []
         t.add_row(str(r["stage"]), grid, str(r.get("dim", "")), str(r.get("window", "")), str(r.get("windows", "")),
                   _g(r["macs"]), _g(r["flops"]), _g(parts.get("attention", {}).get("macs", 0)),
@@ -130,7 +130,7 @@ def flops(cfg: SwinConfig, report, data: dict[str, Any], *, show_items: bool, sh
     for col in ("stage", "h x w", "C", "M", "MSA GMACs", "W-MSA GMACs", "MSA / W-MSA"):
         p.add_column(col, justify="right")
     for r in data["complexity"]:
-        p.add_row(str(r["stage"]), f"{r['resolution'][0]}x{r['resolution'][1]}", str(r["dim"]), str(r["window"]),
+        p.add_row(str(r["stage"]), _x(r["resolution"]), str(r["dim"]), str(r["window"]),
                   _g(r["msa"]), _g(r["wmsa"]), f"{r['ratio']:.2f}")
     c.print(p)
     c.print(f"params {data['params']:,}   MACs {data['macs']:,}   FLOPs {data['flops']:,} (2 per MAC"
@@ -179,7 +179,7 @@ def params(cfg: SwinConfig, report, *, show_tensors: bool) -> None:
 
 def memory(cfg: SwinConfig, report) -> None:
     c = _out()
-    c.print(describe(cfg) + f"; image {report.image[0]}x{report.image[1]}, batch {report.batch}, {report.dtype}")
+    c.print(describe(cfg) + f"; input {_x(report.image)}, batch {report.batch}, {report.dtype}")
     if report.backbone:
         c.print("backbone mode: the weights have an output norm per stage and no head; a stage's peak includes the "
                 "earlier stages' pyramid outputs the backbone holds ('held outputs')")
@@ -190,7 +190,7 @@ def memory(cfg: SwinConfig, report) -> None:
         t.add_column(col, justify="right")
     for s in report.stages:
         held = [human_bytes(s["held_outputs_bytes"])] if report.backbone else []
-        t.add_row(str(s["stage"]), f"{s['resolution'][0]}x{s['resolution'][1]}", str(s["windows"]),
+        t.add_row(str(s["stage"]), _x(s["resolution"]), str(s["windows"]),
                   str(s["tokens_per_window"]), str(s["heads"]), human_bytes(s["scores_bytes"]),
                   human_bytes(s["tokens_bytes"]), human_bytes(s["qkv_bytes"]), human_bytes(s["mlp_hidden_bytes"]),
                   *held, human_bytes(s["peak_bytes"]), s["peak_phase"])

@@ -71,13 +71,14 @@ def trace(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None, bat
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}; use e.g. --batch 1")
-    mp = plan(cfg, as_size(image), analysis_policy(policy, backbone))
+    mp = plan(cfg, as_size(image, cfg), analysis_policy(policy, backbone))
     B, e = batch, mp.embed
-    p = cfg.patch_size
+    p = _x(e.patch)
     patch_len = cfg.in_chans * math.prod(e.patch)
     C = cfg.embed_dim
     tokens = math.prod(e.grid)
-    steps = [Step("input", (B, cfg.in_chans, *e.image), "image, channels first as the peers take it")]
+    what = "clip [B, Cin, T, H, W]" if cfg.is_video else "image"
+    steps = [Step("input", (B, cfg.in_chans, *e.image), f"{what}, channels first as the peers take it")]
     if any(e.pad):
         steps.append(Step("patch_embed.pad", (B, cfg.in_chans, *(n + q for n, q in zip(e.image, e.pad))),
                           f"zero-pad the end of each axis to a multiple of the patch {p}", pad=e.pad))
@@ -162,16 +163,22 @@ def analysis_policy(policy: str | None, backbone: bool) -> str | None:
     return BACKBONE_POLICY if policy is None and backbone else policy
 
 
-def as_size(image: tuple[int, int] | int | str | None) -> tuple[int, int] | None:
-    """Accept 224, '800x1333' or (H, W); plan() is cached, so hand it a hashable pair."""
+def as_size(image: tuple[int, ...] | int | str | None, cfg: SwinConfig | None = None) -> tuple[int, ...] | None:
+    """Accept 224, '800x1333', '32x224x224' or a tuple; plan() is cached, so hand it a hashable tuple. For a video
+    config an image size (H, W) keeps the config's frame count T."""
     if image is None:
         return None
     if isinstance(image, str):
-        return parse_size(image)
-    if isinstance(image, int):
-        return (image, image)
-    try:
-        h, w = image
-        return (int(h), int(w))
-    except (TypeError, ValueError):
-        raise ConfigError(f"image size must be an int, 'HxW' or a pair (H, W), got {image!r}") from None
+        size = parse_size(image)
+    elif isinstance(image, int) and not isinstance(image, bool):
+        size = (image, image)
+    else:
+        try:
+            size = tuple(int(n) for n in image)
+        except (TypeError, ValueError, OverflowError):
+            size = ()
+        if len(size) not in (2, 3):
+            raise ConfigError(f"size must be an int, 'HxW', 'TxHxW' or a tuple, got {image!r}")
+    if cfg is not None and cfg.is_video and len(size) == 2:
+        size = (cfg.img_size[0], *size)
+    return size

@@ -35,18 +35,22 @@ class SwinConfig:
 
     `img_size` is (H, W) in pixels; `window_size` is M in tokens; V2 models set `version=2` and, when they were
     fine-tuned from a smaller window, `pretrained_window_sizes` (one per stage, 0 meaning "none").
+
+    A Video Swin model has a clip size `img_size` = (T, H, W) in frames and pixels, and per-axis `patch_size`
+    (e.g. (2, 4, 4)) and `window_size` (e.g. (8, 7, 7)); an int there means the same on every axis. Images keep
+    ints. `patch` and `window` give the per-axis tuples for either kind.
     """
 
     name: str = "custom"
     version: int = 1
-    img_size: tuple[int, int] = (224, 224)
-    patch_size: int = 4
+    img_size: tuple[int, ...] = (224, 224)
+    patch_size: int | tuple[int, ...] = 4
     in_chans: int = 3
     num_classes: int = IMAGENET_1K
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
     num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
+    window_size: int | tuple[int, ...] = 7
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     patch_norm: bool = True
@@ -58,7 +62,10 @@ class SwinConfig:
 
     def __post_init__(self) -> None:
         # Normalise sequences to tuples so the config stays hashable (the plan is cached on it).
-        object.__setattr__(self, "img_size", _pair(self.img_size, "img_size"))
+        object.__setattr__(self, "img_size", _size(self.img_size, "img_size"))
+        axes = len(self.img_size)
+        object.__setattr__(self, "patch_size", _per_axis(self.patch_size, axes, "patch_size"))
+        object.__setattr__(self, "window_size", _per_axis(self.window_size, axes, "window_size"))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         pws = tuple(int(w) for w in self.pretrained_window_sizes)
@@ -68,6 +75,23 @@ class SwinConfig:
         _validate(self)
 
     # Derived quantities, named as in the paper and the official code.
+    @property
+    def is_video(self) -> bool:
+        """A Video Swin model: clips [B, Cin, T, H, W]."""
+        return len(self.img_size) == 3
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        """The patch size on every spatial axis."""
+        p = self.patch_size
+        return p if isinstance(p, tuple) else (p,) * len(self.img_size)
+
+    @property
+    def window(self) -> tuple[int, ...]:
+        """The configured window on every spatial axis."""
+        m = self.window_size
+        return m if isinstance(m, tuple) else (m,) * len(self.img_size)
+
     @property
     def num_layers(self) -> int:
         """Number of stages."""
@@ -89,6 +113,9 @@ class SwinConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["img_size"] = list(self.img_size)
+        for key in ("patch_size", "window_size"):
+            if isinstance(d[key], tuple):
+                d[key] = list(d[key])
         d["depths"] = list(self.depths)
         d["num_heads"] = list(self.num_heads)
         d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
@@ -105,22 +132,50 @@ class SwinConfig:
         return cls(**d)
 
 
-def _pair(value: Any, what: str) -> tuple[int, int]:
+def _size(value: Any, what: str) -> tuple[int, ...]:
+    """An image size (H, W) or a clip size (T, H, W); an int is a square image."""
     if isinstance(value, str):
         return parse_size(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     try:
-        h, w = value
-        return (int(h), int(w))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be an int or a pair (H, W), got {value!r}") from None
+        size = tuple(int(n) for n in value)
+    except (TypeError, ValueError, OverflowError):
+        size = ()
+    if len(size) not in (2, 3):
+        raise ConfigError(f"{what} must be an int, a pair (H, W) or, for video, a triple (T, H, W); got {value!r}")
+    return size
+
+
+def _per_axis(value: Any, axes: int, what: str) -> int | tuple[int, ...]:
+    """Images keep one int for every axis; clips get one value per axis (T, H, W)."""
+    if isinstance(value, (list, tuple)):
+        try:
+            values = tuple(int(v) for v in value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{what} must be integers, got {value!r}") from None
+        if len(values) != axes:
+            raise ConfigError(f"{what} {list(values)} has {len(values)} entries but the input has {axes} axes; give "
+                              f"one per axis ({'T, H, W' if axes == 3 else 'or one int for H and W'})")
+        if axes == 2:
+            if values[0] != values[1]:
+                raise ConfigError(f"{what} must be the same on H and W for images, got {list(values)}")
+            return values[0]
+        return values
+    if axes == 3 and isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * 3
+    return value
 
 
 def _validate(cfg: SwinConfig) -> None:
     if cfg.version not in (1, 2):
         raise ConfigError(f"version must be 1 or 2, got {cfg.version}")
-    for fname in ("patch_size", "in_chans", "num_classes", "embed_dim", "window_size"):
+    for fname in ("patch_size", "window_size"):
+        for value in getattr(cfg, fname[:-5]):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{fname} must be an integer >= 1 (one per axis T, H, W for a clip), got "
+                                  f"{getattr(cfg, fname)!r}")
+    for fname in ("in_chans", "num_classes", "embed_dim"):
         value = getattr(cfg, fname)
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if fname == "num_classes" else 1):
             lowest = "0 (no head)" if fname == "num_classes" else "1"
@@ -148,12 +203,12 @@ def _validate(cfg: SwinConfig) -> None:
         raise ConfigError(f"mlp_ratio must be positive, got {cfg.mlp_ratio}")
     if not (0 < cfg.layer_norm_eps < 1):
         raise ConfigError(f"layer_norm_eps must be in (0, 1), got {cfg.layer_norm_eps}")
-    h, w = cfg.img_size
-    if h < cfg.patch_size or w < cfg.patch_size:
-        raise ConfigError(
-            f"image {h}x{w} is smaller than one {cfg.patch_size}x{cfg.patch_size} patch; use an image of at least "
-            f"{cfg.patch_size}x{cfg.patch_size} pixels or a smaller --patch"
-        )
+    if any(n < q for n, q in zip(cfg.img_size, cfg.patch)):
+        size, patch = _fmt(cfg.img_size), _fmt(cfg.patch)
+        raise ConfigError(f"input {size} is smaller than one {patch} patch; use an input of at least {patch} or a "
+                          f"smaller --patch")
+    if cfg.is_video and cfg.version != 1:
+        raise ConfigError("Video Swin is a V1 model: version must be 1 for a clip size (T, H, W)")
     if len(cfg.pretrained_window_sizes) != cfg.num_layers:
         raise ConfigError(
             f"pretrained_window_sizes needs one entry per stage ({cfg.num_layers}), got "
@@ -221,7 +276,33 @@ def _build_registry() -> dict[str, SwinConfig]:
         _v2("swinv2_large_patch4_window12to16_192to256_22kto1k_ft", _LARGE, 256, 16, pretrained=ft),
         _v2("swinv2_large_patch4_window12to24_192to384_22kto1k_ft", _LARGE, 384, 24, pretrained=ft),
     ]
-    return {cfg.name: cfg for cfg in v1 + v2}
+    return {cfg.name: cfg for cfg in v1 + v2 + _video_registry()}
+
+
+KINETICS_400 = 400
+KINETICS_600 = 600
+SSV2 = 174
+
+
+def _video(name: str, size: dict, window: tuple[int, int, int] = (8, 7, 7), classes: int = KINETICS_400,
+           frames: int = 32) -> SwinConfig:
+    return SwinConfig(name=name, img_size=(frames, 224, 224), patch_size=(2, 4, 4), window_size=window,
+                      num_classes=classes, **size)
+
+
+def _video_registry() -> list[SwinConfig]:
+    """Video Swin: torchvision's names and the official repository's config names (its clips are 32 frames)."""
+    return [
+        _video("swin3d_t", _TINY),
+        _video("swin3d_s", _SMALL),
+        _video("swin3d_b", _BASE),
+        _video("swin_tiny_patch244_window877_kinetics400_1k", _TINY),
+        _video("swin_small_patch244_window877_kinetics400_1k", _SMALL),
+        _video("swin_base_patch244_window877_kinetics400_1k", _BASE),
+        _video("swin_base_patch244_window877_kinetics400_22k", _BASE),
+        _video("swin_base_patch244_window877_kinetics600_22k", _BASE, classes=KINETICS_600),
+        _video("swin_base_patch244_window1677_sthv2", _BASE, window=(16, 7, 7), classes=SSV2),
+    ]
 
 
 REGISTRY: dict[str, SwinConfig] = _build_registry()
@@ -236,6 +317,10 @@ ALIASES: dict[str, str] = {
     "V2-T": "swinv2_tiny_patch4_window8_256",
     "V2-S": "swinv2_small_patch4_window8_256",
     "V2-B": "swinv2_base_patch4_window8_256",
+    "3D-T": "swin3d_t",
+    "3D-S": "swin3d_s",
+    "3D-B": "swin3d_b",
+    "SSV2-B": "swin_base_patch244_window1677_sthv2",
 }
 
 
@@ -271,6 +356,7 @@ _OVERRIDE_NAMES = {
     "in_chans": "in_chans", "mlp_ratio": "mlp_ratio", "qkv_bias": "qkv_bias", "patch_norm": "patch_norm",
     "version": "version", "layer_norm_eps": "layer_norm_eps", "name": "name",
     "pretrained_window_sizes": "pretrained_window_sizes", "ape": "ape",
+    "frames": "frames", "clip": "img_size",
 }
 
 
@@ -288,7 +374,14 @@ def _apply_overrides(cfg: SwinConfig, overrides: dict[str, Any]) -> SwinConfig:
             value = parse_int_list(value, target)
         if target == "ape" and isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             value = value.lower() in ("true", "1")
+        if target in ("patch_size", "window_size") and isinstance(value, str):
+            value = parse_int_list(value.replace("x", ","), target)
+            value = value[0] if len(value) == 1 else value
         changes[target] = value
+    if cfg.is_video:
+        _video_size_changes(cfg, changes)
+    elif "frames" in changes:
+        raise ConfigError(f"{cfg.name} is an image model; frames apply to Video Swin models (e.g. swin3d_t)")
     if not changes:
         return cfg
     # A V2 model fine-tuned from smaller windows keeps its pretrained window sizes when depths stay the same.
@@ -307,13 +400,33 @@ def _apply_overrides(cfg: SwinConfig, overrides: dict[str, Any]) -> SwinConfig:
     return dataclasses.replace(new, name=same)
 
 
+def _video_size_changes(cfg: SwinConfig, changes: dict[str, Any]) -> None:
+    """A clip model keeps its frame count when given an image size (224, or H x W), and takes `frames` as T."""
+    frames = changes.pop("frames", None)
+    size = changes.get("img_size")
+    if size is not None:
+        size = _size(size, "img_size")
+        if len(size) == 2:
+            size = (cfg.img_size[0], *size)
+    if frames is not None:
+        try:
+            t = int(frames)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"frames must be a positive integer, got {frames!r}") from None
+        if t < 1:
+            raise ConfigError(f"frames must be a positive integer, got {frames!r}")
+        size = (t, *(size or cfg.img_size)[1:])
+    if size is not None:
+        changes["img_size"] = size
+
+
 _FIELD_ORDER = ("version", "img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size",
                 "mlp_ratio", "qkv_bias", "patch_norm", "layer_norm_eps", "pretrained_window_sizes", "num_classes", "ape")
 
 
 def _short(field_name: str, value: Any) -> str:
     if field_name == "img_size":
-        return f"{value[0]}x{value[1]}"
+        return _fmt(value)
     if isinstance(value, tuple):
         return "-".join(str(v) for v in value)
     return str(value)
@@ -340,19 +453,24 @@ def get_config(name: str | SwinConfig = "T", **overrides: Any) -> SwinConfig:
     return _apply_overrides(REGISTRY[key], overrides)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d{1,9})\s*(?:[xX×,]\s*(\d{1,9})\s*(?:[xX×,]\s*(\d{1,9}))?)?\s*$")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'224' -> (224, 224); '800x1333' -> (800, 1333) as H x W."""
+def parse_size(text: str) -> tuple[int, ...]:
+    """'224' -> (224, 224); '800x1333' -> (800, 1333) as H x W; '32x224x224' -> (32, 224, 224) as T x H x W."""
     m = _SIZE_RE.match(str(text))
     if not m:
-        raise ConfigError(f"cannot read image size {text!r}: write one number (224) or H x W (800x1333)")
-    h = int(m.group(1))
-    w = int(m.group(2)) if m.group(2) else h
-    if h < 1 or w < 1:
-        raise ConfigError(f"image size must be positive, got {text!r}")
-    return (h, w)
+        raise ConfigError(f"cannot read size {text!r}: write one number (224), H x W (800x1333) or, for a clip, "
+                          f"T x H x W (32x224x224)")
+    first = int(m.group(1))
+    size = (first, first) if m.group(2) is None else tuple(int(g) for g in m.groups() if g is not None)
+    if min(size) < 1:
+        raise ConfigError(f"size must be positive, got {text!r}")
+    return size
+
+
+def _fmt(size: tuple[int, ...]) -> str:
+    return "x".join(map(str, size))
 
 
 def parse_int_list(text: str, what: str = "list") -> tuple[int, ...]:
@@ -369,11 +487,12 @@ def parse_int_list(text: str, what: str = "list") -> tuple[int, ...]:
 
 def describe(cfg: SwinConfig) -> str:
     """One line: 'swin_tiny_patch4_window7_224: V1, 224x224, C=96, depths 2,2,6,2, heads 3,6,12,24, M=7'."""
-    h, w = cfg.img_size
+    window = cfg.window_size if not cfg.is_video else _fmt(cfg.window)
     parts = [
-        f"V{cfg.version}", f"{h}x{w}", f"patch {cfg.patch_size}", f"C={cfg.embed_dim}",
+        "Video Swin" if cfg.is_video else f"V{cfg.version}", _fmt(cfg.img_size),
+        f"patch {cfg.patch_size if not cfg.is_video else _fmt(cfg.patch)}", f"C={cfg.embed_dim}",
         "depths " + ",".join(map(str, cfg.depths)), "heads " + ",".join(map(str, cfg.num_heads)),
-        f"M={cfg.window_size}", f"{cfg.num_classes} classes",
+        f"M={window}", f"{cfg.num_classes} classes",
     ]
     if any(cfg.pretrained_window_sizes):
         parts.append("pretrained windows " + ",".join(map(str, cfg.pretrained_window_sizes)))

@@ -174,7 +174,7 @@ def attention_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend,
     qkv = _linear(src, a["qkv"]["weight"], qkv_bias(a, np))  # [T+1, 3C]
     del src
     anchor = a["relative_position_bias_table"] if blk.position_bias == "table" else a["cpb_mlp"][0]["weight"]
-    rel_bias = _derived(anchor, ("bias", blk.window, blk.pretrained_window, str(dtype)), lambda: np.ascontiguousarray(
+    rel_bias = _derived(anchor, ("bias", blk.window, blk.table_window, blk.bias_index, blk.pretrained_window, str(dtype)), lambda: np.ascontiguousarray(
         position_bias(a, blk, be, dtype), dtype=dtype))
     if blk.mask:
         mask = shift_mask(blk, be, dtype)

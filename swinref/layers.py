@@ -94,11 +94,11 @@ def position_bias(p: Params, blk: BlockPlan, be: Backend, dtype: Any) -> Any:
     """[nH, N, N] relative position bias added to the attention logits of every window."""
     xp = be.xp
     window, N, nH = blk.window, blk.window_tokens, blk.heads
-    index = device_constant(be, ("rpi", window), lambda: geometry.relative_position_index(window).reshape(-1),
+    index = device_constant(be, ("rpi", window, blk.table_window, blk.bias_index), lambda: _bias_index(blk),
                             be.dtype("int64"))
     if blk.position_bias == "table":
         table = p["relative_position_bias_table"]  # [prod(2w-1), nH]
-        rows = math.prod(2 * w - 1 for w in window)
+        rows = math.prod(2 * w - 1 for w in (blk.table_window or window))
         if table.shape[0] != rows:
             trained = int(round((math.isqrt(table.shape[0]) + 1) / 2))
             shape = "x".join(map(str, window))
@@ -121,6 +121,15 @@ def position_bias(p: Params, blk: BlockPlan, be: Backend, dtype: Any) -> Any:
     if blk.position_bias == "cpb-mlp":
         bias = 16.0 / (1.0 + xp.exp(-bias))  # 16 * sigmoid
     return bias
+
+
+def _bias_index(blk: BlockPlan) -> Any:
+    """[N*N] rows of the bias table for the window's token pairs."""
+    if blk.bias_index == "sliced":
+        # The peers' quirk: the configured window's index, cut to its leading N x N block.
+        N = blk.window_tokens
+        return geometry.relative_position_index(blk.table_window)[:N, :N].reshape(-1)
+    return geometry.relative_position_index(blk.window).reshape(-1)
 
 
 def shift_mask(blk: BlockPlan, be: Backend, dtype: Any) -> Any:

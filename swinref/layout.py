@@ -10,6 +10,7 @@ Pure Python (no NumPy), so the analysis commands can count parameters from the c
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from swinref.config import SwinConfig
@@ -22,13 +23,13 @@ __all__ = ["param_shapes", "out_norm_shapes", "nest", "CPB_HIDDEN"]
 CPB_HIDDEN = 512
 
 
-def _block_leaf_shapes(blk: BlockPlan, M: int) -> dict[str, tuple[int, ...]]:
+def _block_leaf_shapes(blk: BlockPlan, window: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """Shape of every parameter a block may have, by its name inside the block (the plan lists which it has).
-    M: the window of the V1 bias table, [(2M-1)^2, nH], the official build's (after its clamp rule)."""
+    window: the window of the V1 bias table, [prod(2M-1), nH], the official build's (after its clamp rule)."""
     dim, nH, hidden = blk.dim, blk.heads, blk.mlp_hidden
     return {
         "norm1.weight": (dim,), "norm1.bias": (dim,), "norm2.weight": (dim,), "norm2.bias": (dim,),
-        "attn.relative_position_bias_table": ((2 * M - 1) ** 2, nH),
+        "attn.relative_position_bias_table": (math.prod(2 * m - 1 for m in window), nH),
         "attn.logit_scale": (nH, 1, 1), "attn.cpb_mlp.0.weight": (CPB_HIDDEN, 2),
         "attn.cpb_mlp.0.bias": (CPB_HIDDEN,), "attn.cpb_mlp.2.weight": (nH, CPB_HIDDEN),
         "attn.qkv.weight": (3 * dim, dim), "attn.qkv.bias": (3 * dim,), "attn.q_bias": (dim,), "attn.v_bias": (dim,),
@@ -43,24 +44,24 @@ def param_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every learned parameter of `cfg`, in the official state dict's order.
 
     Linear weights are [out, in] as in PyTorch; qkv rows are q | k | v, each head-major. The V1 relative position
-    bias table is [(2M-1)^2, nH] for the stage's effective window M (after the clamp rule at the config's image
-    size, as the official model is built).
+    bias table is [prod(2M-1), nH] for the stage's effective window M per axis (after the clamp rule at the
+    config's image size, as the official model is built; Video Swin's tables are for the configured window).
     """
-    p, C = cfg.patch_size, cfg.embed_dim
+    C = cfg.embed_dim
     shapes: dict[str, tuple[int, ...]] = {}
     build = plan(cfg, policy="detection")
     if build.embed.pos_embed is not None:
         # The official detection backbone's absolute position embedding at the pretraining grid (first in its
         # state dict: a parameter of the model itself).
         shapes[build.embed.pos_embed] = (1, C, *build.embed.pos_embed_grid)
-    shapes["patch_embed.proj.weight"] = (C, cfg.in_chans, p, p)
+    shapes["patch_embed.proj.weight"] = (C, cfg.in_chans, *cfg.patch)
     shapes["patch_embed.proj.bias"] = (C,)
     if cfg.patch_norm:
         shapes["patch_embed.norm.weight"] = (C,)
         shapes["patch_embed.norm.bias"] = (C,)
     for stage, window in zip(build.stages, build_windows(cfg)):
         for blk in stage.blocks:
-            leaf_shapes = _block_leaf_shapes(blk, window[0])
+            leaf_shapes = _block_leaf_shapes(blk, window)
             shapes.update({name: leaf_shapes[name[len(blk.name) + 1:]] for name in blk.params})
         if stage.merge is not None:
             # V1 normalises the 4C concat before reducing; V2 reduces first, then normalises 2C.

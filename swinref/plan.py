@@ -76,6 +76,10 @@ class Rule:
     window_must_keep_table  the bias table stays at the configured window while the window shrinks at run time:
                      the peer fails there with a shape error, so swinref refuses with the cause (transformers V1).
     mask_value       added to cross-region logits; transformers' Swinv2SelfAttention adds its mask twice (-200).
+    bias_index       "window": the relative position index of the window in use, on a table for that window;
+                     "sliced": the table and index stay those of the configured window, and a clamped window of N
+                     tokens reads the index's leading N x N block (torchvision swin3d and the official Video Swin
+                     both do this; it is not the clamped window's geometry unless only the first axis shrinks).
     """
 
     windows_from: Literal["build", "run"]
@@ -86,38 +90,50 @@ class Rule:
     refuse_padding: bool = False
     window_must_keep_table: bool = False
     mask_value: float = MASK_VALUE
+    bias_index: Literal["window", "sliced"] = "window"
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A named window policy: the peer it reproduces and its rule for Swin V1 and V2."""
+    """A named window policy: the peer it reproduces and its rule for Swin V1, V2 and Video Swin (None: the peer
+    has no Video Swin)."""
 
     name: str
     peer: str
     v1: Rule
     v2: Rule
+    video: Rule | None = None
+    video_peer: str = ""
 
-    def rule(self, version: int) -> Rule:
-        return self.v1 if version == 1 else self.v2
+    def rule(self, cfg: SwinConfig) -> Rule:
+        if cfg.is_video:
+            if self.video is None:
+                video = ", ".join(repr(p.name) for p in POLICIES.values() if p.video is not None)
+                raise InputError(f"policy {self.name!r} ({self.peer}) has no Video Swin; use one of {video}")
+            return self.video
+        return self.v1 if cfg.version == 1 else self.v2
 
 
 _OFFICIAL = Rule(windows_from="build", clamp="min", refuse_padding=True, patch_remainder="refuse")
 _TIMM = Rule(windows_from="build", clamp="axis", roll_before_pad=True, patch_remainder="refuse")
 _TORCHVISION = Rule(windows_from="run", clamp="never", unshift_covered=True, patch_remainder="crop")
 _DETECTION = Rule(windows_from="run", clamp="never")
+# Video Swin: torchvision swin3d, the official Video-Swin-Transformer and mmaction2 agree at every clip size.
+_VIDEO = Rule(windows_from="run", clamp="axis", bias_index="sliced")
+_VIDEO_PEERS = "torchvision swin3d_t/s/b, the official Video-Swin-Transformer and mmaction2 SwinTransformer3D"
 
 POLICIES: dict[str, Policy] = {
     p.name: p
     for p in (
         Policy("official", "the official Swin-Transformer classifier (microsoft/Swin-Transformer)", _OFFICIAL,
-               _OFFICIAL),
+               _OFFICIAL, _VIDEO, _VIDEO_PEERS),
         Policy("timm", "timm 1.0 SwinTransformer / SwinTransformerV2 with dynamic_img_size=True", _TIMM, _TIMM),
-        Policy("torchvision", "torchvision swin_t / swin_v2_t", _TORCHVISION, _TORCHVISION),
+        Policy("torchvision", "torchvision swin_t / swin_v2_t", _TORCHVISION, _TORCHVISION, _VIDEO, _VIDEO_PEERS),
         Policy("hf", "transformers SwinModel / Swinv2Model",
                Rule(windows_from="run", clamp="min", window_must_keep_table=True),
                Rule(windows_from="build", clamp="first-axis", mask_value=2 * MASK_VALUE)),
         Policy("detection", "official Swin detection/segmentation backbones, mmdet 3, mmseg 1, mmpretrain 1 "
-               "(pad_small_map=True), transformers SwinBackbone", _DETECTION, _DETECTION),
+               "(pad_small_map=True), transformers SwinBackbone", _DETECTION, _DETECTION, _VIDEO, _VIDEO_PEERS),
     )
 }
 # The default runs every input of at least one patch with a released checkpoint's own tables and equals torchvision
@@ -186,6 +202,10 @@ class BlockPlan:
     pretrained_window: Size | None  # V2: the window the CPB coordinates are normalised by (None: the window)
     eps: float
     params: tuple[str, ...]  # canonical parameter names
+    # The window the V1 bias table and its index are built for, and how a smaller window reads them ("window":
+    # table_window == window; "sliced": the leading N x N block of table_window's index, see Rule.bias_index).
+    table_window: Size = ()
+    bias_index: Literal["window", "sliced"] = "window"
 
     @property
     def head_dim(self) -> int:
@@ -320,6 +340,11 @@ class ModelPlan:
         return tuple(b for s in self.stages for b in s.blocks)
 
     @property
+    def peer(self) -> str:
+        """The implementation this plan reproduces."""
+        return self.policy.video_peer if self.config.is_video else self.policy.peer
+
+    @property
     def needs_padding(self) -> bool:
         return any(self.embed.pad) or any(
             s.needs_padding or (s.merge is not None and any(s.merge.pad)) for s in self.stages
@@ -362,7 +387,7 @@ def _windows(rule: Rule, grid: Size, M: Size) -> tuple[Size, Size]:
 
 
 def _patch_refusal(cfg: SwinConfig, image: Size, rule: Rule, policy: Policy) -> str | None:
-    rem = tuple(n % cfg.patch_size for n in image)
+    rem = tuple(n % q for n, q in zip(image, cfg.patch))
     if not any(rem) or rule.patch_remainder != "refuse" or rule.refuse_padding:
         return None
     bad = ", ".join(f"{n}" for n, r in zip(image, rem) if r)
@@ -372,10 +397,10 @@ def _patch_refusal(cfg: SwinConfig, image: Size, rule: Rule, policy: Policy) -> 
 
 
 def _grid_from_image(cfg: SwinConfig, image: Size, rule: Rule) -> PatchEmbedPlan:
-    patch = (cfg.patch_size,) * len(image)
+    patch = cfg.patch
     rem = tuple(n % p for n, p in zip(image, patch))
     # The official detection backbone stores the embedding at the pretraining grid img_size // patch.
-    ape = dict(pos_embed="absolute_pos_embed", pos_embed_grid=tuple(n // cfg.patch_size for n in cfg.img_size)) \
+    ape = dict(pos_embed="absolute_pos_embed", pos_embed_grid=tuple(n // q for n, q in zip(cfg.img_size, patch))) \
         if cfg.ape else {}
     if rule.patch_remainder == "crop":
         grid = tuple(n // p for n, p in zip(image, patch))
@@ -402,17 +427,20 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
     """The plan of `cfg` for an input of spatial size `image` (default: the build size cfg.img_size) under a
     window policy (default DEFAULT_POLICY). Where the policy's peer refuses the size, `refusal` says why."""
     pol = resolve_policy(policy)
-    rule = pol.rule(cfg.version)
+    rule = pol.rule(cfg)
     size = _as_size(cfg.img_size if image is None else image)
-    patch = cfg.patch_size
-    if any(n < patch for n in size):
-        shape = "x".join(map(str, size))
-        raise InputError(f"image {shape} is smaller than one {patch}x{patch} patch; give an input of at least "
-                         f"{patch} pixels on every side")
+    n_axes = len(size)
+    if n_axes != len(cfg.img_size):
+        kind = "clips (T, H, W)" if cfg.is_video else "images (H, W)"
+        raise InputError(f"{cfg.name} takes {kind} but the input size {_fmt(size)} has {n_axes} spatial axes; "
+                         f"give {len(cfg.img_size)} sides (e.g. {_fmt(cfg.img_size)})")
+    patch = cfg.patch
+    if any(n < q for n, q in zip(size, patch)):
+        raise InputError(f"input {_fmt(size)} is smaller than one {_fmt(patch)} patch; give an input of at least "
+                         f"{_fmt(patch)}")
     refusal = _patch_refusal(cfg, size, rule, pol)
     embed = _grid_from_image(cfg, size, rule)
-    n_axes = len(size)
-    M = (cfg.window_size,) * n_axes
+    M = cfg.window
     run_grids = _stage_grids(embed.grid, cfg.num_layers)
     if rule.windows_from == "build":
         build_grids = _build_grids(cfg)
@@ -452,6 +480,7 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
                 attention="scaled-dot" if version == 1 else "cosine",
                 position_bias="table" if version == 1 else "cpb-mlp",
                 pretrained_window=pretrained, eps=cfg.layer_norm_eps, params=_block_params(cfg, name),
+                table_window=M if rule.bias_index == "sliced" else window, bias_index=rule.bias_index,
             ))
         merge = None
         if i < cfg.num_layers - 1:
@@ -477,15 +506,16 @@ def plan(cfg: SwinConfig, image: tuple[int, ...] | int | str | None = None,
 
 def _build_grids(cfg: SwinConfig) -> list[Size]:
     """The stage grids at the build size cfg.img_size."""
-    return _stage_grids(tuple(-(-n // cfg.patch_size) for n in _as_size(cfg.img_size)), cfg.num_layers)
+    return _stage_grids(tuple(-(-n // q) for n, q in zip(_as_size(cfg.img_size), cfg.patch)), cfg.num_layers)
 
 
 def build_windows(cfg: SwinConfig) -> tuple[Size, ...]:
     """Per stage, the window the official model builds its relative position bias table for: the official clamp at
-    the build size. A checkpoint's V1 tables have these windows."""
+    the build size (Video Swin never clamps at build time). A checkpoint's V1 tables have these windows."""
+    if cfg.is_video:
+        return (cfg.window,) * cfg.num_layers
     grids = _build_grids(cfg)
-    M = (cfg.window_size,) * len(grids[0])
-    return tuple(_windows(_OFFICIAL, g, M)[0] for g in grids)
+    return tuple(_windows(_OFFICIAL, g, cfg.window)[0] for g in grids)
 
 
 def _fmt(size: Size) -> str:
@@ -510,9 +540,10 @@ def _unpadded_side(cfg: SwinConfig, windows: tuple[Size, ...], n: int, axis: int
     """Whether a side of n pixels on `axis` needs no padding anywhere with the build-size windows: a whole number of
     patches, every stage grid a multiple of its window, and even before every merge (merges halve the last two
     axes). Each axis is independent, since the windows do not depend on the run size."""
-    if n % cfg.patch_size:
+    patch = cfg.patch[axis]
+    if n % patch:
         return False
-    grid = n // cfg.patch_size
+    grid = n // patch
     for i, window in enumerate(windows):
         if grid % window[axis]:
             return False
@@ -528,7 +559,7 @@ def nearest_unpadded_sizes(cfg: SwinConfig, image: Size, count: int = 2) -> list
     padding anywhere: used in its refusal."""
     windows = build_windows(cfg)
     n_axes = len(image)
-    step_limit = 64 * cfg.patch_size * cfg.window_size
+    step_limit = 64 * max(cfg.patch) * max(cfg.window)
     options = []
     for axis, n in enumerate(image):
         below = next((k for k in range(n, 0, -1) if _unpadded_side(cfg, windows, k, axis, n_axes)), None)

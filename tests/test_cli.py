@@ -148,7 +148,7 @@ def test_tables_render(capsys):
     (["flops", "--variant", "tiny"], "unknown configuration"),
     (["flops", "T", "--heads", "5,6,12,24"], "do not divide"),
     (["trace", "T", "--img", "3"], "smaller than one 4x4 patch"),
-    (["trace", "T", "--img", "12x"], "cannot read image size"),
+    (["trace", "T", "--img", "12x"], "cannot read size"),
     (["flops", "T", "--depths", "2,2"], "give one head count per stage"),
     (["flops", "T", "--depths", "2,x,2"], "comma-separated integers"),
     (["flops", "T", "--sweep", "300:200"], "START:STOP"),

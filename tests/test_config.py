@@ -62,14 +62,16 @@ def test_image_smaller_than_a_patch_is_refused():
         get_config("T", img=3)
 
 
-@pytest.mark.parametrize("bad", ["", "224x", "x224", "-4", "22.4", "224x224x3"])
+@pytest.mark.parametrize("bad", ["", "224x", "x224", "-4", "22.4", "8x224x224x3", "1234567890"])
 def test_bad_sizes(bad):
-    with pytest.raises(ConfigError, match="cannot read image size|must be positive"):
+    with pytest.raises(ConfigError, match="cannot read size|must be positive"):
         parse_size(bad)
 
 
 def test_clamp_rule_last_stage_of_released_models_has_no_shift():
     for name, cfg in REGISTRY.items():
+        if cfg.is_video:
+            continue  # Video Swin clamps at run time (tests/test_video.py)
         last = plan(cfg, policy="official").stages[-1]
         assert not any(last.shift) and last.window == (min(last.resolution),) * 2, name
 

@@ -126,3 +126,14 @@ def test_wheel_holds_only_the_swinref_package(tmp_path):
             assert zf.read(f"swinref/analysis/{p.name}") == p.read_bytes()
         assert "swinref/__main__.py" in names
         assert not any(stat.S_ISLNK(i.external_attr >> 16) for i in infos)
+
+
+def test_every_subpackage_is_in_the_distribution():
+    """A package directory missing from [tool.setuptools] packages is left out of `pip install .`, and importing
+    it fails only outside the source tree."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "swinref").rglob("__init__.py")
+             if "__pycache__" not in p.parts}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

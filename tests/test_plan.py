@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 from swinref import cli
-from swinref.config import REGISTRY, get_config
+from swinref.config import REGISTRY, SwinConfig, get_config
 from swinref.errors import InputError
 from swinref.plan import DEFAULT_POLICY, POLICIES, plan, resolve_policy
 
@@ -23,7 +23,7 @@ def _geometry(mp):
     return [(b.window, b.shift, b.pad, b.padded) for b in mp.blocks]
 
 
-@pytest.mark.parametrize("name", [n for n, c in REGISTRY.items() if not any(c.pretrained_window_sizes)])
+@pytest.mark.parametrize("name", [n for n, c in REGISTRY.items() if not any(c.pretrained_window_sizes) and not c.is_video])
 def test_classifier_policies_agree_at_the_build_size(name):
     """At a released model's own size the classifier peers all run the official plan; the detection backbones
     also shift the stages whose grid equals the window (they never clamp)."""
@@ -93,15 +93,21 @@ def test_default_policy_runs_every_input_of_one_patch_with_a_released_checkpoint
 
 
 def test_any_number_of_spatial_axes():
-    cfg = get_config("T")
-    mp = plan(cfg, (16, 64, 96), "detection")  # a clip: T, H, W
+    cfg = SwinConfig(img_size=(16, 64, 96), patch_size=4, window_size=7)  # a clip: T, H, W; ints on every axis
+    assert cfg.patch == (4, 4, 4) and cfg.window == (7, 7, 7)
+    mp = plan(cfg, policy="detection")
     assert mp.embed.grid == (4, 16, 24)
     assert [s.resolution for s in mp.stages] == [(4, 16, 24), (4, 8, 12), (4, 4, 6), (4, 2, 3)]
-    assert mp.stages[0].window == (7, 7, 7) and mp.stages[0].shift == (3, 3, 3)
-    assert mp.stages[0].pad == (3, 5, 4) and mp.stages[0].merge.pad == (0, 0, 0)
+    # Video Swin's per-axis run-time clamp: T (4 tokens) is not larger than the window, so it shrinks and stops
+    # shifting there; H and W keep both.
+    assert mp.stages[0].window == (4, 7, 7) and mp.stages[0].shift == (0, 3, 3)
+    assert mp.stages[0].pad == (0, 5, 4) and mp.stages[0].merge.pad == (0, 0, 0)
     assert mp.stages[2].merge.pad == (0, 0, 0) and mp.stages[3].merge is None
+    assert mp.stages[3].window == (4, 2, 3) and mp.stages[3].shift == (0, 0, 0)
     with pytest.raises(InputError, match="3 spatial axes"):
-        plan(cfg, (16, 64, 96), "official")
+        plan(get_config("T"), (16, 64, 96), "official")
+    with pytest.raises(InputError, match="timm 1.0 .* has no Video Swin"):
+        plan(cfg, policy="timm")
 
 
 def test_policy_names_and_aliases():

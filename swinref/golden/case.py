@@ -101,9 +101,12 @@ def sha256_le(a: np.ndarray) -> str:
 
 def point_layout(name: str, ndim: int) -> str:
     if name.startswith("outs."):
-        return "[B, C, H, W]"  # a backbone's pyramid output, channels first as the detection backbones return it
+        # a backbone's pyramid output, channels first as the detection backbones return it
+        return "[B, C, T, H, W]" if ndim == 5 else "[B, C, H, W]"
     if name.endswith(".attn_probs"):
         return "[B*nW, nH, N, N]"
+    if ndim == 5:
+        return "[B, T, H, W, C]"  # a Video Swin token map
     if ndim == 4:
         return "[B, H, W, C]"
     return "[B, K]" if name == "logits" else "[B, C]"
@@ -171,8 +174,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         raise GoldenError(str(exc)) from None
     names = point_names(cfg, attn_probs=blocks, out_indices=chosen)
 
-    H, W = cfg.img_size
-    shape = (int(batch), cfg.in_chans, H, W)
+    shape = (int(batch), cfg.in_chans, *cfg.img_size)
     input_seed = (seed if seed is not None else 0) if input_seed is None else int(input_seed)
     x64 = golden_input(input_seed, shape, "float64")
 
@@ -219,7 +221,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         **({"backbone": True, "out_indices": list(chosen)} if chosen is not None else {}),
         "batch": int(batch),
         "device": str(device),
-        "input": {"name": "input", "shape": list(shape), "layout": "[B, 3, H, W]", "seed": input_seed,
+        "input": {"name": "input", "shape": list(shape), "layout": "[B, 3, T, H, W]" if cfg.is_video else "[B, 3, H, W]", "seed": input_seed,
                   "key": input_key(input_seed), "scale": INPUT_SCALE, "rule": INPUT_RULE, "sha256": sha256_le(x)},
         "weights": weight_info,
         "attn_probs": blocks,

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 MAPPING_FORMAT = "swinref-golden-mapping"
-BUILTIN_MAPPINGS = ("timm", "hf", "mmdet", "hf_backbone")
+BUILTIN_MAPPINGS = ("timm", "hf", "mmdet", "hf_backbone", "torchvision_swin3d")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -60,12 +60,19 @@ def _bc1_to_bc(a: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
     return a[..., 0]
 
 
+def _bc111_to_bc(a: np.ndarray, target: tuple[int, ...]) -> np.ndarray:
+    if a.ndim != 5 or a.shape[2:] != (1, 1, 1):
+        raise ValueError("expected [B, C, 1, 1, 1]")
+    return a[:, :, 0, 0, 0]
+
+
 RESHAPES = {
     "BLC->BHWC": _blc_to_bhwc,    # timm / HF flattened tokens; H, W from the golden point
     "BLC->BCHW": _blc_to_bchw,    # a backbone's normalised stage tokens to its channels-first pyramid output
     "BCL->BHWC": _bcl_to_bhwc,    # tokens channels-first
     "NCHW->NHWC": _nchw_to_nhwc,  # torchvision-style feature maps
     "BC1->BC": _bc1_to_bc,        # HF pooler output (AdaptiveAvgPool1d keeps a length-1 axis)
+    "BC111->BC": _bc111_to_bc,    # torchvision swin3d's AdaptiveAvgPool3d(1) output
 }
 
 
