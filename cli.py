@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "an interrupted run resumes")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="output: .parquet (path + vector columns; needs swinref[parquet]), .safetensors (paths in "
-                        "the metadata) or .npy (paths in FILE.paths.txt)")
+                        "the metadata) or .npy (paths one per line in NAME.paths.txt beside NAME.npy)")
     p.add_argument("--values", default="embedding", choices=["embedding", "logits"],
                    help="embedding: the pooled features before the head (default); logits: the classifier's")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -11,7 +11,7 @@ Output formats (rows in the order of the file list, bad files left out):
 - .parquet: columns `path` (string) and `embedding` / `logits` (fixed-size list of float); needs pyarrow
   (`pip install 'swinref[parquet]'`);
 - .safetensors: the tensor `embedding` / `logits` [N, D], the paths as JSON in the metadata under `paths`;
-- .npy: the array [N, D], and the paths one per line in OUT.paths.txt beside it.
+- .npy: the array [N, D], and the paths one per line in NAME.paths.txt beside NAME.npy.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def embed_files(predictor: Predictor, paths: Sequence[str | os.PathLike], out: s
     reused = sum(1 for n in set(names) if n in done)
     todo = [n for n in names if n not in done]
     skipped: list[dict[str, str]] = []
-    seq = len(list(folder.glob("batch-*.npz")))
+    seq = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("batch-*.npz")), default=-1)
     for chunk, result in run_files(predictor, todo, batch_size):
         ok = [j for j, e in enumerate(result["error"]) if not e]
         skipped += [{"image": chunk[j], "error": str(e)} for j, e in enumerate(result["error"]) if e]

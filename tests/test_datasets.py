@@ -279,6 +279,8 @@ def test_interrupted_embed_resumes_without_recomputing_or_duplicates(weights, fo
     with pytest.raises(KeyboardInterrupt):
         embed_files(predictor, paths, out, batch_size=2, on_batch=stop_after_first_batch)
     assert not out.exists() and len(list(partial_dir(out).glob("batch-*.npz"))) == 1
+    # A batch cut short while its shard was being written leaves only a temporary file, which is not read.
+    (partial_dir(out) / ".batch-000001.npz.999.tmp").write_bytes(b"PK\x03\x04 cut short")
 
     seen = []
     call = Predictor.__call__
