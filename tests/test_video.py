@@ -345,3 +345,40 @@ def test_clip_forward_on_a_strict_non_default_device_equals_numpy(dtype):
     tol = 2e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(np.asarray(got.to_device(xps.Device("CPU_DEVICE"))), want, rtol=0,
                                atol=tol * max(1.0, float(np.abs(want).max())))
+
+
+def test_golden_export_of_a_clip_passes_compare(tmp_path):
+    from swinref.golden import assert_matches, export_case, read_case
+
+    cfg = tiny()
+    manifest = export_case(tmp_path / "case", cfg, seed=1, attn_probs=["layers.0.blocks.1"])
+    assert manifest["input"]["shape"] == [1, 3, 8, 48, 40] and manifest["input"]["layout"] == "[B, 3, T, H, W]"
+    layouts = {p["name"]: p["layout"] for p in manifest["points"]}
+    assert layouts["layers.0.blocks.1"] == "[B, T, H, W, C]" and layouts["logits"] == "[B, K]"
+    case = read_case(tmp_path / "case")
+    model = swinref.random_model(cfg, seed=1, dtype="float64")
+    points = model.trace(case.arrays["input"], attn_probs=["layers.0.blocks.1"])
+    assert_matches({k: np.asarray(v) for k, v in points.items()}, tmp_path / "case")
+    points["layers.1.blocks.0"] = points["layers.1.blocks.0"] + 1e-6
+    with pytest.raises(AssertionError, match="layers.1.blocks.0"):
+        assert_matches({k: np.asarray(v) for k, v in points.items()}, tmp_path / "case")
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torchvision_swin3d_matches_a_golden_clip_case_via_the_example(tmp_path, dtype):
+    """The timm-style example for torchvision's swin3d: hooks + the torchvision_swin3d mapping, every point."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torchvision")
+    from swinref.golden import export_case
+
+    export_case(tmp_path / "case", tiny(depths=(2, 2, 2), num_heads=(2, 2, 4)), seed=4, dtype=dtype)
+    example = Path(__file__).resolve().parents[1] / "examples" / "golden_torchvision_video.py"
+    res = subprocess.run([sys.executable, str(example), str(tmp_path / "case"), "--dtype", dtype],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
