@@ -94,7 +94,8 @@ def resize_v1_tables(params: dict[str, np.ndarray], cfg: SwinConfig) -> tuple[di
     Tables whose head count differs are left alone, so the shape check reports them (the official loader
     skips them with a warning).
     """
-    if cfg.version != 1:
+    if cfg.version != 1 or cfg.is_video:
+        # Video Swin tables are 3-D; one for another window is reported by the shape check.
         return params, []
     heads, windows = cfg.num_heads, [w[0] for w in build_windows(cfg)]
     out = dict(params)
