@@ -212,7 +212,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
     report = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
-                     layout=args.layout, backbone_prefix=args.backbone_prefix, **_model_overrides(args))
+                     layout=args.layout, backbone_prefix=args.backbone_prefix, force=args.force,
+                     **_model_overrides(args))
     cfg = report.config
     _say_transferred(report.resized, report.notes)
     if args.json:
@@ -545,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model's registered name, instead of detecting it (same as --variant)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
                    help="cast the floating-point weights (default: keep the stored dtype)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
     p.set_defaults(handler=_cmd_convert)
     p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy, _dataset_parser()],
                        help="classify images with a checkpoint (official evaluation preprocessing, top-k)")

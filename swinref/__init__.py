@@ -24,6 +24,7 @@ from swinref.errors import (
     ConfigError,
     DeviceError,
     InputError,
+    OutputError,
     SwinrefError,
     UnsafePickleError,
 )
@@ -57,5 +58,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ALIASES", "REGISTRY", "SwinConfig", "get_config", "list_configs", "plan", "POLICIES", "__version__",
     "SwinrefError", "ConfigError", "InputError", "CheckpointError", "UnsafePickleError", "DeviceError",
+    "OutputError",
     *_LAZY,
 ]

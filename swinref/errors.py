@@ -28,3 +28,7 @@ class UnsafePickleError(CheckpointError):
 
 class DeviceError(SwinrefError):
     """A device (GPU) was asked for that is not usable here; the message names what is missing."""
+
+
+class OutputError(SwinrefError):
+    """An output that cannot be written: missing or read-only directory, an existing output without force, no room."""

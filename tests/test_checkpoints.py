@@ -17,7 +17,7 @@ import pytest
 from swinref.checkpoints import FORMAT_VERSION, LoadReport, convert, load_state_dict, read_checkpoint, save_params
 from swinref.checkpoints.detect import check_params, infer_config
 from swinref.config import SwinConfig, get_config
-from swinref.errors import CheckpointError, ConfigError
+from swinref.errors import CheckpointError, ConfigError, OutputError
 from swinref.layout import param_shapes
 
 PEERS = Path(__file__).parent / "data" / "peers"
@@ -145,7 +145,7 @@ def test_round_trip_keeps_params_and_config(tmp_path, ext):
 
 def test_convert_every_peer_file(tmp_path):
     for case, path in ALL_FILES:
-        out = tmp_path / f"{case}_{path.stem}.safetensors"
+        out = tmp_path / f"{case}_{path.name}.safetensors"  # model.pth and model.safetensors: two outputs
         cfg = convert(path, out, config=expected_config(case), dtype="float16").config
         params, cfg2 = load_state_dict(out)
         assert cfg2 == cfg
@@ -191,8 +191,8 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(safetensors.numpy, "save_file", fail)
-    with pytest.raises(OSError, match="disk full"):
-        save_params(params, cfg, out)
+    with pytest.raises(OutputError, match="cannot write .*disk full"):
+        save_params(params, cfg, out, force=True)
     assert out.read_bytes() == b"previous content"
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]
 

@@ -503,10 +503,10 @@ def test_force_replaces_and_failure_leaves_nothing(tmp_path, capsys, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", broken)
-    with pytest.raises(OSError):
-        cli.main(["golden", "export", *TINY, "--out", str(tmp_path / "new")])
-    with pytest.raises(OSError):
-        cli.main(["golden", "export", *TINY, "--out", str(out), "--force"])
+    code, _, err = run(capsys, "golden", "export", *TINY, "--out", tmp_path / "new")
+    assert code == 2 and "disk full" in err
+    code, _, err = run(capsys, "golden", "export", *TINY, "--out", out, "--force")
+    assert code == 2 and "disk full" in err
     assert sorted(os.listdir(tmp_path)) == ["case"]
     assert read_case(out).manifest["weights"]["seed"] == 4  # the old case is intact
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -48,6 +47,7 @@ from swinref.checkpoints.layouts.swinref import CONFIG_KEY, FORMAT_VERSION, VERS
 from swinref.checkpoints.pth import read_pth
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError, ConfigError
+from swinref.write import atomic_file, check_target
 
 __all__ = ["read_checkpoint", "load_checkpoint", "load_state_dict", "save_params", "export_params", "convert",
            "LoadReport", "LAYOUTS", "EXPORT_LAYOUTS", "FORMAT_VERSION"]
@@ -293,19 +293,21 @@ def _cast(params: dict[str, np.ndarray], dtype: Any) -> dict[str, np.ndarray]:
 
 
 def save_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | os.PathLike, *,
-                dtype: Any = None) -> None:
+                dtype: Any = None, force: bool = False) -> None:
     """Write canonical params with their config to `.safetensors` (config in the metadata) or `.npz` (config in a
     '__swinref_config__' entry). Checked against cfg first; written to a temporary file and renamed, so a failure
-    leaves nothing half-written."""
+    leaves nothing half-written; an existing file is kept unless force."""
     out_path = os.fspath(out_path)
     _check_extension(out_path)
+    check_target(out_path, force=force)
     check_params(params, cfg, "the parameters to save")
     arrays = {name: np.ascontiguousarray(value) for name, value in ordered_params(params, cfg).items()}
     if dtype is not None:
         arrays = _cast(arrays, dtype)
     config_json = json.dumps(cfg.to_dict(), sort_keys=True)
     _write(out_path, arrays, {CONFIG_KEY: config_json, VERSION_KEY: str(FORMAT_VERSION), "format": "np"},
-           {NPZ_CONFIG_KEY: np.array(json.dumps({**cfg.to_dict(), VERSION_KEY: FORMAT_VERSION}, sort_keys=True))})
+           {NPZ_CONFIG_KEY: np.array(json.dumps({**cfg.to_dict(), VERSION_KEY: FORMAT_VERSION}, sort_keys=True))},
+           force)
 
 
 # The layouts export_params writes (swinref's own files are save_params').
@@ -316,7 +318,7 @@ _BACKBONE_PREFIX_LAYOUTS = ("official", "openmmlab")
 
 
 def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str | os.PathLike, layout: str, *,
-                  backbone_prefix: bool = False, dtype: Any = None) -> list[str]:
+                  backbone_prefix: bool = False, dtype: Any = None, force: bool = False) -> list[str]:
     """Write canonical params in a peer's own names (layouts.<layout>.from_canonical) to `.safetensors` or `.npz`,
     for `safetensors.torch.load_file` + `model.load_state_dict(...)` in the peer. No config is stored (the peer's
     model is built by its own code); derived buffers (index, mask, coordinate table) are not written.
@@ -324,9 +326,11 @@ def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str 
     layout: official, openmmlab, timm, transformers (a SwinBackbone's names when params hold norm0..), torchvision.
     backbone_prefix (official, openmmlab): the whole detector's form, every name under 'backbone.', as the official
     detection / segmentation backbones and mmdet / mmseg keep it; needs the per-stage output norms, and the final
-    norm is the last stage's. Returns what the writing did besides renaming (one line each)."""
+    norm is the last stage's. An existing file is kept unless force. Returns what the writing did besides renaming
+    (one line each)."""
     out_path = os.fspath(out_path)
     _check_extension(out_path)
+    check_target(out_path, force=force)
     if layout not in EXPORT_LAYOUTS:
         raise CheckpointError(f"cannot write layout {layout!r}: choose one of {', '.join(EXPORT_LAYOUTS)} (or swinref's "
                               f"own files)")
@@ -363,7 +367,7 @@ def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str 
     arrays = {name: np.ascontiguousarray(value) for name, value in sd.items()}
     if dtype is not None:
         arrays = _cast(arrays, dtype)
-    _write(out_path, arrays, {"format": "pt"}, {})
+    _write(out_path, arrays, {"format": "pt"}, {}, force)
     return lines
 
 
@@ -373,50 +377,32 @@ def _check_extension(out_path: str) -> None:
 
 
 def _write(out_path: str, arrays: dict[str, np.ndarray], metadata: dict[str, str],
-           npz_extra: dict[str, np.ndarray]) -> None:
-    """Write to a temporary file beside out_path and rename it: a failure leaves nothing half-written."""
-    ext = os.path.splitext(out_path)[1].lower()
-    directory = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"cannot write {out_path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(out_path) + ".", suffix=".tmp")
-    try:
-        if ext == ".safetensors":
-            os.close(fd)
+           npz_extra: dict[str, np.ndarray], force: bool) -> None:
+    """Write through swinref.write.atomic_file: a temporary file beside out_path, renamed when complete."""
+    with atomic_file(out_path, force=force) as tmp:
+        if os.path.splitext(out_path)[1].lower() == ".safetensors":
             from safetensors.numpy import save_file
 
             save_file(arrays, tmp, metadata=metadata)
         else:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays, **npz_extra)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+            np.savez(tmp, **arrays, **npz_extra)
 
 
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, config: str | SwinConfig | dict | None = None,
-            *, dtype: Any = None, layout: str = "swinref", backbone_prefix: bool = False, **overrides: Any
-            ) -> LoadReport:
+            *, dtype: Any = None, layout: str = "swinref", backbone_prefix: bool = False, force: bool = False,
+            **overrides: Any) -> LoadReport:
     """Read any supported checkpoint and write it as swinref's `.safetensors` / `.npz` (layout 'swinref', the
     config stored), or in a peer's names (layout official / openmmlab / timm / transformers / torchvision, see
     export_params). Returns the LoadReport of the read (report.config is the written config; report.resized says
-    what another window or image size transferred; report.notes ends with what the writing did)."""
+    what another window or image size transferred; report.notes ends with what the writing did). The output is
+    checked before the input is read: an existing file is kept unless force."""
+    _check_extension(os.fspath(out_path))
+    check_target(out_path, force=force)
     params, cfg, report = load_checkpoint(in_path, config, **overrides)
     if layout == "swinref":
         if backbone_prefix:
             raise CheckpointError("--backbone-prefix writes a peer's detection backbone: give --layout official")
-        save_params(params, cfg, out_path, dtype=dtype)
+        save_params(params, cfg, out_path, dtype=dtype, force=force)
         return report
-    lines = export_params(params, cfg, out_path, layout, backbone_prefix=backbone_prefix, dtype=dtype)
+    lines = export_params(params, cfg, out_path, layout, backbone_prefix=backbone_prefix, dtype=dtype, force=force)
     return dataclasses.replace(report, notes=report.notes + tuple(lines))

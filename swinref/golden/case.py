@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -29,6 +27,7 @@ import numpy as np
 from swinref.backend import to_host
 from swinref.config import SwinConfig
 from swinref.errors import SwinrefError
+from swinref.write import atomic_dir, check_target
 
 __all__ = [
     "GoldenError", "GoldenCase", "FORMAT", "FORMAT_VERSION", "export_case", "read_case", "sha256_le",
@@ -151,7 +150,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         raise GoldenError("give either --weights (a checkpoint) or --seed (generated weights), not both")
     if int(batch) < 1:
         raise GoldenError(f"batch must be at least 1, got {batch}")
-    _check_out(out, force)
+    check_target(out, force=force, directory=True)
     from swinref.device import resolve_device
 
     resolve_device(device)  # a missing GPU is reported before any work
@@ -235,7 +234,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
         "points": points,
     }
     arrays = {"input": x, **{n: np.ascontiguousarray(golden[n]) for n in names}}
-    _write_atomic(out, manifest, arrays, force)
+    _write_case(out, manifest, arrays, force)
     return manifest
 
 
@@ -266,51 +265,17 @@ def _attn_prob_blocks(cfg: SwinConfig, attn_probs: Iterable[str] | str) -> list[
     return [b for b in blocks if b in wanted]
 
 
-def _check_out(out: str, force: bool) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise GoldenError(f"--out {out} is a file; a golden case is a directory: give a new directory name")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise GoldenError(f"--out {out} is not empty; give a new directory, or --force to replace it")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise GoldenError(f"cannot write {out}: directory {parent} does not exist; create it first")
-
-
-def _write_atomic(out: str, manifest: dict[str, Any], arrays: dict[str, np.ndarray], force: bool) -> None:
-    """Write into a temporary sibling directory, then rename it into place: never a half-written case."""
+def _write_case(out: str, manifest: dict[str, Any], arrays: dict[str, np.ndarray], force: bool) -> None:
+    """Write through swinref.write.atomic_dir: a temporary sibling directory, renamed into place when complete."""
     from safetensors.numpy import save_file
 
-    out = os.path.abspath(out)
-    parent = os.path.dirname(out)
-    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out) + ".tmp-")
-    try:
+    with atomic_dir(out, force=force) as tmp:
         save_file(arrays, os.path.join(tmp, SAFETENSORS),
                   metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         np.savez(os.path.join(tmp, NPZ), **arrays)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1)
             f.write("\n")
-        # mkdtemp makes the directory private (0700) and safetensors its file (0600): give them the usual modes.
-        os.chmod(tmp, 0o777 & ~_umask())
-        for name in (SAFETENSORS, NPZ, MANIFEST):
-            os.chmod(os.path.join(tmp, name), 0o666 & ~_umask())
-        if os.path.isdir(out):
-            _check_out(out, force)  # something may have appeared meanwhile
-            old = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(out) + ".old-")
-            os.rename(out, os.path.join(old, "case"))
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ----------------------------------------------------------------------------------------------------------------
