@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -321,3 +322,34 @@ def test_resuming_with_other_settings_is_refused(weights, folder, tmp_path):
     other = Predictor(weights, outputs=("embedding",), on_error="skip", crop=False)
     with pytest.raises(InputError, match="crop differ"):
         embed_files(other, find_images([folder]), out)
+
+
+def test_embed_killed_mid_run_resumes(weights, folder, tmp_path, capsys):
+    """A real kill: the child process SIGKILLs itself right after committing its second shard (no cleanup runs);
+    the same command again finishes the job."""
+    import signal
+
+    out = tmp_path / "features.npy"
+    child = ("import os, signal, sys\n"
+             "from swinref import cli, embed\n"
+             "write, count = embed._atomic_write, [0]\n"
+             "def write_then_die(path, fn):\n"
+             "    write(path, fn)\n"
+             "    if path.name.startswith('batch-'):\n"
+             "        count[0] += 1\n"
+             "        if count[0] == 2:\n"
+             "            os.kill(os.getpid(), signal.SIGKILL)\n"
+             "embed._atomic_write = write_then_die\n"
+             "sys.exit(cli.main(sys.argv[1:]))\n")
+    argv = ["embed", str(folder), "--weights", str(weights), "--out", str(out), "--batch-size", "1"]
+    done = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=300,
+                          cwd=str(pathlib.Path(swinref.__file__).parents[1]))
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert not out.exists() and len(list((tmp_path / "features.npy.partial").glob("batch-*.npz"))) == 2
+    assert cli.main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["rows"], report["reused"], report["computed"]) == (3, 2, 1)
+    paths, matrix = _read_output(out)
+    assert paths == [str(p) for p in find_images([folder])]
+    x = np.stack([preprocess(load_image(p), (64, 64)) for p in paths])
+    np.testing.assert_allclose(matrix, swinref.load(weights).pooled(x), rtol=0, atol=1e-6)
