@@ -266,6 +266,15 @@ def test_embed_equals_the_model_on_the_same_images(weights, folder, tmp_path, su
     assert not (tmp_path / f"features{suffix}.partial").exists()
 
 
+def test_embed_logits_equal_the_model(weights, folder, tmp_path):
+    out = tmp_path / "logits.npy"
+    assert cli.main(["embed", str(folder), "--weights", str(weights), "--out", str(out), "--values", "logits"]) == 0
+    paths, matrix = _read_output(out)
+    x = np.stack([preprocess(load_image(p), (64, 64)) for p in paths])
+    assert matrix.shape == (3, 1000)
+    np.testing.assert_allclose(matrix, swinref.load(weights)(x), rtol=0, atol=1e-6)
+
+
 def test_interrupted_embed_resumes_without_recomputing_or_duplicates(weights, folder, tmp_path, monkeypatch):
     from swinref.embed import embed_files, partial_dir
     from swinref.predictor import Predictor
