@@ -28,6 +28,7 @@ import numpy as np
 from swinref.errors import InputError
 from swinref.predict import run_files
 from swinref.predictor import Predictor
+from swinref.write import atomic_file, check_target
 
 __all__ = ["FORMATS", "VALUES", "EmbedReport", "embed_files", "partial_dir"]
 
@@ -65,13 +66,14 @@ def _check_output(out: pathlib.Path, force: bool) -> None:
         except ImportError:
             raise InputError("writing .parquet needs pyarrow: pip install 'swinref[parquet]', or write .npy or "
                              ".safetensors") from None
-    parent = out.parent if str(out.parent) else pathlib.Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {str(out)!r}: the folder {str(parent)!r} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {str(out)!r}: the folder {str(parent)!r} is not writable; choose another")
-    if out.exists() and not force:
-        raise InputError(f"{str(out)!r} exists; pass --force (force=True) to replace it, or choose another name")
+    check_target(out, force=force)
+    if out.suffix == ".npy":
+        check_target(_listing(out), force=force)
+
+
+def _listing(out: pathlib.Path) -> pathlib.Path:
+    """The paths file beside a .npy output."""
+    return out.with_name(out.stem + ".paths.txt")
 
 
 def _manifest(predictor: Predictor, values: str) -> dict[str, Any]:
@@ -84,24 +86,9 @@ def _manifest(predictor: Predictor, values: str) -> dict[str, Any]:
             "policy": predictor.model.policy, "crop": options["crop"], "values": values}))  # as read back
 
 
-def _atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
-    """write(temporary path) beside `path`, then rename it into place: readers see the old file or the whole new
-    one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _save_npz(arrays: dict[str, np.ndarray]) -> Callable[[pathlib.Path], None]:
-    def write(tmp: pathlib.Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    return write
+def _save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_file(path) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _read_shards(folder: pathlib.Path) -> dict[str, np.ndarray]:
@@ -126,35 +113,34 @@ def _open_partial(folder: pathlib.Path, manifest: dict[str, Any]) -> dict[str, n
                              "the folder to start again")
         return _read_shards(folder)
     folder.mkdir(exist_ok=True)
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8"))
+    with atomic_file(path, force=True) as tmp:  # a folder without a manifest is one a run left before writing it
+        pathlib.Path(tmp).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return {}
 
 
-def _write_output(out: pathlib.Path, paths: list[str], matrix: np.ndarray, values: str, model: str) -> None:
+def _write_output(out: pathlib.Path, paths: list[str], matrix: np.ndarray, values: str, model: str,
+                  force: bool) -> None:
     if out.suffix == ".npy":
-        listing = out.with_name(out.stem + ".paths.txt")
-        _atomic_write(listing, lambda tmp: tmp.write_text("".join(p + "\n" for p in paths), encoding="utf-8"))
-
-        def write(tmp: pathlib.Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.save(fh, matrix)
+        with atomic_file(_listing(out), force=force) as tmp:
+            pathlib.Path(tmp).write_text("".join(p + "\n" for p in paths), encoding="utf-8")
+        with atomic_file(out, force=force) as tmp:
+            np.save(tmp, matrix)
     elif out.suffix == ".safetensors":
         from safetensors.numpy import save_file
 
-        def write(tmp: pathlib.Path) -> None:
-            save_file({values: np.ascontiguousarray(matrix)}, str(tmp),
+        with atomic_file(out, force=force) as tmp:
+            save_file({values: np.ascontiguousarray(matrix)}, tmp,
                       metadata={"paths": json.dumps(paths), "model": model, "values": values})
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        def write(tmp: pathlib.Path) -> None:
-            flat = pa.array(np.ascontiguousarray(matrix).reshape(-1))
-            column = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-            table = pa.table({"path": pa.array(paths, pa.string()), values: column},
-                             metadata={"model": model, "values": values})
-            pq.write_table(table, str(tmp))
-    _atomic_write(out, write)
+        flat = pa.array(np.ascontiguousarray(matrix).reshape(-1))
+        column = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+        table = pa.table({"path": pa.array(paths, pa.string()), values: column},
+                         metadata={"model": model, "values": values})
+        with atomic_file(out, force=force) as tmp:
+            pq.write_table(table, tmp)
 
 
 def embed_files(predictor: Predictor, paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
@@ -180,7 +166,7 @@ def embed_files(predictor: Predictor, paths: Sequence[str | os.PathLike], out: s
         skipped += [{"image": chunk[j], "error": str(e)} for j, e in enumerate(result["error"]) if e]
         shard = {"paths": np.array([chunk[j] for j in ok], dtype=str),
                  "values": np.asarray(result[values])[ok]}
-        _atomic_write(folder / f"batch-{seq:06d}.npz", _save_npz(shard))
+        _save_npz(folder / f"batch-{seq:06d}.npz", shard)
         seq += 1
         for row, j in enumerate(ok):
             done[chunk[j]] = shard["values"][row]
@@ -190,7 +176,7 @@ def embed_files(predictor: Predictor, paths: Sequence[str | os.PathLike], out: s
     if not rows:
         raise InputError(f"none of the {len(names)} images could be read; nothing written to {str(out)!r}")
     matrix = np.stack([done[n] for n in rows])
-    _write_output(out, rows, matrix, values, predictor.model.config.name)
+    _write_output(out, rows, matrix, values, predictor.model.config.name, force)
     shutil.rmtree(folder)
     return EmbedReport(output=str(out), rows=len(rows), width=int(matrix.shape[1]), reused=reused,
                        computed=len(todo) - len(skipped), skipped=skipped)

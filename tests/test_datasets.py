@@ -313,7 +313,7 @@ def test_embed_skips_a_bad_file_and_refuses_bad_outputs(weights, folder, tmp_pat
     assert cli.main(["embed", str(folder), "--weights", str(weights), "--out", str(out)]) == 1
     assert "broken.jpg" in capsys.readouterr().err and len(np.load(out)) == 3
     assert cli.main(["embed", str(folder), "--weights", str(weights), "--out", str(out)]) == 2
-    assert "exists; pass --force" in capsys.readouterr().err
+    assert "exists; give a new name, or --force" in capsys.readouterr().err
     assert cli.main(["embed", str(folder), "--weights", str(weights), "--out", str(tmp_path / "f.csv")]) == 2
     assert ".parquet, .npy, .safetensors" in capsys.readouterr().err
     assert cli.main(["embed", str(folder), "--weights", str(weights), "--out", str(tmp_path / "no" / "f.npy")]) == 2
@@ -341,14 +341,13 @@ def test_embed_killed_mid_run_resumes(weights, folder, tmp_path, capsys):
     out = tmp_path / "features.npy"
     child = ("import os, signal, sys\n"
              "from swinref import cli, embed\n"
-             "write, count = embed._atomic_write, [0]\n"
-             "def write_then_die(path, fn):\n"
-             "    write(path, fn)\n"
-             "    if path.name.startswith('batch-'):\n"
-             "        count[0] += 1\n"
-             "        if count[0] == 2:\n"
-             "            os.kill(os.getpid(), signal.SIGKILL)\n"
-             "embed._atomic_write = write_then_die\n"
+             "save, count = embed._save_npz, [0]\n"
+             "def save_then_die(path, arrays):\n"
+             "    save(path, arrays)\n"
+             "    count[0] += 1\n"
+             "    if count[0] == 2:\n"
+             "        os.kill(os.getpid(), signal.SIGKILL)\n"
+             "embed._save_npz = save_then_die\n"
              "sys.exit(cli.main(sys.argv[1:]))\n")
     argv = ["embed", str(folder), "--weights", str(weights), "--out", str(out), "--batch-size", "1"]
     done = subprocess.run([sys.executable, "-c", child, *argv], capture_output=True, text=True, timeout=300,
