@@ -87,16 +87,20 @@ def test_ray_data_recipe(dataset, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet", reason="write_parquet needs pyarrow: pip install 'swinref[ray]'")
     weights, folder = dataset
     paths = [str(p) for p in find_images([folder])]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    root = os.path.dirname(os.path.dirname(swinref.__file__))  # the workers import this swinref
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": root}})
+    kwargs = {"weights": str(weights), "outputs": OUTPUTS, "threads": 1}
+    # Two actors on half a core each: the other core reads and writes (actors that take every core starve the
+    # read tasks, and the pipeline waits for ever).
+    actors = dict(batch_size=2, concurrency=2, num_cpus=0.5, batch_format="numpy")
     try:
         ds = ray.data.read_images(str(folder), include_paths=True, mode="RGB")
-        ds = ds.map_batches(swinref.Predictor, fn_constructor_kwargs={"weights": str(weights), "outputs": OUTPUTS,
-                                                                       "threads": 1},
-                            # Two actors on half a core each: the other core reads and writes (actors that take every
-                            # core starve the read tasks and the pipeline waits for ever).
-                            batch_size=2, concurrency=2, num_cpus=0.5, batch_format="numpy")
         out_dir = tmp_path / "embeddings"
-        ds.write_parquet(str(out_dir))
+        ds.map_batches(swinref.Predictor, fn_constructor_kwargs=kwargs, **actors).write_parquet(str(out_dir))
+        # The files' bytes instead of Ray's pixels: the Predictor decodes them as swinref predict does.
+        raw = ray.data.read_binary_files(str(folder), include_paths=True)
+        from_bytes = raw.map_batches(swinref.Predictor, fn_constructor_kwargs=kwargs, **actors).take_all()
     finally:
         ray.shutdown()
     table = pq.read_table(str(out_dir))
@@ -106,6 +110,7 @@ def test_ray_data_recipe(dataset, tmp_path):
         rows[os.path.join(str(folder), os.path.basename(path))] = {"embedding": np.asarray(emb, np.float32),
                                                                    "logits": np.asarray(logits, np.float32)}
     _check(rows, weights, paths)
+    _check({os.path.join(str(folder), os.path.basename(r["path"])): r for r in from_bytes}, weights, paths)
 
 
 @pytest.mark.slow
