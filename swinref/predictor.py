@@ -67,8 +67,8 @@ class Predictor:
 
     weights: any checkpoint `swinref.load` reads (a path; the worker opens it, so it must be reachable there).
     outputs: any of OUTPUTS. top: k for "top". out_indices: the stages for "features" (None: all).
-    threads: this worker's share of the cores (BLAS, OpenMP and the block's threads; see swinref.threads);
-             None leaves the process's settings alone.
+    threads: this worker's share of the cores (BLAS, OpenMP and the block's threads; see swinref.threads), set
+             in the process that runs the first batch; None leaves the process's settings alone.
     crop: the centre crop of the official evaluation (None: as the model's size says, see preprocess.default_crop).
     on_error: "raise" (default) stops at the first image that cannot be decoded, naming it; "skip" returns an
              "error" column (empty for good rows) and NaN (or -1 for indices) in the rows of bad images.
@@ -92,9 +92,10 @@ class Predictor:
                              crop=crop, on_error=on_error, config=config, dtype=dtype, device=device, policy=policy,
                              **overrides)
         if threads is not None:
-            from swinref.threads import limit_threads
+            from swinref.threads import check_threads
 
-            limit_threads(threads)
+            check_threads(threads)
+        self.threads, self._threads_set = threads, False
         self.outputs, self.top, self.crop, self.on_error = outputs, top, crop, on_error
         self.model = _load_cached(os.fspath(weights), dict(config=config, dtype=dtype, device=device, policy=policy,
                                                             **overrides))
@@ -165,6 +166,13 @@ class Predictor:
         """The requested outputs for a preprocessed batch x [B, 3, H, W], as NumPy arrays."""
         from swinref.backend import to_host
 
+        if self.threads is not None and not self._threads_set:
+            # In the process that runs the batches, not where the Predictor was built: a Dask or Spark driver
+            # builds one to ship it, and keeps its own thread settings.
+            from swinref.threads import limit_threads
+
+            limit_threads(self.threads)
+            self._threads_set = True
         model, wanted, out = self.model, set(self.outputs), {}
         if wanted & {"logits", "top", "embedding"}:
             pooled = model.pooled(x)

@@ -18,15 +18,21 @@ import sys
 
 from swinref.errors import InputError
 
-__all__ = ["THREAD_VARS", "limit_threads"]
+__all__ = ["THREAD_VARS", "check_threads", "limit_threads"]
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-def limit_threads(n: int) -> None:
-    """Run this process's BLAS, OpenMP and swinref's block on at most `n` threads each, from now on."""
+def check_threads(n: int) -> int:
+    """A thread count, or InputError."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"threads must be a positive integer (this worker's share of the cores), got {n!r}")
+    return n
+
+
+def limit_threads(n: int) -> None:
+    """Run this process's BLAS, OpenMP and swinref's block on at most `n` threads each, from now on."""
+    check_threads(n)
     for var in THREAD_VARS:
         os.environ[var] = str(n)
     if "numpy" in sys.modules:

@@ -195,6 +195,14 @@ def test_predictor_refuses_bad_options(weights, kwargs, match):
         swinref.Predictor(weights, **kwargs)
 
 
+def test_threads_are_set_where_batches_run_not_where_the_predictor_is_built(weights):
+    from swinref import fast
+
+    before = fast.LANES
+    predictor = swinref.Predictor(weights, threads=1)  # a Dask or Spark driver builds it only to ship it
+    assert fast.LANES == before and pickle.loads(pickle.dumps(predictor)).threads == 1
+
+
 def test_threads_limit_blas_and_the_block_in_a_process_that_loaded_numpy():
     code = ("import numpy, threadpoolctl, swinref\n"
             "from swinref.threads import limit_threads\n"
