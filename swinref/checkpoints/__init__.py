@@ -331,6 +331,13 @@ def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str 
     out_path = os.fspath(out_path)
     _check_extension(out_path)
     check_target(out_path, force=force)
+    if cfg.is_video:  # torchvision swin3d, the official and the mmaction2 recognizers: checkpoints.video
+        from swinref.checkpoints.video import export_state_dict
+
+        check_params(params, cfg, "the parameters to write")
+        sd, lines = export_state_dict(ordered_params(params, cfg), cfg, layout, backbone_prefix)
+        _write_state_dict(out_path, sd, dtype, force)
+        return lines
     if layout not in EXPORT_LAYOUTS:
         raise CheckpointError(f"cannot write layout {layout!r}: choose one of {', '.join(EXPORT_LAYOUTS)} (or swinref's "
                               f"own files)")
@@ -364,11 +371,15 @@ def export_params(params: dict[str, np.ndarray], cfg: SwinConfig, out_path: str 
     sd = layouts.get(layout).from_canonical(params, cfg)
     if backbone_prefix:
         sd = {"backbone." + k: v for k, v in sd.items()}
+    _write_state_dict(out_path, sd, dtype, force)
+    return lines
+
+
+def _write_state_dict(out_path: str, sd: Mapping[str, np.ndarray], dtype: Any, force: bool) -> None:
     arrays = {name: np.ascontiguousarray(value) for name, value in sd.items()}
     if dtype is not None:
         arrays = _cast(arrays, dtype)
     _write(out_path, arrays, {"format": "pt"}, {}, force)
-    return lines
 
 
 def _check_extension(out_path: str) -> None:

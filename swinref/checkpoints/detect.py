@@ -59,6 +59,10 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     config) win over guesses but not over what the weights show."""
     hints = dict(hints or {})
     w = _shape(params, "patch_embed.proj.weight", source, "every Swin model has (the patch embedding)")
+    if len(w) == 5:  # [C, in, pt, ph, pw]: a Video Swin model
+        from swinref.checkpoints.detect_video import infer_video_config
+
+        return infer_video_config(params, hints, source)
     if len(w) != 4 or w[2] != w[3]:
         raise CheckpointError(f"{source}: patch_embed.proj.weight has shape {w}, expected [C, in_chans, p, p]")
     embed_dim, in_chans, patch = w[0], w[1], w[2]
@@ -180,6 +184,10 @@ def buffer_config_hints(buffers: dict[str, Any], params: dict) -> dict[str, Any]
     Returns the window of stage 0, the image size the stage windows imply (the clamp rule, as for V1 tables) and
     the pretrained windows; {} for V1 weights or buffers that do not cover every stage.
     """
+    if getattr(params.get("patch_embed.proj.weight"), "ndim", 0) == 5:  # Video Swin: the index tells the window
+        from swinref.checkpoints.detect_video import video_window_hints
+
+        return video_window_hints(buffers, params)
     if not any(k.endswith("attn.logit_scale") for k in params):
         return {}
     index: dict[int, int] = {}

@@ -15,16 +15,19 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Collection
 
-from swinref.checkpoints.layouts import official, openmmlab, swinref, timm, torchvision, transformers
+from swinref.checkpoints.layouts import (
+    mmaction, official, openmmlab, swinref, timm, torchvision, torchvision3d, transformers,
+)
 from swinref.checkpoints.layouts.base import DERIVED_BUFFERS, Notes
 from swinref.errors import CheckpointError
 
 __all__ = ["LAYOUTS", "detect", "get", "Notes", "DERIVED_BUFFERS", "official", "timm", "transformers", "torchvision",
-           "openmmlab", "swinref"]
+           "openmmlab", "swinref", "torchvision3d", "mmaction"]
 
-# Detection order: the more specific names first (timm's and official names share patch_embed.proj; swinref's
-# files are told by their stored configuration, never by names).
-LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (torchvision, transformers, openmmlab, timm, official, swinref)}
+# Detection order: the more specific names first (timm's, official and the Video Swin layouts share
+# patch_embed.proj; swinref's files are told by their stored configuration, never by names).
+LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (torchvision3d, mmaction, torchvision, transformers, openmmlab,
+                                                      timm, official, swinref)}
 
 
 def get(name: str) -> ModuleType:
