@@ -209,6 +209,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from swinref.checkpoints import convert
     from swinref.config import describe
 
+    if args.inflate:
+        return _cmd_inflate(args)
     if args.config and args.variant and get_config(args.config).name != get_config(args.variant).name:
         raise ConfigError(f"two models given: --config {args.config!r} and --variant {args.variant!r}; give only one")
     report = convert(args.input, args.output, config=args.config or args.variant, dtype=args.dtype,
@@ -276,7 +278,10 @@ def _skipped_code(failures: Sequence[dict[str, str]], done: int) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from swinref.inputs import find_images
     from swinref.predict import predict_files
+    from swinref.video import is_clip
 
+    if args.images and all(is_clip(p) for p in args.images):  # Video Swin on clips: swinref.video
+        return _predict_clips(args)
     paths = find_images(args.images)
     predictor = _predictor(args, ("top",), top=args.top)
     fmt = "json" if args.json else args.format
@@ -338,6 +343,61 @@ def _render_predictions(results: Sequence[dict[str, Any]]) -> None:
         for rank, entry in enumerate(item["top"], 1):
             table.add_row(str(rank), str(entry["index"]), entry["name"], f"{entry['probability']:.4f}")
         console.print(table)
+
+
+def _add_inflate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inflate", nargs="?", const="8x7x7", default=None, metavar="TxHxW",
+                   help="inflate a 2-D Swin V1 checkpoint to a Video Swin backbone with this window (default 8x7x7), "
+                        "the official Video Swin rule (swinref.checkpoints.video.inflate)")
+    p.add_argument("--temporal-patch", type=int, default=2, metavar="PT",
+                   help="--inflate: frames per patch (default 2)")
+
+
+def _cmd_inflate(args: argparse.Namespace) -> int:
+    from swinref.checkpoints.video import inflate_checkpoint
+    from swinref.config import describe, parse_int_list
+
+    window = parse_int_list(args.inflate.replace("x", ","), "--inflate window")
+    if len(window) != 3:
+        raise ConfigError(f"--inflate takes a window T x H x W, e.g. 8x7x7; got {args.inflate!r}")
+    if args.backbone_prefix or _model_overrides(args):
+        raise ConfigError("--inflate reads the 2-D checkpoint as it is: drop --backbone-prefix and the model options")
+    cfg, report = inflate_checkpoint(args.input, args.output, window=window, patch_t=args.temporal_patch,
+                                     config=args.config or args.variant, layout=args.layout, dtype=args.dtype,
+                                     force=args.force)
+    _say_transferred(report.resized, report.notes)
+    if args.json:
+        return _print_json({"input": args.input, "output": args.output, "config": cfg.to_dict(),
+                            "layout": args.layout, "read_layout": report.layout})
+    sys.stdout.write(f"wrote {args.output} (inflated from {describe(report.config)}): {describe(cfg)}\n")
+    return 0
+
+
+def _predict_clips(args: argparse.Namespace) -> int:
+    """`swinref predict` on video files: a Video Swin checkpoint, the official evaluation views (swinref.video)."""
+    import swinref
+    from swinref.video import predict_clips
+
+    if not args.weights:
+        raise ConfigError(f"no --weights given. {WEIGHTS_HELP}")
+    model = swinref.load(args.weights, config=args.variant, dtype=args.dtype, device=args.device, policy=args.policy,
+                         **_model_overrides(args))
+    _say_transferred(model.report.resized, model.report.notes)
+    with _progress(len(args.images), "classifying clips") as progress:
+        task = progress.add_task("classifying clips", total=len(args.images))
+        results = []
+        for item in predict_clips(model, args.images, top=args.top, batch=args.batch):
+            results.append(item)
+            progress.advance(task, 1)
+    done = [r for r in results if "top" in r]
+    failures = [{"image": r["clip"], "error": r["error"]} for r in results if "error" in r]
+    code = _skipped_code(failures, len(done))
+    if args.json or args.format == "json":
+        _print_json({"model": model.config.name, "config": model.config.to_dict(), "results": done,
+                     "skipped": [{"clip": f["image"], "error": f["error"]} for f in failures]})
+        return code
+    _render_predictions([{"image": f"{r['clip']} ({r['views']} views)", "top": r["top"]} for r in done])
+    return code
 
 
 def _say_transferred(resized: Sequence[str], notes: Sequence[str]) -> None:
@@ -536,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .pth/.bin/.pkl/.safetensors/.npz file or a Hugging Face model directory")
     p.add_argument("output", metavar="OUT", help="the file to write: .safetensors or .npz")
     p.add_argument("--layout", default="swinref",
-                   choices=["swinref", "official", "openmmlab", "timm", "transformers", "torchvision"],
+                   choices=["swinref", "official", "openmmlab", "timm", "transformers", "torchvision",
+                            "torchvision3d", "mmaction"],
                    help="the names to write: swinref's own file with its config (default), or a peer's state dict "
                         "for safetensors.torch.load_file + load_state_dict (no config stored)")
     p.add_argument("--backbone-prefix", action="store_true",
@@ -547,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "float64"],
                    help="cast the floating-point weights (default: keep the stored dtype)")
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    _add_inflate_options(p)
     p.set_defaults(handler=_cmd_convert)
     p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy, _dataset_parser()],
                        help="classify images with a checkpoint (official evaluation preprocessing, top-k)")

@@ -170,7 +170,7 @@ def _names(num_classes: int) -> Any:
 
 
 def predict_clips(model: Any, paths: Iterable[str | os.PathLike], *, top: int = 5, batch: int = 1,
-                  pipeline: VideoPipeline = OFFICIAL) -> Iterator[dict[str, Any]]:
+                  pipeline: VideoPipeline | None = None) -> Iterator[dict[str, Any]]:
     """Per clip, in order: {'clip', 'top': [{index, name, probability}], 'views'}, or {'clip', 'error'} for a clip
     that cannot be read (reported and skipped). Probabilities: the mean of the views' softmax (average_clips='prob').
     A generator, so that a caller can show progress."""
@@ -184,6 +184,7 @@ def predict_clips(model: Any, paths: Iterable[str | os.PathLike], *, top: int = 
     if top < 1 or batch < 1:
         raise InputError(f"--top and --batch must be at least 1, got {top} and {batch}")
     name = _names(cfg.num_classes)
+    pipeline = OFFICIAL if pipeline is None else pipeline
     for path in paths:
         try:
             x = views(read_frames(path), pipeline, dtype=np.dtype(model.dtype))

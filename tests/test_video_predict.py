@@ -97,6 +97,61 @@ def test_read_frames_decodes_a_written_clip(tmp_path) -> None:
         video.read_frames(tmp_path / "missing.mp4")
 
 
+def _tiny_video_model():
+    import swinref
+
+    cfg = swinref.SwinConfig(img_size=(4, 32, 32), patch_size=(2, 4, 4), window_size=(2, 4, 4), embed_dim=8,
+                             depths=(2, 2), num_heads=(1, 2), num_classes=400)
+    return swinref.random_model(cfg, dtype="float64")
+
+
+def test_predict_clips_averages_the_views_and_skips_bad_clips(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (12, 36, 44, 3), dtype=np.uint8)
+    _write_clip(tmp_path / "good.mp4", frames)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    model = _tiny_video_model()
+    paths = [tmp_path / "good.mp4", tmp_path / "bad.mp4", tmp_path / "nowhere.mp4"]
+    results = list(video.predict_clips(model, paths, top=3, batch=4, pipeline=SMALL))
+    assert [r["clip"] for r in results] == [str(p) for p in paths]
+    assert "error" in results[1] and "error" in results[2] and "top" not in results[1]
+    good = results[0]
+    x = video.views(video.read_frames(paths[0]), SMALL, dtype=np.float64)
+    logits = np.asarray(model(x), dtype=np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs = (probs / probs.sum(1, keepdims=True)).mean(0)
+    best = np.argsort(-probs, kind="stable")[:3]
+    assert good["views"] == 9 and [t["index"] for t in good["top"]] == best.tolist()
+    assert np.allclose([t["probability"] for t in good["top"]], probs[best], rtol=1e-12)
+    assert good["top"][0]["name"] == video.kinetics400_classes()[best[0]]
+
+
+def test_predict_cli_on_clips(tmp_path, capsys, monkeypatch) -> None:
+    from swinref.cli import main
+
+    monkeypatch.setattr(video, "OFFICIAL", SMALL)  # the official 12 views of 32x224x224 take long on a tiny model
+
+    rng = np.random.default_rng(4)
+    _write_clip(tmp_path / "a.mp4", rng.integers(0, 256, (8, 36, 44, 3), dtype=np.uint8))
+    model = _tiny_video_model()
+    weights = tmp_path / "tiny.safetensors"
+    from swinref.checkpoints import save_params
+
+    save_params(model.params, model.config, weights)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x01")
+    code = main(["predict", str(tmp_path / "a.mp4"), str(tmp_path / "broken.mp4"), "--weights", str(weights),
+                 "--top", "2", "--json", "--dtype", "float64"])
+    out = capsys.readouterr()
+    assert code == 1  # some files skipped
+    import json
+
+    data = json.loads(out.out)
+    assert [r["clip"] for r in data["results"]] == [str(tmp_path / "a.mp4")]
+    assert len(data["results"][0]["top"]) == 2 and data["results"][0]["views"] == 9
+    assert [s["clip"] for s in data["skipped"]] == [str(tmp_path / "broken.mp4")]
+    assert "broken.mp4" in out.err
+
+
 @pytest.mark.peers
 def test_views_equal_mmaction_test_pipeline() -> None:
     """mmaction2's SampleFrames(test_mode) + Resize(-1, 224) + ThreeCrop(224) + FormatShape + its normalisation,

@@ -114,17 +114,18 @@ def _inflate_table(table: np.ndarray, window: tuple[int, int, int], name: str) -
 
 def inflate_checkpoint(in_path: Any, out_path: Any, *, window: tuple[int, int, int] = (8, 7, 7), patch_t: int = 2,
                        frames: int | None = None, config: Any = None, layout: str = "swinref", dtype: Any = None,
-                       ) -> tuple[SwinConfig, Any]:
+                       force: bool = False) -> tuple[SwinConfig, Any]:
     """Read a 2-D Swin V1 checkpoint (any layout swinref reads), inflate it and write the Video Swin backbone as
     swinref's file (its config stored) or in torchvision's names (`layout`; the recognizer layouts need a head,
-    which inflation does not make). Returns (the written config, the LoadReport of the read)."""
+    which inflation does not make). An existing file is kept unless force. Returns (the written config, the
+    LoadReport of the read)."""
     from swinref.checkpoints import export_params, load_checkpoint, save_params
 
     params, cfg, report = load_checkpoint(in_path, config)
     clip = (int(frames) if frames is not None else KINETICS_CLIP[0], *cfg.img_size)
     video, vcfg = inflate(params, cfg, window=window, patch_t=patch_t, clip=clip)
     if layout == "swinref":
-        save_params(video, vcfg, out_path, dtype=dtype)
+        save_params(video, vcfg, out_path, dtype=dtype, force=force)
     else:
-        export_params(video, vcfg, out_path, layout, dtype=dtype)
+        export_params(video, vcfg, out_path, layout, dtype=dtype, force=force)
     return vcfg, report
