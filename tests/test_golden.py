@@ -562,7 +562,7 @@ def test_example_skips_cleanly_without_torch():
         pytest.skip("torch is installed here; the skip path is for environments without it")
     except ImportError:
         pass
-    for example in ("golden_timm.py", "golden_hf.py"):
+    for example in ("golden_timm.py", "golden_hf.py", "golden_torchvision_video.py"):
         res = subprocess.run([sys.executable, str(ROOT / "examples" / example), str(GOLDEN / "tiny_v1")],
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0 and "skipped" in res.stdout, example

@@ -379,6 +379,7 @@ def test_torchvision_swin3d_matches_a_golden_clip_case_via_the_example(tmp_path,
     export_case(tmp_path / "case", tiny(depths=(2, 2, 2), num_heads=(2, 2, 4)), seed=4, dtype=dtype)
     example = Path(__file__).resolve().parents[1] / "examples" / "golden_torchvision_video.py"
     res = subprocess.run([sys.executable, str(example), str(tmp_path / "case"), "--dtype", dtype],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(swinref.__file__).parents[1])})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
