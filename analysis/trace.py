@@ -14,7 +14,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from swinref.config import SwinConfig, parse_size
+from swinref.config import SwinConfig
+from swinref.config import as_size as config_size
 from swinref.plan import BACKBONE_POLICY, plan
 from swinref.errors import ConfigError
 
@@ -168,17 +169,7 @@ def as_size(image: tuple[int, ...] | int | str | None, cfg: SwinConfig | None = 
     config an image size (H, W) keeps the config's frame count T."""
     if image is None:
         return None
-    if isinstance(image, str):
-        size = parse_size(image)
-    elif isinstance(image, int) and not isinstance(image, bool):
-        size = (image, image)
-    else:
-        try:
-            size = tuple(int(n) for n in image)
-        except (TypeError, ValueError, OverflowError):
-            size = ()
-        if len(size) not in (2, 3):
-            raise ConfigError(f"size must be an int, 'HxW', 'TxHxW' or a tuple, got {image!r}")
+    size = config_size(image, "size")
     if cfg is not None and cfg.is_video and len(size) == 2:
         size = (cfg.img_size[0], *size)
     return size

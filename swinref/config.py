@@ -22,6 +22,7 @@ __all__ = [
     "get_config",
     "list_configs",
     "parse_size",
+    "as_size",
     "parse_int_list",
 ]
 
@@ -62,7 +63,7 @@ class SwinConfig:
 
     def __post_init__(self) -> None:
         # Normalise sequences to tuples so the config stays hashable (the plan is cached on it).
-        object.__setattr__(self, "img_size", _size(self.img_size, "img_size"))
+        object.__setattr__(self, "img_size", as_size(self.img_size, "img_size"))
         axes = len(self.img_size)
         object.__setattr__(self, "patch_size", _per_axis(self.patch_size, axes, "patch_size"))
         object.__setattr__(self, "window_size", _per_axis(self.window_size, axes, "window_size"))
@@ -132,7 +133,7 @@ class SwinConfig:
         return cls(**d)
 
 
-def _size(value: Any, what: str) -> tuple[int, ...]:
+def as_size(value: Any, what: str = "size") -> tuple[int, ...]:
     """An image size (H, W) or a clip size (T, H, W); an int is a square image."""
     if isinstance(value, str):
         return parse_size(value)
@@ -405,7 +406,7 @@ def _video_size_changes(cfg: SwinConfig, changes: dict[str, Any]) -> None:
     frames = changes.pop("frames", None)
     size = changes.get("img_size")
     if size is not None:
-        size = _size(size, "img_size")
+        size = as_size(size, "img_size")
         if len(size) == 2:
             size = (cfg.img_size[0], *size)
     if frames is not None:
