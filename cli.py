@@ -98,14 +98,30 @@ def backbone_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _batch(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"batch must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"batch must be a positive integer, got {value}")
-    return value
+def budget_parser() -> argparse.ArgumentParser:
+    """A parent parser with --max-memory: a budget every forward pass is checked against (swinref.budget)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="refuse (or split the batch) when a forward pass would need more, weights included: 4GiB, "
+                        "512MB, ... (default: the memory available)")
+    return p
+
+
+def _positive(what: str) -> Callable[[str], int]:
+    """An argparse type: a positive integer, the error naming the option (`what`)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {value}")
+        return value
+
+    return parse
+
+
+_batch = _positive("batch")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -113,13 +129,25 @@ def _batch(text: str) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
+    import fnmatch
+
     from swinref.analysis.params import count_params
-    from swinref.config import ALIASES, REGISTRY
+    from swinref.config import ALIASES, PEER_NAMES, REGISTRY
 
     aliases = {v: k for k, v in ALIASES.items()}
+    others = {**ALIASES, **PEER_NAMES}
+    pattern = args.pattern.lower()
     rows = []
     for name, cfg in REGISTRY.items():
-        rows.append({**cfg.to_dict(), "alias": aliases.get(name), "params": count_params(cfg).total})
+        peers = [peer for peer, target in PEER_NAMES.items() if target == name]
+        if not fnmatch.fnmatchcase(name, pattern) and not any(
+                fnmatch.fnmatchcase(other.lower(), pattern) for other, target in others.items() if target == name):
+            continue
+        rows.append({**cfg.to_dict(), "alias": aliases.get(name), "peer_names": peers,
+                     "params": count_params(cfg).total})
+    if not rows:
+        raise ConfigError(f"no configuration matches {args.pattern!r}; run `swinref configs` for all of them "
+                          f"(patterns as in the shell: 'swin*v2*')")
     if args.json:
         return _print_json(rows)
     from swinref.analysis import render
@@ -247,7 +275,7 @@ def _predictor(args: argparse.Namespace, outputs: tuple[str, ...], **extra: Any)
     crop = None if args.crop == "auto" else args.crop == "yes"
     predictor = Predictor(args.weights, outputs=outputs, crop=crop, on_error="skip", config=args.variant,
                           dtype=args.dtype, device=args.device, policy=args.policy, threads=args.threads,
-                          **extra, **_model_overrides(args))
+                          max_memory=args.max_memory, **extra, **_model_overrides(args))
     _say_transferred(predictor.model.report.resized, predictor.model.report.notes)
     return predictor
 
@@ -465,7 +493,7 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
     manifest = export_case(args.out, cfg, seed=args.seed, weights=args.weights, dtype=args.dtype, batch=args.batch,
                            device=args.device, policy=args.policy, attn_probs=args.attn_probs or (),
                            input_seed=args.input_seed, force=args.force, command=_export_command(args),
-                           backbone=args.backbone, out_indices=args.out_indices)
+                           backbone=args.backbone, out_indices=args.out_indices, max_memory=args.max_memory)
     if args.json:
         keys = ("format", "format_version", "config", "dtype", "policy", "command")
         return _print_json({"out": args.out, **{k: manifest[k] for k in keys},
@@ -494,7 +522,8 @@ def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
     g = sub.add_parser("golden", help="golden outputs for other implementations: export a case, compare with one")
     gsub = g.add_subparsers(dest="golden_command", metavar="{export,compare}")
     gsub.required = True
-    p = gsub.add_parser("export", parents=[model_parser(positional=False), out, policy_parser(), backbone_parser()],
+    p = gsub.add_parser("export", parents=[model_parser(positional=False), out, policy_parser(), backbone_parser(),
+                                           budget_parser()],
                         help="run a model on the rule-made input and write every intermediate point")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", default=None, metavar="CKPT", help="a checkpoint (any format swinref reads)")
@@ -514,7 +543,8 @@ def _add_golden(sub: Any, out: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_cmd_golden_export)
     p = gsub.add_parser("compare", parents=[out], help="compare a candidate's arrays with a golden case")
     p.add_argument("golden", metavar="GOLDEN_DIR", help="a case written by `swinref golden export`")
-    p.add_argument("candidate", metavar="CANDIDATE", help="a .npz or .safetensors file, or a directory of .npy files")
+    p.add_argument("candidate", metavar="CANDIDATE",
+                   help="a .npz or .safetensors file, a directory of .npy files, or another exported case")
     p.add_argument("--mapping", default=None, metavar="timm|hf|mmdet|hf_backbone|PATH",
                    help="rename the candidate's arrays: a built-in mapping or a JSON mapping file")
     p.add_argument("--reshape", default=None, metavar="SPEC",
@@ -558,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="swinref", description="Swin Transformer reference: shape traces, parameter, FLOP and memory counts.")
+    from swinref import __version__
+
+    parser.add_argument("--version", action="version", version=f"swinref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     models = model_parser()
@@ -567,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--batch", type=_batch, default=1, metavar="B", help="batch size (default 1)")
 
     p = sub.add_parser("configs", parents=[out], help="list the registered configurations")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="only the names (or timm / torchvision names) matching this shell pattern, e.g. 'swin*v2*'")
     p.set_defaults(handler=cmd_configs)
     policy = policy_parser()
     backbone = backbone_parser()
@@ -610,14 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing OUT")
     _add_inflate_options(p)
     p.set_defaults(handler=_cmd_convert)
-    p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy, _dataset_parser()],
+    p = sub.add_parser("predict", parents=[model_parser(positional=False), out, policy, _dataset_parser(),
+                                           budget_parser()],
                        help="classify images with a checkpoint (official evaluation preprocessing, top-k)")
-    p.add_argument("--top", type=_batch, default=5, metavar="K", help="classes to show per image (default 5)")
+    p.add_argument("--top", type=_positive("the number of classes to show"), default=5, metavar="K",
+                   help="classes to show per image (default 5)")
     p.add_argument("--format", default="table", choices=["table", "json", "jsonl", "csv"],
                    help="table (default), json (one document, as --json), jsonl (one line per image) or csv (one "
                         "row per image and rank)")
     p.set_defaults(handler=cmd_predict)
-    p = sub.add_parser("embed", parents=[model_parser(positional=False), out, policy, _dataset_parser()],
+    p = sub.add_parser("embed", parents=[model_parser(positional=False), out, policy, _dataset_parser(),
+                                         budget_parser()],
                        help="one vector per image (pooled features or logits) into .parquet, .npy or .safetensors; "
                             "an interrupted run resumes")
     p.add_argument("--out", required=True, metavar="FILE",

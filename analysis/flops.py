@@ -587,6 +587,9 @@ def complexity(cfg: SwinConfig, image: tuple[int, int] | int | str | None = None
     return rows
 
 
+MAX_SWEEP = 1000  # sizes in one sweep: each is a plan and a row
+
+
 def parse_sweep(text: str) -> list[int]:
     """'224:1024:32' -> [224, 256, ..., 1024] (the stop is included when the step reaches it)."""
     try:
@@ -598,10 +601,12 @@ def parse_sweep(text: str) -> list[int]:
                           f"e.g. --sweep 224:1024:32")
     start, stop = parts[0], parts[1]
     step = parts[2] if len(parts) == 3 else 32
-    sizes = list(range(start, stop + 1, step))
-    if len(sizes) > 1000:
-        raise ConfigError(f"sweep {text!r} has {len(sizes)} sizes; use a larger step (at most 1000 sizes)")
-    return sizes
+    sizes = range(start, stop + 1, step)  # counted before any list is built: 224:100000000:1 is 10^8 sizes
+    if len(sizes) > MAX_SWEEP:
+        fits = -(-(stop - start) // (MAX_SWEEP - 1))
+        raise ConfigError(f"sweep {text!r} has {len(sizes)} sizes, more than {MAX_SWEEP}: use a step of at least "
+                          f"{fits} (--sweep {start}:{stop}:{fits})")
+    return list(sizes)
 
 
 def sweep(cfg: SwinConfig, sizes: Iterable[int]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 # explicit setting wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs
+from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs, list_models
 from swinref.plan import POLICIES, plan
 from swinref.errors import (
     CheckpointError,
@@ -25,6 +25,7 @@ from swinref.errors import (
     DeviceError,
     InputError,
     OutputError,
+    ResourceError,
     SwinrefError,
     UnsafePickleError,
 )
@@ -41,6 +42,7 @@ _LAZY = {
     "Model": "swinref.api",
     "from_params": "swinref.api",
     "random_model": "swinref.api",
+    "create_model": "swinref.api",
     "init_params": "swinref.params",
     "Predictor": "swinref.predictor",
 }
@@ -56,8 +58,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ALIASES", "REGISTRY", "SwinConfig", "get_config", "list_configs", "plan", "POLICIES", "__version__",
+    "ALIASES", "REGISTRY", "SwinConfig", "get_config", "list_configs", "list_models", "plan", "POLICIES", "__version__",
     "SwinrefError", "ConfigError", "InputError", "CheckpointError", "UnsafePickleError", "DeviceError",
-    "OutputError",
+    "OutputError", "ResourceError",
     *_LAZY,
 ]

@@ -19,7 +19,7 @@ from swinref import model as _model
 if TYPE_CHECKING:
     from swinref.checkpoints import LoadReport
 
-__all__ = ["Model", "load", "from_params", "random_model", "DTYPES", "is_backbone", "BACKBONE_POLICY"]
+__all__ = ["Model", "load", "from_params", "random_model", "create_model", "DTYPES", "is_backbone", "BACKBONE_POLICY"]
 
 DTYPES = ("float32", "float64")
 
@@ -35,6 +35,7 @@ class Model:
     policy: str = DEFAULT_POLICY
     report: LoadReport | None = None  # what swinref.load read and did; None for a model built from params
     backend: Backend | None = field(default=None, repr=False, compare=False)
+    max_memory: int | float | str | None = None  # a budget for each pass, weights included (swinref.budget)
 
     def _prepare(self, x: Any) -> Any:
         be = self.backend
@@ -50,22 +51,63 @@ class Model:
         # GPU model: a NumPy input is moved to the device once.
         return be.asarray(x)
 
-    def __call__(self, x: Any) -> Any:
-        return _model.forward(self.params, self._prepare(x), self.config, policy=self.policy)
+    def __call__(self, x: Any, *, check_finite: bool = True) -> Any:
+        """Logits [B, classes]; NaN or inf in x raises InputError unless check_finite=False."""
+        return _model.forward(self.params, self._prepare(x), self.config, policy=self.policy,
+                              max_memory=self.max_memory, check_finite=check_finite)
 
-    def pooled(self, x: Any) -> Any:
+    def pooled(self, x: Any, *, check_finite: bool = True) -> Any:
         """The pooled features [B, C_L] before the head: the image embedding (`model.head(model.pooled(x))` is
         `model(x)`)."""
-        return _model.forward_pooled(self.params, self._prepare(x), self.config, policy=self.policy)
+        return _model.forward_pooled(self.params, self._prepare(x), self.config, policy=self.policy,
+                                     max_memory=self.max_memory, check_finite=check_finite)
 
     def head(self, pooled: Any) -> Any:
         """The classifier head on pooled features: logits [B, classes]."""
         return _model.forward_head(self.params, pooled)
 
-    def features(self, x: Any, layout: str = "NCHW", out_indices: Iterable[int] | None = None) -> list[Any]:
+    def features(self, x: Any, layout: str = "NCHW", out_indices: Iterable[int] | None = None, *,
+                 check_finite: bool = True) -> list[Any]:
         """The selected stage outputs (None: all), each through its output norm norm{i} when the params hold it."""
         return _model.features(self.params, self._prepare(x), self.config, policy=self.policy, layout=layout,
-                               out_indices=out_indices)
+                               out_indices=out_indices, max_memory=self.max_memory, check_finite=check_finite)
+
+    def check_memory(self, batch: int = 1, image: Any = None) -> int:
+        """The images per forward pass that fit in memory at `image` (default: the config's size), before any
+        image is decoded or allocated; raises ResourceError with the forecast and the largest size that fits when
+        one image does not (swinref.budget)."""
+        from swinref.budget import check_memory
+        from swinref.plan import plan
+
+        mp = plan(self.config, image, self.policy)
+        return check_memory(self.config, mp, batch=int(batch), dtype=self.dtype, max_memory=self.max_memory,
+                            host=self.backend is None or self.backend.name == "numpy")
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """The preprocessing the model expects, in timm's pretrained_cfg keys: the official evaluation transform of
+        swinref.preprocess (shorter side to input / crop_pct, bicubic, centre crop; no crop above 256)."""
+        from swinref.preprocess import IMAGENET_MEAN, IMAGENET_STD, default_crop
+
+        size = tuple(self.config.img_size)
+        return {"input_size": (self.config.in_chans, *size), "interpolation": "bicubic",
+                "crop_pct": 224 / 256 if default_crop(size) else 1.0, "crop_mode": "center",
+                "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "num_classes": self.config.num_classes}
+
+    def save(self, path: str | PathLike, layout: str = "swinref", *, force: bool = False,
+             dtype: str | None = None) -> list[str]:
+        """Write the weights: layout 'swinref' (its .safetensors / .npz with the config, what swinref.load reads
+        back alone), or a peer's names ('official', 'timm', 'torchvision', 'openmmlab', 'transformers') for the
+        peer's load_state_dict. An existing file is kept unless force; written atomically (swinref.write).
+        Returns what the writing did besides renaming (export_params's lines)."""
+        from swinref.backend import to_host
+        from swinref.checkpoints import export_params, save_params
+
+        host = {k: to_host(v) for k, v in self.params.items()}
+        if layout == "swinref":
+            save_params(host, self.config, path, dtype=dtype, force=force)
+            return []
+        return export_params(host, self.config, path, layout, dtype=dtype, force=force)
 
     @property
     def is_backbone(self) -> bool:
@@ -73,9 +115,10 @@ class Model:
         return is_backbone(self.params, self.report)
 
     def trace(self, x: Any, attn_probs: Iterable[str] = (), out_indices: Iterable[int] | None = None,
-              backbone: bool = False) -> dict[str, Any]:
+              backbone: bool = False, *, check_finite: bool = True) -> dict[str, Any]:
         return _model.forward_trace(self.params, self._prepare(x), self.config, policy=self.policy,
-                                    attn_probs=attn_probs, out_indices=out_indices, backbone=backbone)
+                                    attn_probs=attn_probs, out_indices=out_indices, backbone=backbone,
+                                    max_memory=self.max_memory, check_finite=check_finite)
 
 
 # Layouts whose headless checkpoints are backbones (mmdet / mmseg / mmpretrain backbones).
@@ -112,36 +155,58 @@ def _check_policy(policy: str | None, padding: str | None = None) -> str:
 
 
 def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, policy: str,
-           report: LoadReport | None = None) -> Model:
+           report: LoadReport | None = None, max_memory: int | float | str | None = None) -> Model:
     """Cast every param to `dtype` and move it to the resolved backend's device once."""
     import numpy as np
 
     placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+    if max_memory is not None:
+        from swinref.budget import parse_bytes
+
+        parse_bytes(max_memory)  # a bad budget is reported now, not at the first forward pass
     return Model(config=cfg, params=placed, dtype=dtype, device=str(device), policy=policy,
-                 report=report, backend=be)
+                 report=report, backend=be, max_memory=max_memory)
 
 
 def from_params(params: dict[str, Any], config: SwinConfig | str, *, dtype: str = "float32", device: str = "cpu",
-                policy: str | None = None, padding: str | None = None) -> Model:
-    """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`."""
+                policy: str | None = None, padding: str | None = None,
+                max_memory: int | float | str | None = None) -> Model:
+    """A Model from canonical params (NumPy arrays) placed on `device` in `dtype`. `max_memory` (bytes or '4GiB'):
+    a budget every forward pass is checked against, weights included (swinref.budget)."""
     cfg = config if isinstance(config, SwinConfig) else get_config(config)
     dtype = _check_dtype(dtype)
     policy = _check_policy(policy, padding)
-    return _place(params, cfg, dtype, device, resolve_device(device), policy)
+    return _place(params, cfg, dtype, device, resolve_device(device), policy, max_memory=max_memory)
 
 
 def random_model(config: SwinConfig | str = "T", *, seed: int = 0, dtype: str = "float32", device: str = "cpu",
-                 policy: str | None = None, padding: str | None = None) -> Model:
+                 policy: str | None = None, padding: str | None = None,
+                 max_memory: int | float | str | None = None) -> Model:
     """A Model with the deterministic counter-based weights of swinref.params (no checkpoint needed)."""
     from swinref.params import init_params
 
     cfg = config if isinstance(config, SwinConfig) else get_config(config)
     params = init_params(cfg, seed=seed, dtype="float64")
-    return from_params(params, cfg, dtype=dtype, device=device, policy=policy, padding=padding)
+    return from_params(params, cfg, dtype=dtype, device=device, policy=policy, padding=padding,
+                       max_memory=max_memory)
+
+
+def create_model(name: SwinConfig | str = "T", *, seed: int = 0, num_classes: int | None = None,
+                 dtype: str = "float32", device: str = "cpu", policy: str | None = None,
+                 max_memory: int | float | str | None = None, **overrides: Any) -> Model:
+    """timm's create_model, without a download: a registered, timm, torchvision or Hugging Face name (or a
+    SwinConfig) with deterministic weights from `seed` (swinref.params' counter rule), `num_classes` and any other
+    config field overridden (img=384, window=12, ...). `create_model("swin_t").save("t.safetensors")` makes a
+    weights file for every command that needs one."""
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    cfg = get_config(name, **overrides)
+    return random_model(cfg, seed=seed, dtype=dtype, device=device, policy=policy, max_memory=max_memory)
 
 
 def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype: str = "float32",
-         device: str = "cpu", policy: str | None = None, padding: str | None = None, **overrides: Any) -> Model:
+         device: str = "cpu", policy: str | None = None, padding: str | None = None,
+         max_memory: int | float | str | None = None, **overrides: Any) -> Model:
     """Load any supported checkpoint (official, timm, Hugging Face, torchvision, OpenMMLab, swinref) without PyTorch.
 
     The architecture is detected from the keys and shapes; a `config` (name or SwinConfig) overrides detection,
@@ -151,7 +216,8 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     transferred (report.resized) and what the file could not tell (report.notes).
 
     Without a `policy`, a backbone checkpoint (see `is_backbone`: official detection, mmdet, mmseg) runs under the
-    'detection' policy its peers use; every other checkpoint under the default ('torchvision').
+    'detection' policy its peers use; every other checkpoint under the default ('torchvision'). `max_memory`
+    (bytes or '4GiB'): a budget every forward pass is checked against, weights included (swinref.budget).
     """
     from swinref.checkpoints import load_checkpoint
 
@@ -161,7 +227,7 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     params, cfg, report = load_checkpoint(path, config=config, **overrides)
     if chosen is None:
         chosen = _default_policy(params, cfg, report)
-    return _place(params, cfg, dtype, device, be, chosen, report)
+    return _place(params, cfg, dtype, device, be, chosen, report, max_memory=max_memory)
 
 
 def _default_policy(params: dict[str, Any], cfg: SwinConfig, report: LoadReport) -> str:

@@ -21,6 +21,8 @@ __all__ = [
     "ALIASES",
     "get_config",
     "list_configs",
+    "list_models",
+    "PEER_NAMES",
     "parse_size",
     "as_size",
     "parse_int_list",
@@ -325,8 +327,48 @@ ALIASES: dict[str, str] = {
 }
 
 
+# The names timm 1.0 (`timm.list_models("swin*")`) and torchvision 0.29 (`torchvision.models.list_models()`) give
+# the registered architectures, where they differ from the registry's (timm's V1 names are the registry's own);
+# tests/test_peer_names.py builds each peer model and checks that its parameters are the config's, name by name.
+PEER_NAMES: dict[str, str] = {
+    "swin_t": "swin_tiny_patch4_window7_224",
+    "swin_s": "swin_small_patch4_window7_224",
+    "swin_b": "swin_base_patch4_window7_224",
+    "swin_v2_t": "swinv2_tiny_patch4_window8_256",
+    "swin_v2_s": "swinv2_small_patch4_window8_256",
+    "swin_v2_b": "swinv2_base_patch4_window8_256",
+    "swinv2_tiny_window8_256": "swinv2_tiny_patch4_window8_256",
+    "swinv2_tiny_window16_256": "swinv2_tiny_patch4_window16_256",
+    "swinv2_small_window8_256": "swinv2_small_patch4_window8_256",
+    "swinv2_small_window16_256": "swinv2_small_patch4_window16_256",
+    "swinv2_base_window8_256": "swinv2_base_patch4_window8_256",
+    "swinv2_base_window16_256": "swinv2_base_patch4_window16_256",
+    "swinv2_base_window12_192": "swinv2_base_patch4_window12_192_22k",
+    "swinv2_large_window12_192": "swinv2_large_patch4_window12_192_22k",
+    "swinv2_base_window12to16_192to256": "swinv2_base_patch4_window12to16_192to256_22kto1k_ft",
+    "swinv2_base_window12to24_192to384": "swinv2_base_patch4_window12to24_192to384_22kto1k_ft",
+    "swinv2_large_window12to16_192to256": "swinv2_large_patch4_window12to16_192to256_22kto1k_ft",
+    "swinv2_large_window12to24_192to384": "swinv2_large_patch4_window12to24_192to384_22kto1k_ft",
+}
+
+# Peer model families of another architecture: named in the error instead of a near miss that would not load.
+OTHER_ARCHITECTURES: dict[str, str] = {
+    "swin_s3_": "timm's Swin-S3 (searched window sizes per stage)",
+    "swinv2_cr_": "timm's Swin-V2 CR (a reimplementation with its own norms and scaled cosine attention)",
+}
+
+
 def list_configs() -> list[str]:
     return list(REGISTRY)
+
+
+def list_models(pattern: str = "*", *, peer_names: bool = False) -> list[str]:
+    """The registered names matching a shell pattern, case-insensitive, as timm.list_models:
+    `list_models("swinv2*")`. `peer_names=True` also lists the matching aliases and timm / torchvision names."""
+    import fnmatch
+
+    names = list(REGISTRY) + ((list(ALIASES) + list(PEER_NAMES)) if peer_names else [])
+    return [n for n in names if fnmatch.fnmatchcase(n.lower(), str(pattern).lower())]
 
 
 def _canonical_name(name: str) -> str:
@@ -342,7 +384,7 @@ def _canonical_name(name: str) -> str:
     key = raw.split("/")[-1].split(".")[0].lower().replace("-", "_")
     if key in REGISTRY:
         return key
-    return raw
+    return PEER_NAMES.get(key, raw)
 
 
 # CLI and keyword spellings of the config fields.
@@ -443,7 +485,11 @@ def get_config(name: str | SwinConfig = "T", **overrides: Any) -> SwinConfig:
         return _apply_overrides(name, overrides)
     key = _canonical_name(str(name))
     if key not in REGISTRY:
-        candidates = list(REGISTRY) + list(ALIASES)
+        other = next((what for prefix, what in OTHER_ARCHITECTURES.items() if key.lower().startswith(prefix)), None)
+        if other is not None:
+            raise ConfigError(f"{name!r} is {other}, an architecture swinref does not implement; run `swinref "
+                              f"configs` for the ones it does")
+        candidates = list(REGISTRY) + list(ALIASES) + list(PEER_NAMES)
         close = difflib.get_close_matches(key.lower(), [c.lower() for c in candidates], n=3, cutoff=0.5)
         if close:
             lookup = {c.lower(): c for c in candidates}

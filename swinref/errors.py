@@ -32,3 +32,8 @@ class DeviceError(SwinrefError):
 
 class OutputError(SwinrefError):
     """An output that cannot be written: missing or read-only directory, an existing output without force, no room."""
+
+
+class ResourceError(SwinrefError):
+    """A request that needs more memory or disk than there is (or than the budget allows); refused before any
+    allocation, with the forecast and the largest size that fits."""

@@ -22,7 +22,8 @@ from swinref.layers import layer_norm, linear, pad_end
 from swinref.layout import nest
 from swinref.plan import MergePlan, ModelPlan, PatchEmbedPlan, plan
 
-__all__ = ["forward", "forward_pooled", "forward_head", "features", "forward_trace", "point_names", "check_out_indices", "pos_embed"]
+__all__ = ["forward", "forward_pooled", "forward_head", "features", "forward_trace", "point_names", "check_out_indices",
+           "check_attn_probs", "pos_embed"]
 
 Params = dict[str, Any]
 
@@ -101,6 +102,9 @@ def patch_merging(x: Any, p: Params, m: MergePlan, be: Backend) -> Any:
 
 
 def _check_input(x: Any, cfg: SwinConfig, policy: str | None) -> ModelPlan:
+    if not hasattr(x, "shape") or not hasattr(x, "dtype") or getattr(x.dtype, "kind", "f") in "OUSV":
+        raise InputError(f"expected an array of images [B, {cfg.in_chans}, H, W], got {describe_input(x)}; pass "
+                         f"a float array (swinref.preprocess turns image files into one)")
     shape = tuple(getattr(x, "shape", ()))
     axes = len(cfg.img_size)
     letters = "H, W" if axes == 2 else ", ".join(f"S{i}" for i in range(axes))
@@ -126,6 +130,35 @@ def _check_input(x: Any, cfg: SwinConfig, policy: str | None) -> ModelPlan:
     return mp
 
 
+def describe_input(x: Any) -> str:
+    """What a caller passed instead of an array, in a few words (never the whole value)."""
+    if x is None:
+        return "None"
+    if isinstance(x, (str, bytes)):
+        text = repr(x)
+        return f"a {type(x).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        if getattr(x, "ndim", None) == 0 and getattr(x.dtype, "kind", "") in "OUS":
+            return describe_input(x.item())  # np.asarray(None), np.asarray("cat.jpg")
+        return f"an array of dtype {x.dtype} and shape {list(x.shape)}"
+    return f"a {type(x).__name__}"
+
+
+def _check_finite(x: Any, xp: Any) -> None:
+    """NaN or inf in the input makes every logit NaN without an error anywhere: refuse it, with the count."""
+    finite = xp.isfinite(x)
+    if bool(xp.all(finite)):
+        return
+    bad = int(xp.sum(xp.astype(xp.logical_not(finite), xp.int64)))
+    total = math.prod(x.shape)
+    raise InputError(f"the input holds {bad} non-finite value{'s' if bad > 1 else ''} (NaN or inf) of {total}; the "
+                     f"outputs would be NaN: clean the images first (e.g. np.nan_to_num), or pass "
+                     f"check_finite=False to run anyway")
+
+
+_WARNED_CASTS: set[tuple[str, str]] = set()
+
+
 def _cast_input(x: Any, params: Params, be: Backend) -> Any:
     """Compute in the parameters' dtype: the input is cast once, explicitly.
 
@@ -139,20 +172,58 @@ def _cast_input(x: Any, params: Params, be: Backend) -> Any:
             f"{be.device}; move the input to the parameters' device (swinref.load(..., device=...) places both)"
         )
     if x.dtype != ref.dtype:
+        lossy = (str(x.dtype), str(ref.dtype))
+        if _itemsize(x.dtype) > _itemsize(ref.dtype) and lossy not in _WARNED_CASTS:
+            _WARNED_CASTS.add(lossy)  # once per process and pair of dtypes: a warning per batch would drown
+            import warnings
+
+            warnings.warn(f"the input is {lossy[0]} and the model computes in {lossy[1]}: the input is rounded to "
+                          f"{lossy[1]} (load the model with dtype='{lossy[0]}' to compute in {lossy[0]})",
+                          UserWarning, stacklevel=_caller_level())
         x = be.xp.astype(x, ref.dtype)
     return x
 
 
+def _caller_level() -> int:
+    """The warnings.warn stacklevel of the first caller outside swinref (the chunked pass recurses)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _itemsize(dtype: Any) -> int:
+    return int(getattr(dtype, "itemsize", 0)) or (8 if "64" in str(dtype) else 2 if "16" in str(dtype) else 4)
+
+
 def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: dict[str, Any] | None = None,
-         keep_probs: frozenset[str] = frozenset(), outs: tuple[int, ...] | None = None, head: bool = True) -> Any:
+         keep_probs: frozenset[str] = frozenset(), outs: tuple[int, ...] | None = None, head: bool = True,
+         max_memory: int | float | str | None = None, check_finite: bool = True) -> Any:
     """The forward pass: the logits (the pooled features without a head, or with `head=False`). `points`, when
     given, receives every intermediate point under its stable name.
 
     `outs` (backbone mode): the stages whose outputs to return instead, a list, each through its output norm
-    norm{i} when the params hold it, channels-last; the pass stops after the last of them (no head)."""
+    norm{i} when the params hold it, channels-last; the pass stops after the last of them (no head).
+
+    The memory guard (swinref.budget) runs first: a batch that does not fit at once runs in chunks of images (a
+    trace, which holds every point, is refused instead); one image that does not fit is refused. Then NaN or inf
+    in the input is refused (`check_finite=False` runs anyway)."""
     be = backend_for(x)
     xp = be.xp
     mp = _check_input(x, cfg, policy)
+    chunk = _memory_chunk(params, x, cfg, mp, be, points is not None, keep_probs, outs, max_memory)
+    if chunk < x.shape[0]:
+        parts = [_run(params, x[i:i + chunk], cfg, policy, outs=outs, head=head, max_memory=max_memory,
+                      check_finite=check_finite) for i in range(0, x.shape[0], chunk)]
+        if outs is not None:
+            return [xp.concat([part[k] for part in parts]) for k in range(len(parts[0]))]
+        return xp.concat(parts)
+    if check_finite:
+        _check_finite(x, xp)
     record = points.__setitem__ if points is not None else (lambda name, value: None)
     # The accelerated block adds the residual into the branch's own buffer; a recorded branch is kept as a copy.
     keep = (lambda value: xp.asarray(value, copy=True)) if points is not None else (lambda value: value)
@@ -197,6 +268,31 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: di
     return logits
 
 
+def _memory_chunk(params: Params, x: Any, cfg: SwinConfig, mp: ModelPlan, be: Backend, traced: bool,
+                  keep_probs: frozenset[str], outs: tuple[int, ...] | None,
+                  max_memory: int | float | str | None) -> int:
+    """The images per pass that fit (swinref.budget.check_memory), in the parameters' dtype. The host's free
+    memory says nothing about a GPU's: on other backends only a max_memory budget applies."""
+    from swinref.budget import check_memory, points_bytes
+
+    dtype = _dtype_name(params["patch_embed.proj.weight"].dtype)
+    batch, backbone = int(x.shape[0]), outs is not None
+    if be.name != "numpy" and max_memory is None:
+        return batch
+
+    def points(b: int, m: ModelPlan) -> int:
+        return points_bytes(cfg, m, batch=b, dtype=dtype, attn_probs=keep_probs, backbone=backbone)
+
+    return check_memory(cfg, mp, batch=batch, dtype=dtype, backbone=backbone, max_memory=max_memory,
+                        chunks=not traced, extra=points if traced else None, host=be.name == "numpy",
+                        what="the traced forward pass" if traced else "the forward pass")
+
+
+def _dtype_name(dtype: Any) -> str:
+    text = str(dtype)
+    return next((name for name in ("float64", "float16", "bfloat16") if name in text), "float32")
+
+
 def _channels_first(x: Any, xp: Any) -> Any:
     return xp.permute_dims(x, (0, x.ndim - 1, *range(1, x.ndim - 1)))
 
@@ -218,15 +314,20 @@ def check_out_indices(cfg: SwinConfig, out_indices: Iterable[int] | None) -> tup
     return tuple(sorted(set(chosen)))
 
 
-def forward(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None) -> Any:
-    """Logits [B, classes] for images x [B, 3, H, W] (pooled features [B, C_L] when the model has no head)."""
-    return _run(params, x, cfg, policy)
+def forward(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
+            max_memory: int | float | str | None = None, check_finite: bool = True) -> Any:
+    """Logits [B, classes] for images x [B, 3, H, W] (pooled features [B, C_L] when the model has no head).
+    `max_memory` (bytes, or '4GiB'): a budget for the pass, weights included (swinref.budget). NaN or inf in x
+    raises InputError unless `check_finite=False`. An input of a wider dtype than the params is rounded to
+    theirs (a warning, once per process)."""
+    return _run(params, x, cfg, policy, max_memory=max_memory, check_finite=check_finite)
 
 
-def forward_pooled(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None) -> Any:
+def forward_pooled(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
+                   max_memory: int | float | str | None = None, check_finite: bool = True) -> Any:
     """The pooled features [B, C_L] before the head (final norm, mean over the tokens): the image embedding.
     `forward_head(params, forward_pooled(...))` is `forward(...)`, operation for operation."""
-    return _run(params, x, cfg, policy, head=False)
+    return _run(params, x, cfg, policy, head=False, max_memory=max_memory, check_finite=check_finite)
 
 
 def forward_head(params: Params, pooled: Any) -> Any:
@@ -236,7 +337,8 @@ def forward_head(params: Params, pooled: Any) -> Any:
 
 
 def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
-             layout: str = "NCHW", out_indices: Iterable[int] | None = None) -> list[Any]:
+             layout: str = "NCHW", out_indices: Iterable[int] | None = None,
+             max_memory: int | float | str | None = None, check_finite: bool = True) -> list[Any]:
     """The selected stage outputs (before each merge), a pyramid for dense tasks, as a detection backbone returns it.
 
     `out_indices` selects stages (None: all), returned in stage order; each goes through its output norm norm{i}
@@ -247,11 +349,25 @@ def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = No
     if layout not in ("NCHW", "NHWC"):
         raise InputError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     chosen = check_out_indices(cfg, out_indices)
-    outs = _run(params, x, cfg, policy, outs=chosen)
+    outs = _run(params, x, cfg, policy, outs=chosen, max_memory=max_memory, check_finite=check_finite)
     if layout == "NCHW" and outs:
         xp = backend_for(outs[0]).xp
         outs = [_channels_first(o, xp) for o in outs]
     return outs
+
+
+def check_attn_probs(cfg: SwinConfig, attn_probs: Iterable[str] | str) -> frozenset[str]:
+    """The blocks whose attention probabilities to keep; a name that is no block of cfg raises InputError."""
+    names = [attn_probs] if isinstance(attn_probs, str) else list(attn_probs)
+    stages = plan(cfg).stages
+    blocks = {blk.name for stage in stages for blk in stage.blocks}
+    unknown = [str(n) for n in names if n not in blocks]
+    if unknown:
+        shown = ", ".join(repr(n[:60]) for n in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise InputError(f"attn_probs names no block of this model: {shown}; its blocks are layers.i.blocks.j with j "
+                         f"below stage i's depth ({', '.join(str(s.depth) for s in stages)}), e.g. "
+                         f"attn_probs=['layers.0.blocks.1']")
+    return frozenset(names)
 
 
 def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str] = (),
@@ -261,7 +377,7 @@ def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str]
     Backbone mode (`backbone=True` or `out_indices` given): no final norm, pooling or head; after each selected
     stage its pyramid output `outs.{i}` ([B, C_i, h_i, w_i], through norm{i} when the params hold it), and
     nothing after the last selected stage."""
-    wanted = set(attn_probs)
+    wanted = check_attn_probs(cfg, attn_probs)
     chosen = check_out_indices(cfg, out_indices) if backbone or out_indices is not None else None
     stages = plan(cfg).stages  # the names do not depend on the policy
     last = chosen[-1] if chosen else len(stages) - 1
@@ -287,7 +403,8 @@ def point_names(cfg: SwinConfig, *, attn: bool = True, attn_probs: Iterable[str]
 
 def forward_trace(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,
                   attn_probs: Iterable[str] = (), out_indices: Iterable[int] | None = None,
-                  backbone: bool = False) -> dict[str, Any]:
+                  backbone: bool = False, max_memory: int | float | str | None = None,
+                  check_finite: bool = True) -> dict[str, Any]:
     """Every intermediate point under its stable name, in execution order (see `point_names`).
 
     `attn_probs` names blocks (e.g. "layers.0.blocks.1") whose attention probabilities [B*nW, nH, N, N] to keep.
@@ -296,5 +413,6 @@ def forward_trace(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None
     """
     points: dict[str, Any] = {}
     chosen = check_out_indices(cfg, out_indices) if backbone or out_indices is not None else None
-    _run(params, x, cfg, policy, points=points, keep_probs=frozenset(attn_probs), outs=chosen)
+    _run(params, x, cfg, policy, points=points, keep_probs=check_attn_probs(cfg, attn_probs), outs=chosen,
+         max_memory=max_memory, check_finite=check_finite)
     return points

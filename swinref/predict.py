@@ -24,6 +24,7 @@ def run_files(predictor: Predictor, paths: Sequence[str | os.PathLike], batch_si
     `on_batch(n)` is called after each batch of n files."""
     if predictor.on_error != "skip":
         raise InputError("run_files reports bad files instead of stopping: build the Predictor with on_error='skip'")
+    predictor.model.check_memory(min(batch_size, len(paths)) or 1)  # before any image is decoded
     for chunk in batches(list(paths), batch_size):
         names = [os.fspath(p) for p in chunk]
         yield names, predictor(names)

@@ -57,7 +57,8 @@ def check_space(path: str | os.PathLike, nbytes: int) -> None:
     free = shutil.disk_usage(parent).free
     if nbytes > free:
         raise OutputError(f"cannot write {os.fspath(path)}: it needs {human_bytes(nbytes)} and {parent} has "
-                          f"{human_bytes(free)} free; free some space, choose another directory or make the output smaller")
+                          f"{human_bytes(free)} free; free some space, choose another directory or make the output "
+                          f"smaller")
 
 
 @contextlib.contextmanager

@@ -716,3 +716,18 @@ def test_hf_backbone_mapping_against_transformers(backbone_dir):
     assert report["counts"]["pass"] == len(gc.point_names)
     for i, o in enumerate(result.feature_maps):
         np.testing.assert_allclose(o.numpy(), gc.arrays[f"outs.{i}"], rtol=0, atol=1e-4)
+
+
+def test_an_exported_case_is_a_candidate(tmp_path, capsys):
+    """Two exported cases compare directly: the same model in float32 passes the float64 case, other weights on
+    the same input fail it."""
+    golden, same, other = tmp_path / "f64", tmp_path / "f32", tmp_path / "other"
+    for out, extra in ((golden, []), (same, ["--dtype", "float32"]), (other, ["--seed", "5", "--input-seed", "0"])):
+        code, _, err = run(capsys, "golden", "export", *TINY, *extra, "--out", out)
+        assert code == 0, err
+    code, out, err = run(capsys, "golden", "compare", golden, same, "--json", "--strict")
+    report = json.loads(out)
+    assert code == 0 and report["verdict"] == "pass" and report["candidate"] == str(same)
+    assert {r["name"] for r in report["points"]} >= {"input", "logits"}
+    code, out, _ = run(capsys, "golden", "compare", golden, other, "--json")
+    assert code == 1 and json.loads(out)["verdict"] == "fail"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -47,6 +48,7 @@ NPZ = "points.npz"
 SAFETY = 10.0
 FLOOR_ULPS = 16.0
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
+ITEMSIZE = {"float32": 4, "float64": 8}
 
 
 class GoldenError(SwinrefError):
@@ -119,7 +121,8 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
                 weights: str | os.PathLike | None = None, dtype: str = "float64", batch: int = 1, device: str = "cpu",
                 policy: str | None = None, attn_probs: Iterable[str] | str = (), input_seed: int | None = None,
                 force: bool = False, command: str | None = None, backbone: bool = False,
-                out_indices: Iterable[int] | None = None) -> dict[str, Any]:
+                out_indices: Iterable[int] | None = None,
+                max_memory: int | float | str | None = None) -> dict[str, Any]:
     """Run the model on the rule-made input and write a golden case to `out`. Returns the manifest.
 
     Weights come from `weights` (any checkpoint swinref reads; `cfg` then overrides detection, None detects) or
@@ -130,6 +133,10 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     the selected stages (default all; NCHW, through norm{i}: generated weights include norm0..norm{L-1}) instead
     of the final norm, pooling and head; the policy defaults to 'detection'; the manifest records `backbone` and
     `out_indices`.
+
+    Before anything is computed, the memory of both traces (they are held together) is checked against the memory
+    available and `max_memory` (bytes or '4GiB'), and the disk space of the two files against the output's file
+    system (swinref.budget, swinref.write.check_space).
     """
     import swinref
     from swinref import api
@@ -172,6 +179,7 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     except SwinrefError as exc:
         raise GoldenError(str(exc)) from None
     names = point_names(cfg, attn_probs=blocks, out_indices=chosen)
+    _check_resources(out, cfg, policy, int(batch), dtype, blocks, chosen is not None, device, max_memory)
 
     shape = (int(batch), cfg.in_chans, *cfg.img_size)
     input_seed = (seed if seed is not None else 0) if input_seed is None else int(input_seed)
@@ -236,6 +244,29 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     arrays = {"input": x, **{n: np.ascontiguousarray(golden[n]) for n in names}}
     _write_case(out, manifest, arrays, force)
     return manifest
+
+
+def _check_resources(out: str, cfg: SwinConfig, policy: str, batch: int, dtype: str, blocks: list[str],
+                     backbone: bool, device: str, max_memory: int | float | str | None) -> None:
+    """Refuse an export whose two traces (float64 and float32, held together with the input in both) do not fit
+    in memory, or whose two files (safetensors and npz: the input and every point) do not fit on the disk."""
+    from swinref.budget import check_memory, points_bytes
+    from swinref.plan import ModelPlan, plan
+    from swinref.write import check_space
+
+    def inputs(b: int, m: ModelPlan, itemsize: int) -> int:
+        return b * cfg.in_chans * math.prod(m.embed.image) * itemsize
+
+    def held(b: int, m: ModelPlan) -> int:
+        return inputs(b, m, 8 + 4) + sum(points_bytes(cfg, m, batch=b, dtype=dt, attn_probs=blocks, backbone=backbone)
+                                        for dt in ("float64", "float32"))
+
+    mp = plan(cfg, policy=policy)
+    check_memory(cfg, mp, batch=batch, dtype="float64", backbone=backbone, max_memory=max_memory, chunks=False,
+                 extra=held, host=str(device) == "cpu", what="the golden export")
+    one_copy = inputs(batch, mp, ITEMSIZE[dtype]) + points_bytes(cfg, mp, batch=batch, dtype=dtype,
+                                                                  attn_probs=blocks, backbone=backbone)
+    check_space(out, 2 * one_copy)
 
 
 def _file_sha256(path: str | os.PathLike) -> str | None:

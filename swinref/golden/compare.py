@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from swinref.golden.case import EPS, GoldenCase, GoldenError, read_case
+from swinref.golden.case import EPS, MANIFEST, GoldenCase, GoldenError, read_case
 
 __all__ = [
     "compare", "compare_case", "load_candidate", "load_mapping", "apply_mapping", "format_report", "assert_matches",
@@ -205,14 +205,17 @@ def apply_mapping(names: list[str], mapping: NameMapping | None) -> dict[str, tu
 
 
 def load_candidate(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Arrays from a .npz file, a .safetensors file, or a directory of NAME.npy files."""
+    """Arrays from a .npz file, a .safetensors file, a directory of NAME.npy files, or a case directory written by
+    `swinref golden export` (its input and points, checked against its manifest): two cases compare directly."""
     path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, MANIFEST)):
+        return dict(read_case(path).arrays)
     try:
         if os.path.isdir(path):
             files = sorted(f for f in os.listdir(path) if f.endswith(".npy"))
             if not files:
                 raise GoldenError(f"{path} is a directory without .npy files; give a directory of NAME.npy files, "
-                                  f"a .npz or a .safetensors file")
+                                  f"a golden case directory, a .npz or a .safetensors file")
             return {f[:-4]: np.load(os.path.join(path, f), allow_pickle=False) for f in files}
         if not os.path.isfile(path):
             raise GoldenError(f"candidate {path} does not exist; give a .npz, a .safetensors file or a directory "
