@@ -216,6 +216,19 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from swinref.analysis.summary import summary
+
+    cfg = config_from_args(args)
+    report = summary(cfg, batch=args.batch, policy=args.policy, backbone=args.backbone)
+    if args.json:
+        return _print_json(report.to_dict())
+    from swinref.analysis import render
+
+    render.summary(cfg, report)
+    return 0
+
+
 def cmd_memory(args: argparse.Namespace) -> int:
     from swinref.analysis.flops import count_flops
     from swinref.analysis.memory import memory
@@ -620,6 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", parents=[models, out], help="exact parameter counts per component")
     p.add_argument("--tensors", action="store_true", help="list every parameter tensor")
     p.set_defaults(handler=cmd_params)
+    p = sub.add_parser("summary", parents=[models, out, batch, policy, backbone],
+                       help="torchinfo-style: every layer's output shape, parameters and multiply-adds")
+    p.set_defaults(handler=cmd_summary)
     p = sub.add_parser("memory", parents=[models, out, batch, policy, backbone],
                        help="attention scores and activations per stage: the largest live set of one block")
     p.add_argument("--dtype", default="float32", choices=list(DTYPE_BYTES), help="element type (default float32)")

@@ -210,7 +210,8 @@ def test_import_analysis_and_cli_is_light():
                                   ["flops", "--sweep", "224:512:32", "--json"], ["trace", "L", "--json"],
                                   ["trace", "T", "--backbone", "--img", "800x1333"],
                                   ["flops", "T", "--backbone", "--img", "800x1333", "--convention", "corrected"],
-                                  ["memory", "T", "--backbone", "--ape"]])
+                                  ["memory", "T", "--backbone", "--ape"], ["summary", "V2-T"],
+                                  ["configs", "swinv2*"], ["--version"]])
 def test_analysis_commands_do_not_import_numpy(argv):
     code = ("import contextlib, io\nfrom swinref import cli\n"
             f"with contextlib.redirect_stdout(io.StringIO()): rc = cli.main({argv!r})\n"

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from swinref.analysis.render import _fit, _out
 from swinref.golden.compare import _num, summary_lines
 
 
 def report(rep: dict[str, Any]) -> None:
-    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    console = _out()  # the analysis tables' console: the terminal's width, or 160 columns when piped
     title = (f"{rep['golden']} ({rep['golden_dtype']}, policy {rep['policy']})"
              + (f" vs {rep['candidate']}" if rep.get("candidate") else "")
              + (f", mapping {rep['mapping']}" if rep["mapping"] else ""))
@@ -29,6 +28,6 @@ def report(rep: dict[str, Any]) -> None:
             continue
         t.add_row(name, r["candidate_name"], r["status"].upper(), _num(r["max_abs"]), _num(r["tolerance"]),
                   _num(r["max_rel"]), _num(r["ulp"]), str(r["worst_index"]), style=style)
-    console.print(t)
+    console.print(_fit(t))  # point names are never cut, at 80 columns too
     for text, style in summary_lines(rep):
         console.print(escape(text), style=style)
