@@ -11,21 +11,16 @@ import numpy as np
 import pytest
 
 import swinref
-from swinref import budget, cli
+from swinref import budget
 from swinref.budget import check_memory, forward_bytes, parse_bytes
 from swinref.checkpoints import save_params
 from swinref.errors import ConfigError, ResourceError
 from swinref.params import init_params
 from swinref.plan import plan
+from test_golden import run  # cli.main with captured output
 
 TINY = swinref.get_config("T").replace(embed_dim=8, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=10,
                                         img_size=(32, 32))
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def huge(shape, dtype="float32"):

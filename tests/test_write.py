@@ -11,20 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swinref import cli
 from swinref.errors import OutputError
 from swinref.write import atomic_dir, atomic_file, check_space, check_target
 
+from test_golden import TINY, run  # the tiny model's options and cli.main with captured output
+
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "tests" / "data" / "peers" / "timm_v1_pad" / "model.safetensors"
-TINY = ["--variant", "T", "--embed-dim", "8", "--window", "4", "--classes", "10", "--depths", "2,2",
-        "--heads", "1,2", "--img", "32"]
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _writable(directory: Path) -> bool:
