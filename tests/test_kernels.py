@@ -240,10 +240,11 @@ def test_trace_points_equal_features_and_plain_trace() -> None:
     cfg = get_config("T", img_size=(64, 64), depths=(1, 2, 1, 1), window_size=4)
     params = init_params(cfg, seed=2, dtype="float64")
     x = _rng(1).standard_normal((1, 3, 64, 64))
-    points = forward_trace(params, x, cfg, policy="timm", attn_probs=["layers.0.blocks.1"])
+    # Stage 0 has one block here: the shifted block whose probabilities to keep is stage 1's second.
+    points = forward_trace(params, x, cfg, policy="timm", attn_probs=["layers.1.blocks.1"])
     with plain():
-        plain_points = forward_trace(params, x, cfg, policy="timm", attn_probs=["layers.0.blocks.1"])
-    assert list(points) == list(plain_points)
+        plain_points = forward_trace(params, x, cfg, policy="timm", attn_probs=["layers.1.blocks.1"])
+    assert list(points) == list(plain_points) and "layers.1.blocks.1.attn_probs" in points
     for name in points:
         np.testing.assert_allclose(points[name], plain_points[name], rtol=0, atol=1e-10, err_msg=name)
     np.testing.assert_array_equal(features(params, x, cfg, policy="timm", layout="NHWC")[0],
