@@ -698,6 +698,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `swinref trace | head`
         return 0
+    except MemoryError:  # what the memory guard's forecast did not foresee (another process took the memory meanwhile)
+        sys.stderr.write("swinref: error: out of memory; give a smaller --img or --batch-size, or a --max-memory "
+                         "budget (see `swinref memory`)\n")
+        return 2
+    except KeyboardInterrupt:  # outputs are written under a temporary name: nothing half-written is left
+        sys.stderr.write("swinref: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -151,3 +151,12 @@ def test_sweep_is_bounded_before_any_list_is_built(capsys):
     code, out, _ = run(capsys, "flops", "--sweep", "224:100000000:100100", "--json")
     assert code == 0 and '"sweep"' in out
     assert time.perf_counter() - start < 10
+
+
+def test_cli_turns_an_unforeseen_memory_error_into_one_line(capsys, monkeypatch):
+    def exhausted(*_a, **_k):
+        raise MemoryError
+
+    monkeypatch.setattr("swinref.cli.cmd_trace", exhausted)
+    code, out, err = run(capsys, "trace", "T")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "out of memory" in err and "--max-memory" in err
