@@ -26,10 +26,11 @@ from swinref.plan import ModelPlan, plan
 __all__ = ["HEADROOM", "parse_bytes", "available_memory", "forward_bytes", "points_bytes", "check_memory",
            "check_bytes", "largest_size"]
 
-# The forecast counts one block's live tensors (analysis/memory.py); the fast block's temporaries move the real
-# peak around it (measured with tracemalloc on Swin-T, float32 and float64, 448 to 1344: 0.68 to 1.13 times the
-# forecast). The guard asks for this much more, so a pass it lets through does not run out.
-HEADROOM = 1.25
+# The forecast counts one block's live tensors (analysis/memory.py); the blocks' temporaries, caches and the
+# allocator move the real peak around it, most at small sizes. benchmarks/memory_forecast.py measures the ratio of
+# the real peak to the forecast; the guard asks for this much more than the forecast, with room above the largest
+# ratio measured, so a pass it lets through does not run out.
+HEADROOM = 1.5
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000 ** 2, "mb": 1000 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
           "t": 1000 ** 4, "tb": 1000 ** 4, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
