@@ -409,6 +409,7 @@ def test_full_size_against_torchvision(variant, clip, dtype, tmp_path) -> None:
     with torch.no_grad():
         want = (model.double() if dtype == "float64" else model)(torch.from_numpy(x)).numpy()
     err = np.abs(np.asarray(swin(x), dtype=np.float64) - want).max() / max(1.0, float(np.abs(want).max()))
+    print(f"\n{variant} {'x'.join(map(str, clip))} {dtype}: max |logit diff| / max(1, max |logit|) = {err:.2g}")
     assert err <= (1e-4 if dtype == "float32" else 1e-9), f"{variant} {clip} {dtype}: {err:.3g}"
 
 
@@ -432,3 +433,27 @@ def test_convert_inflate_and_video_layouts_on_the_command_line(tmp_path, capsys)
     assert read_checkpoint(tv)[1].layout == "torchvision3d"
     assert main(["convert", str(src), str(tmp_path / "x.safetensors"), "--inflate", "2x4"]) == 2
     assert "T x H x W" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_full_size_against_mmaction(dtype, tmp_path) -> None:
+    """mmaction2's Recognizer3D (Swin-T, window 8x7x7) on the weights swinref writes in mmaction2's layout, at the
+    odd clip 18x200x168: logits within 1e-4 (float32) / 1e-9 (float64) of swinref's."""
+    torch = _torch()
+    torch.set_num_threads(2)
+    cfg = swinref.get_config("swin3d_t")
+    params = swinref.random_model(cfg, dtype="float64").params
+    out = tmp_path / "mma.safetensors"
+    export_params({k: np.asarray(v) for k, v in params.items()}, cfg, out, "mmaction")
+    peer = _mma_recognizer(cfg, seed=1)
+    _strict_load(peer, out)
+    x = np.random.default_rng(2).standard_normal((1, 3, 18, 200, 168)).astype(dtype)
+    with torch.no_grad():
+        peer = peer.double() if dtype == "float64" else peer
+        want = peer.cls_head(peer.backbone(torch.from_numpy(x))).numpy()
+    got = np.asarray(swinref.from_params(params, cfg, dtype=dtype)(x), dtype=np.float64)
+    err = np.abs(got - want).max() / max(1.0, float(np.abs(want).max()))
+    print(f"\nmmaction2 swin3d_t 18x200x168 {dtype}: max |logit diff| / max(1, max |logit|) = {err:.2g}")
+    assert err <= (1e-4 if dtype == "float32" else 1e-9)

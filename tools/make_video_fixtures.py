@@ -126,6 +126,15 @@ def stage_grids(clip, patch, n_stages) -> list[tuple[int, int, int]]:
     return out
 
 
+def collected(x: torch.Tensor, logits: torch.Tensor, points: dict, trace: bool) -> dict[str, np.ndarray]:
+    """What a run stores: the input (float32) and every hooked point when traced, the logits always."""
+    if not trace:
+        return {"logits": to_np(logits)}
+    arrays = {"input": to_np(x.float()), "logits": to_np(logits), "pooled": to_np(points.pop("_pooled").flatten(1))}
+    arrays.update({k: to_np(v) for k, v in points.items()})
+    return arrays
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # torchvision SwinTransformer3d
 
@@ -163,11 +172,7 @@ def tv_run(model, x: torch.Tensor, trace: bool) -> dict[str, np.ndarray]:
         logits = model(x)
     for h in handles:
         h.remove()
-    arrays = {"input": to_np(x.float()), "logits": to_np(logits)} if trace else {"logits": to_np(logits)}
-    if trace:
-        arrays["pooled"] = to_np(points.pop("_pooled").flatten(1))
-        arrays.update({k: to_np(v) for k, v in points.items()})
-    return arrays
+    return collected(x, logits, points, trace)
 
 
 def case_tv(out: Path, name: str, *, kwargs: dict, clip, batch: int, seed: int, notes: list[str]) -> None:
@@ -241,11 +246,7 @@ def mma_run(model, x: torch.Tensor, trace: bool) -> dict[str, np.ndarray]:
         logits = model.cls_head(bb(x))
     for h in handles:
         h.remove()
-    arrays = {"input": to_np(x.float()), "logits": to_np(logits)} if trace else {"logits": to_np(logits)}
-    if trace:
-        arrays["pooled"] = to_np(points.pop("_pooled").flatten(1))
-        arrays.update({k: to_np(v) for k, v in points.items()})
-    return arrays
+    return collected(x, logits, points, trace)
 
 
 def save_mmengine(state: dict, path: Path, meta: dict) -> None:
