@@ -3,6 +3,7 @@
     python benchmarks/cpu.py                       # Swin-T, batches 1 and 8, 2 threads
     python benchmarks/cpu.py --models T S B B-384 --json out.json
     python benchmarks/cpu.py --big 1536            # also peak RSS at 1536 x 1536 (fast and plain path)
+    python benchmarks/cpu.py --video               # Video Swin: swinref vs torchvision swin3d_t, 32x224x224
 
 One random-weight model per config is built in timm (tools/peers.py), saved as a .pth, and loaded by swinref from
 that file, so both run the same weights; their logits are compared before anything is timed. Then:
@@ -82,7 +83,7 @@ def _count(minimum: int):
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["T"], choices=sorted(MODELS))
-    ap.add_argument("--batches", nargs="+", type=_count(1), default=[1, 8])
+    ap.add_argument("--batches", nargs="+", type=_count(1), default=None, help="default 1 8 (--video: 1)")
     ap.add_argument("--threads", type=_count(1), default=2)
     ap.add_argument("--repeat", type=_count(1), default=10, help="paired repetitions per batch size")
     ap.add_argument("--warmup", type=_count(0), default=2)
@@ -93,6 +94,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-processes", action="store_true", help="skip the memory / cold-start subprocesses")
     ap.add_argument("--cold-runs", type=_count(1), default=3, help="fresh processes per runtime for cold start and memory")
     ap.add_argument("--json", type=pathlib.Path, help="write all figures to this file")
+    ap.add_argument("--video", action="store_true",
+                    help="Video Swin instead: swinref against torchvision's swin3d_t (--clip, default 32x224x224)")
+    ap.add_argument("--clip", default=None, metavar="TxHxW", help="--video: the clip size (default 32x224x224)")
     # Internal: one fresh process measuring memory and cold start.
     ap.add_argument("--child", choices=["swinref", "swinref-plain", "torch", "onnx"], help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -102,7 +106,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out-dir", default="", help=argparse.SUPPRESS)
     ap.add_argument("--pause", type=float, default=0.2,
                     help="seconds of idle between timed calls, so no runtime's spinning threads linger into the next")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.batches is None:
+        args.batches = [1] if args.video else [1, 8]
+    return args
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,13 +189,25 @@ def _worker(args: argparse.Namespace) -> None:
 
     rng = np.random.default_rng(0)
     size = args.size
+    shape = _clip(args.clip) if args.clip else (size, size)
     cache: dict[int, np.ndarray] = {}
     kind = args.worker
     if kind == "swinref":
         import swinref
 
-        model = swinref.load(args.checkpoint, config=args.config, policy="timm")
+        model = swinref.load(args.checkpoint, config=args.config, policy=None if args.clip else "timm")
         run = model
+    elif kind == "torch" and args.clip:
+        import torch
+        import torchvision.models.video as tvv
+
+        torch.set_num_threads(args.threads)
+        net = getattr(tvv, args.config)().eval()
+        net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+
+        def run(x):
+            with torch.no_grad():
+                return net(torch.from_numpy(x)).numpy()
     elif kind == "torch":
         import torch
 
@@ -218,7 +237,7 @@ def _worker(args: argparse.Namespace) -> None:
         cmd, b = line.split()
         b = int(b)
         if b not in cache:
-            cache[b] = rng.standard_normal((b, 3, size, size)).astype(np.float32)
+            cache[b] = rng.standard_normal((b, 3, *shape)).astype(np.float32)
         if cmd == "out":
             np.save(sys.stdout.buffer if False else args.out_dir + f"/{kind}-{b}.npy", np.asarray(run(cache[b])))
             print("saved", flush=True)
@@ -230,9 +249,10 @@ def _worker(args: argparse.Namespace) -> None:
 
 class _Worker:
     def __init__(self, kind: str, checkpoint: str, config: str, size: int, threads: int, out_dir: str,
-                 env: dict | None = None):
+                 env: dict | None = None, clip: str | None = None):
         cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", kind, "--checkpoint", checkpoint,
                "--config", config, "--size", str(size), "--threads", str(threads), "--out-dir", out_dir]
+        cmd += ["--clip", clip] if clip else []
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
                                      env=_env_for(kind, env))
         line = self.proc.stdout.readline().strip()
@@ -382,25 +402,7 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
             out["logit_scale"] = float(np.abs(outs["torch"]).max())
         if "onnxruntime" in outs:
             out["onnx_vs_torch_max_abs"] = float(np.abs(outs["onnxruntime"] - outs["torch"]).max())
-        names = list(workers)
-        for b in args.batches:
-            for _ in range(args.warmup):
-                for w in workers.values():
-                    w.ask("run", b)
-            times: dict[str, list[float]] = {k: [] for k in names}
-            for r in range(args.repeat):
-                for k in (names if r % 2 == 0 else names[::-1]):
-                    time.sleep(args.pause)
-                    times[k].append(float(workers[k].ask("run", b)))
-            row = {k: _stats(v) for k, v in times.items()}
-            for k in names:
-                row[k]["images_per_s"] = b / row[k]["median_s"]
-            if "torch" in times:
-                import statistics
-
-                row["ratio_swinref_over_torch"] = row["swinref"]["median_s"] / row["torch"]["median_s"]
-                row["paired_ratio_median"] = statistics.median(s / t for s, t in zip(times["swinref"], times["torch"]))
-            out["batches"][str(b)] = row
+        out["batches"] = _time_paired(workers, args)
     finally:
         for w in workers.values():
             w.close()
@@ -425,6 +427,72 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
             for kind in (kinds if r % 2 == 0 else kinds[::-1]):
                 runs[kind].append(spawners[kind]())
         out["processes"] = {k: _median_run(v) for k, v in runs.items()}
+    return out
+
+
+def _time_paired(workers: dict, args: argparse.Namespace) -> dict:
+    """Per batch size: warm-ups, then args.repeat rounds calling every worker, the order reversed every other round,
+    so that a load change on a shared machine hits each runtime alike."""
+    import statistics
+
+    names, out = list(workers), {}
+    for b in args.batches:
+        for _ in range(args.warmup):
+            for w in workers.values():
+                w.ask("run", b)
+        times: dict[str, list[float]] = {k: [] for k in names}
+        for r in range(args.repeat):
+            for k in (names if r % 2 == 0 else names[::-1]):
+                time.sleep(args.pause)
+                times[k].append(float(workers[k].ask("run", b)))
+        row = {k: _stats(v) for k, v in times.items()}
+        for k in names:
+            row[k]["images_per_s"] = b / row[k]["median_s"]
+        if "torch" in times:
+            row["ratio_swinref_over_torch"] = row["swinref"]["median_s"] / row["torch"]["median_s"]
+            row["paired_ratio_median"] = statistics.median(s / t for s, t in zip(times["swinref"], times["torch"]))
+        out[str(b)] = row
+    return out
+
+
+def _clip(text: str) -> tuple[int, int, int]:
+    t, h, w = (int(v) for v in text.lower().split("x"))
+    return t, h, w
+
+
+def _bench_video(args: argparse.Namespace, workdir: pathlib.Path) -> dict:
+    """swinref against torchvision's swin3d_t on the same random weights (torchvision's own file, read by
+    swinref.load), logits compared first, then paired timing in one worker process per runtime."""
+    import numpy as np
+    import torch
+    import torchvision.models.video as tvv
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_peer_fixtures import randomize_
+
+    clip = args.clip or "32x224x224"
+    torch.manual_seed(0)
+    net = tvv.swin3d_t().eval()
+    randomize_(net, 0)
+    ckpt = workdir / "swin3d_t.pth"
+    torch.save(net.state_dict(), ckpt)
+    del net
+    out: dict = {"model": "swin3d_t", "config": "swin3d_t", "clip": clip, "image": clip}
+    workers = {k: _Worker(k, str(ckpt), "swin3d_t", 0, args.threads, str(workdir), clip=clip)
+               for k in ("swinref", "torch")}
+    try:
+        b0 = args.batches[0]
+        outs = {}
+        for k, w in workers.items():
+            w.ask("out", b0)
+            outs[k] = np.load(workdir / f"{k}-{b0}.npy")
+        out["swinref_vs_torch_max_abs"] = float(np.abs(outs["swinref"] - outs["torch"]).max())
+        out["logit_scale"] = float(np.abs(outs["torch"]).max())
+        out["fast_vs_plain_max_abs"] = float("nan")  # the image models' check; tests/test_kernels covers video
+        out["batches"] = _time_paired(workers, args)
+    finally:
+        for w in workers.values():
+            w.close()
     return out
 
 
@@ -461,7 +529,7 @@ def _big(args: argparse.Namespace, workdir: pathlib.Path) -> dict:
 def _table(results: dict) -> str:
     lines = []
     for m in results["models"]:
-        lines.append(f"\n{m['config']} ({m['image']}x{m['image']}, float32)  "
+        lines.append(f"\n{m['config']} ({m.get('clip') or str(m['image']) + 'x' + str(m['image'])}, float32)  "
                      f"fast-vs-plain max|diff| {m['fast_vs_plain_max_abs']:.2e}"
                      + (f", vs torch {m['swinref_vs_torch_max_abs']:.2e} (logits up to {m['logit_scale']:.1f})"
                         if "swinref_vs_torch_max_abs" in m else ""))
@@ -516,7 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"loadavg_start": os.getloadavg(), "cpu_count": os.cpu_count(), "models": []}
     with tempfile.TemporaryDirectory(prefix="swinref-bench-") as tmp:
         workdir = pathlib.Path(tmp)
-        for key in args.models:
+        if args.video:
+            print(f"benchmarking swin3d_t at {args.clip or '32x224x224'} ...", file=sys.stderr)
+            results["models"].append(_bench_video(args, workdir))
+        for key in ([] if args.video else args.models):
             print(f"benchmarking {key} ...", file=sys.stderr)
             results["models"].append(_bench_model(key, args, workdir))
         if args.big:
