@@ -593,6 +593,97 @@ def _dataset_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# swinref show: pictures of windows, masks, reach and attention (swinref.show).
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 3,5; got {text!r}") from None
+
+
+def _show_model(args: argparse.Namespace) -> tuple[SwinConfig, Any]:
+    """The config, and for attention pictures the model (a checkpoint, or random weights when none is given)."""
+    if args.kind not in ("attention", "rollout"):
+        return config_from_args(args), None
+    import swinref
+
+    if args.weights:
+        given = getattr(args, "variant", None)
+        model = swinref.load(args.weights, config=given, policy=args.policy, **_model_overrides(args))
+        return model.config, model
+    cfg = config_from_args(args)
+    return cfg, swinref.random_model(cfg, policy=args.policy)
+
+
+def _show_image(path: str | None, size: tuple[int, ...]) -> Any:
+    if path is None:
+        return None
+    import numpy as np
+    from PIL import Image
+
+    from swinref.preprocess import load_image
+
+    return np.asarray(load_image(path).resize((size[1], size[0]), Image.BICUBIC))
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from swinref import show
+
+    cfg, model = _show_model(args)
+    if args.kind in ("attention", "rollout") and not args.image:
+        raise ConfigError(f"swinref show {args.kind} draws on an image: give --image FILE (and --weights CKPT for a "
+                          "trained model; without it the weights are random)")
+    sizes = None
+    if args.sizes:
+        from swinref.analysis.flops import parse_sweep
+
+        sizes = parse_sweep(args.sizes)
+    if args.kind == "reach-models":
+        given = getattr(args, "variant", None)
+        pic = show.reach_by_model(args.img, args.policy, None if given is None else [given])
+    else:
+        pic = show.picture(args.kind, cfg, None, args.policy, stage=args.stage, block=args.block,
+                           window=args.window_index, token=args.token, pixel=args.pixel, head=args.head,
+                           model=model, image=_show_image(args.image, cfg.img_size), sizes=sizes)
+    if model is not None and not args.weights:
+        pic = show.Picture(pic.kind, pic.title + " (random weights)", pic.arrays, pic.plan, pic.image)
+    for path in args.out:
+        show.save(pic, path)
+        sys.stderr.write(f"wrote {path}\n")
+    if args.json:
+        return _print_json({"kind": pic.kind, "title": pic.title, **show.jsonable(pic)})
+    if not args.out:
+        from rich.console import Console
+
+        Console(width=80, highlight=False).print(show.terminal(pic))
+    return 0
+
+
+def _add_show(sub: Any, out: argparse.ArgumentParser, policy: argparse.ArgumentParser) -> None:
+    from swinref.show import KINDS
+
+    p = sub.add_parser("show", parents=[model_parser(positional=False), out, policy],
+                       help="pictures: windows, shift regions, masks, counts, complexity, reach, attention, rollout")
+    p.add_argument("kind", choices=KINDS, help="what to draw")
+    p.add_argument("--stage", type=int, default=0, metavar="S", help="stage (default 0)")
+    p.add_argument("--block", type=int, default=1, metavar="J", help="block in the stage (default 1, shifted)")
+    p.add_argument("--window-index", type=int, default=None, metavar="W",
+                   help="mask: which window of the block (default the last, with the most regions)")
+    p.add_argument("--token", type=_ints, default=None, metavar="I,J", help="a token of the block's map")
+    p.add_argument("--pixel", type=_ints, default=None, metavar="Y,X", help="or a pixel of the image")
+    p.add_argument("--head", type=int, default=None, metavar="H", help="attention head (default the mean)")
+    p.add_argument("--image", default=None, metavar="FILE", help="attention, rollout: the image (resized to --img)")
+    p.add_argument("--weights", default=None, metavar="CKPT", help="attention, rollout: a checkpoint (default: "
+                   "random weights)")
+    p.add_argument("--sizes", default=None, metavar="START:STOP[:STEP]", help="complexity: square sizes")
+    p.add_argument("--out", action="append", default=[], metavar="FILE",
+                   help="write the figure as .png or .svg (repeatable; needs swinref[viz]); default: the terminal")
+    p.set_defaults(handler=_cmd_show)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -682,6 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(handler=cmd_embed)
     _add_golden(sub, out)
+    _add_show(sub, out, policy)
     return parser
 
 
