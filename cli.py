@@ -662,11 +662,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _add_show(sub: Any, out: argparse.ArgumentParser, policy: argparse.ArgumentParser) -> None:
-    from swinref.show import KINDS
+    from swinref.analysis.windows import PICTURES
 
     p = sub.add_parser("show", parents=[model_parser(positional=False), out, policy],
                        help="pictures: windows, shift regions, masks, counts, complexity, reach, attention, rollout")
-    p.add_argument("kind", choices=KINDS, help="what to draw")
+    p.add_argument("kind", choices=PICTURES, help="what to draw")
     p.add_argument("--stage", type=int, default=0, metavar="S", help="stage (default 0)")
     p.add_argument("--block", type=int, default=1, metavar="J", help="block in the stage (default 1, shifted)")
     p.add_argument("--window-index", type=int, default=None, metavar="W",

@@ -11,7 +11,10 @@ from typing import Any
 from swinref.config import SwinConfig
 from swinref.plan import plan
 
-__all__ = ["stage_counts"]
+__all__ = ["stage_counts", "PICTURES"]
+
+# What `swinref show` draws (swinref.show.KINDS), named here so the CLI's parser lists them without NumPy.
+PICTURES = ("windows", "mask", "counts", "complexity", "reach", "reach-models", "attention", "rollout")
 
 
 def stage_counts(cfg: SwinConfig, image: Any = None, policy: str | None = None) -> list[dict[str, Any]]:

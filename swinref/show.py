@@ -26,14 +26,15 @@ from typing import Any
 import numpy as np
 
 from swinref import visual
+from swinref.analysis.windows import PICTURES
 from swinref.config import SwinConfig
 from swinref.errors import InputError, SwinrefError
 from swinref.plan import ModelPlan, plan, resolve_policy
 
 __all__ = ["KINDS", "MissingExtraError", "Picture", "picture", "figure", "terminal", "save", "overlay",
-           "require_matplotlib", "jsonable", "reach_by_model"]
+           "require_matplotlib", "jsonable", "reach_by_model", "windows_picture"]
 
-KINDS = ("windows", "mask", "counts", "complexity", "reach", "reach-models", "attention", "rollout")
+KINDS = PICTURES
 
 
 class MissingExtraError(SwinrefError):
@@ -114,13 +115,7 @@ def picture(kind: str, cfg: SwinConfig, size: Any = None, policy: str | None = N
         return Picture(kind, f"reach: {where}", arrays, mp)
     blk = visual.find_block(mp, stage, block)
     if kind == "windows":
-        layout = visual.window_layout(blk)
-        arrays = {"window_id": layout.window_id, "region": layout.region, "rolled_source": layout.rolled_source,
-                  "rolled_region": layout.rolled_region, "window": blk.window, "shift": blk.shift, "pad": blk.pad,
-                  "roll_before_pad": blk.roll_before_pad, "mask": blk.mask}
-        kind_name = "SW-MSA" if blk.shifted else "W-MSA"
-        return Picture(kind, f"{blk.name} ({kind_name}, window {_fmt(blk.window)}, shift {_fmt(blk.shift)}, "
-                             f"pad {_fmt(blk.pad)}): {where}", arrays, mp)
+        return windows_picture(blk, where, mp)
     if kind == "mask":
         if window is None:  # the window with the most regions: the corner one in a shifted block
             window = blk.windows - 1
@@ -150,6 +145,18 @@ def picture(kind: str, cfg: SwinConfig, size: Any = None, policy: str | None = N
     what = "the pooled output" if target is None else f"token {target[2]} after {blk.name}"
     return Picture(kind, f"attention rollout of {what}: {where}",
                    {"map": visual.to_pixels(values, mp, 0), "patches": values, "target": target}, mp, pixels)
+
+
+def windows_picture(blk: Any, where: str = "", mp: ModelPlan | None = None) -> Picture:
+    """The window picture of one BlockPlan (of any number of spatial axes: a clip is drawn frame by frame)."""
+    layout = visual.window_layout(blk)
+    arrays = {"window_id": layout.window_id, "region": layout.region, "rolled_source": layout.rolled_source,
+              "rolled_region": layout.rolled_region, "window": blk.window, "shift": blk.shift, "pad": blk.pad,
+              "roll_before_pad": blk.roll_before_pad, "mask": blk.mask}
+    kind_name = "SW-MSA" if blk.shifted else "W-MSA"
+    title = (f"{blk.name} ({kind_name}, window {_fmt(blk.window)}, shift {_fmt(blk.shift)}, pad {_fmt(blk.pad)})"
+             + (f": {where}" if where else ""))
+    return Picture("windows", title, arrays, mp)
 
 
 def reach_by_model(size: Any = None, policy: str | None = None, names: Any = None) -> Picture:
@@ -250,21 +257,35 @@ def figure(pic: Picture) -> Any:
     plt = require_matplotlib()
     a = pic.arrays
     if pic.kind == "windows":
-        frames = list(zip(_frames(a["window_id"]), _frames(a["region"]), _frames(a["rolled_region"]),
-                          _frames(a["rolled_source"])))
-        fig, axes = plt.subplots(len(frames), 2, figsize=(10, 4.8 * len(frames)), squeeze=False)
-        for row, ((name, ids), (_, region), (_, rolled), (_, src)) in zip(axes, frames):
-            row[0].imshow(ids % 20, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
-            _label_cells(row[0], region)
-            row[0].set_title(" ".join(filter(None, ("token map", name))) + ": colour = window, number = region",
-                            fontsize=8)
-            shown = np.where(src >= 0, rolled, -1)
-            row[1].imshow(np.ma.masked_less(shown, 0), cmap="Set3", vmin=0, vmax=11, interpolation="nearest")
-            row[1].imshow(np.ma.masked_where(src >= 0, np.ones(src.shape)), cmap="Greys", vmin=0, vmax=2,
-                          interpolation="nearest")
-            _grid_lines(row[1], rolled.shape, a["window"])
-            _label_cells(row[1], shown)
-            row[1].set_title(f"padded, rolled by -{_fmt(a['shift'])}: regions, grey (-1) padding", fontsize=8)
+        # Clips (three axes) are drawn frame by frame: the token map's frames on the left, the padded, rolled
+        # map's frames (more of them when the time axis is padded) on the right.
+        left = list(zip(_frames(a["window_id"]), _frames(a["region"])))
+        right = list(zip(_frames(a["rolled_region"]), _frames(a["rolled_source"])))
+        rows = max(len(left), len(right))
+        fig, axes = plt.subplots(rows, 2, figsize=(10, 4.8 * rows), squeeze=False)
+        for i, row in enumerate(axes):
+            if i < len(left):
+                (name, ids), (_, region) = left[i]
+                row[0].imshow(ids % 20, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
+                _label_cells(row[0], region)
+                row[0].set_title(" ".join(filter(None, ("token map", name))) + ": colour = window, number = region",
+                                 fontsize=8)
+            else:
+                row[0].axis("off")
+            if i < len(right):
+                (name, rolled), (_, src) = right[i]
+                shown = np.where(src >= 0, rolled, -1)
+                row[1].imshow(np.ma.masked_less(shown, 0) % 20, cmap="tab20", vmin=0, vmax=19,
+                              interpolation="nearest")
+                row[1].imshow(np.ma.masked_where(src >= 0, np.ones(src.shape)), cmap="Greys", vmin=0, vmax=2,
+                              interpolation="nearest")
+                _grid_lines(row[1], rolled.shape, a["window"])
+                _label_cells(row[1], shown)
+                when = f"{name}, window {i // a['window'][0]} along the first axis; " if name else ""
+                row[1].set_title(f"{when}padded, rolled by -{_fmt(a['shift'])}: regions, grey (-1) padding",
+                                 fontsize=8)
+            else:
+                row[1].axis("off")
         fig.suptitle(pic.title, fontsize=9)
         return fig
     if pic.kind == "mask":
@@ -400,6 +421,7 @@ def overlay(image: np.ndarray, values: np.ndarray, alpha: float = 0.6) -> Any:
 # Terminal (rich), at most 80 columns.
 
 _SHADES = " .:-=+*#%@"
+_LABELS = "0123456789abcdefghijklmnopqrstuvwxyz"  # one character per region label (3-D has 27)
 
 
 def terminal(pic: Picture) -> Any:
@@ -413,9 +435,9 @@ def terminal(pic: Picture) -> Any:
     a = pic.arrays
     parts: list[Any] = [Text("\n".join(textwrap.wrap(pic.title, 80)), style="bold")]
     if pic.kind == "windows":
-        for name, regions in _frames(a["rolled_region"]):
-            src = _frames(a["rolled_source"])[0][1] if not name else dict(_frames(a["rolled_source"]))[name]
-            parts.append(Text(f"padded, rolled map {name}: region label per token, '.' padding,\n"
+        for (name, regions), (_, src) in zip(_frames(a["rolled_region"]), _frames(a["rolled_source"])):
+            title = " ".join(filter(None, ("padded, rolled map", name)))
+            parts.append(Text(f"{title}: region label per token (10.. as a..), '.' padding,\n"
                               "background alternating per window"))
             parts.append(_token_text(regions, src, a["window"]))
     elif pic.kind == "mask":
@@ -482,7 +504,7 @@ def _token_text(regions: np.ndarray, src: np.ndarray, window: tuple[int, ...]) -
     for i in range(r0, rows):
         for j in range(c0, cols):
             shade = "on grey23" if ((i // window[-2]) + (j // window[-1])) % 2 else "on grey11"
-            text.append((str(regions[i, j]) if src[i, j] >= 0 else ".") + " ", style=shade)
+            text.append((_LABELS[regions[i, j]] if src[i, j] >= 0 else ".") + " ", style=shade)
         text.append("\n")
     if r0 or c0:
         text.append(f"(rows {r0}..{rows - 1}, columns {c0}..{cols - 1} of {rows}x{cols})\n")

@@ -6,6 +6,8 @@ propagation of full connectivity matrices) or against the real forward pass; non
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,8 @@ from swinref.analysis.windows import stage_counts
 from swinref.config import get_config
 from swinref.errors import InputError
 from swinref.plan import POLICIES, plan
+
+from strategies import window_geometries
 
 # The seeds' worked example (a 4x4 map, window 2, shift 1): the four windows' masks, as printed there.
 SEED_TOY_MASKS = [
@@ -89,6 +93,46 @@ def test_window_layout_matches_pad_and_roll(model):
             assert (layout.window_id[token], layout.slot[token]) == (w, n)
             assert layout.region[token] == geometry.window_partition(
                 layout.rolled_region[None, ..., None], blk.window, np)[w, n, 0]
+
+
+def _block_of(geom, roll_before_pad):
+    """A BlockPlan with any number of spatial axes (the geometry of a clip before Video Swin's configs exist)."""
+    spatial, padded, window, shift = geom
+    return dataclasses.replace(plan(_toy()).blocks[1], resolution=spatial, padded=padded, window=window,
+                               shift=shift, pad=tuple(p - n for p, n in zip(padded, spatial)),
+                               roll_before_pad=roll_before_pad, mask=any(shift))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3).flatmap(window_geometries), st.booleans())
+def test_layout_mask_and_links_on_any_number_of_axes(geom, roll_before_pad):
+    from swinref.analysis.reach import axis_groups
+
+    blk = _block_of(geom, roll_before_pad)
+    layout = visual.window_layout(blk)
+    rolled, _ = _rolled_ids(blk)
+    np.testing.assert_array_equal(layout.rolled_source, rolled)
+    ids = geometry.window_partition(rolled[None, ..., None], blk.window, np)[:, :, 0]
+    labels = geometry.window_partition(layout.rolled_region[None, ..., None], blk.window, np)[:, :, 0]
+    groups = [axis_groups(blk, k).groups for k in range(len(blk.resolution))]
+    for w in range(blk.windows):
+        m = visual.window_mask(blk, w)
+        np.testing.assert_array_equal(m.tokens, ids[w])
+        np.testing.assert_array_equal(m.mask != 0, (labels[w][:, None] != labels[w][None, :]) & blk.mask)
+        # Per-axis groups (what the reach composes) link two real tokens exactly when the N-D window and mask do.
+        for a, la in zip(ids[w], labels[w]):
+            for b, lb in zip(ids[w], labels[w]):
+                if a >= 0 and b >= 0:
+                    ta, tb = np.unravel_index(a, blk.resolution), np.unravel_index(b, blk.resolution)
+                    per_axis = all(g[i] == g[j] for g, i, j in zip(groups, ta, tb))
+                    assert per_axis == (la == lb or not blk.mask)
+    # Tokens of different windows are never linked.
+    for a in range(blk.tokens):
+        ta = np.unravel_index(a, blk.resolution)
+        for b in range(0, blk.tokens, 3):
+            tb = np.unravel_index(b, blk.resolution)
+            if layout.window_id[ta] != layout.window_id[tb]:
+                assert not all(g[i] == g[j] for g, i, j in zip(groups, ta, tb))
 
 
 def _brute_force_reach(mp):

@@ -89,3 +89,24 @@ def test_cli_bad_choices_are_one_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_clip_is_drawn_frame_by_frame(tmp_path):
+    """Three spatial axes (T, H, W): the terminal and the figure show one frame per index of the first axis."""
+    import dataclasses
+
+    from swinref.plan import plan
+
+    blk = dataclasses.replace(plan(_tiny()).blocks[1], resolution=(3, 5, 6), padded=(4, 6, 6), window=(2, 3, 3),
+                              shift=(1, 1, 1), pad=(1, 1, 0), mask=True)
+    pic = show.windows_picture(blk)
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))
+    console.print(show.terminal(pic))
+    text = console.export_text()
+    assert [f"frame {t}" in text for t in range(5)] == [True] * 4 + [False]
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert len(set(pic.arrays["rolled_region"].reshape(-1).tolist())) == 27  # 3 bands on each of 3 axes
+    plt = pytest.importorskip("matplotlib.pyplot", reason="figures need the viz extra (matplotlib)")
+    fig = show.figure(pic)
+    assert len(fig.axes) == 2 * 4  # padded T = 4 rows; the token map has 3 frames, the fourth cell is empty
+    plt.close(fig)
