@@ -642,7 +642,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         sizes = parse_sweep(args.sizes)
     if args.kind == "reach-models":
         given = getattr(args, "variant", None)
-        pic = show.reach_by_model(args.img, args.policy, None if given is None else [given])
+        pic = show.reach_by_model(args.img or args.clip, args.policy, None if given is None else [given])
     else:
         pic = show.picture(args.kind, cfg, None, args.policy, stage=args.stage, block=args.block,
                            window=args.window_index, token=args.token, pixel=args.pixel, head=args.head,

@@ -160,7 +160,7 @@ def windows_picture(blk: Any, where: str = "", mp: ModelPlan | None = None) -> P
 
 
 def reach_by_model(size: Any = None, policy: str | None = None, names: Any = None) -> Picture:
-    """Per registered model (or the `names` given), the largest reach after each block as a fraction of the input
+    """Per registered model with as many spatial axes as `size` (or the `names` given), the largest reach after each block as a fraction of the input
     patches, at the model's own size (size None) or at `size`, and the first block where a token sees everything.
     Per axis the largest spans belong to one token (the reach is a product over axes), so the largest area is the
     product of the largest extents."""
@@ -169,9 +169,14 @@ def reach_by_model(size: Any = None, policy: str | None = None, names: Any = Non
     from swinref.analysis.reach import first_full_block, reach, reach_table
     from swinref.config import REGISTRY, get_config
 
+    from swinref.config import parse_size
+
+    axes = None if size is None else len(parse_size(size) if isinstance(size, str) else tuple(size))
     rows = []
     for name in names or REGISTRY:
         cfg = name if isinstance(name, SwinConfig) else get_config(name)
+        if names is None and axes is not None and len(cfg.img_size) != axes:
+            continue  # a size of images leaves out the clip models, and a clip size the image models
         r = reach(cfg, size, policy)
         if r.plan.refusal:
             raise InputError(f"{cfg.name}: {r.plan.refusal}")
@@ -262,14 +267,13 @@ def figure(pic: Picture) -> Any:
         left = list(zip(_frames(a["window_id"]), _frames(a["region"])))
         right = list(zip(_frames(a["rolled_region"]), _frames(a["rolled_source"])))
         rows = max(len(left), len(right))
-        fig, axes = plt.subplots(rows, 2, figsize=(10, 4.8 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, 2, figsize=(10, 4.4 * rows), squeeze=False)
         for i, row in enumerate(axes):
             if i < len(left):
                 (name, ids), (_, region) = left[i]
                 row[0].imshow(ids % 20, cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
                 _label_cells(row[0], region)
-                row[0].set_title(" ".join(filter(None, ("token map", name))) + ": colour = window, number = region",
-                                 fontsize=8)
+                row[0].set_title(f"{name or 'token map'}: colour = window, number = region", fontsize=8)
             else:
                 row[0].axis("off")
             if i < len(right):
@@ -281,9 +285,8 @@ def figure(pic: Picture) -> Any:
                               interpolation="nearest")
                 _grid_lines(row[1], rolled.shape, a["window"])
                 _label_cells(row[1], shown)
-                when = f"{name}, window {i // a['window'][0]} along the first axis; " if name else ""
-                row[1].set_title(f"{when}padded, rolled by -{_fmt(a['shift'])}: regions, grey (-1) padding",
-                                 fontsize=8)
+                when = f"{name} (window {i // a['window'][0]} on axis 0) " if name else ""
+                row[1].set_title(f"{when}padded, rolled by -{_fmt(a['shift'])}: regions, -1 padding", fontsize=8)
             else:
                 row[1].axis("off")
         fig.suptitle(pic.title, fontsize=9)
@@ -381,8 +384,8 @@ def _imshow_frames(ax: Any, values: np.ndarray, cmap: str) -> None:
               interpolation="nearest")
 
 
-def save(pic: Picture, path: str) -> str:
-    """Draw a Picture and write it as PNG or SVG (by the file's suffix); returns the path."""
+def save(pic: Picture, path: str, dpi: int = 100) -> str:
+    """Draw a Picture and write it as PNG or SVG (by the file's suffix; `dpi` for PNG); returns the path."""
     import pathlib
 
     suffix = pathlib.Path(path).suffix.lower()
@@ -391,9 +394,10 @@ def save(pic: Picture, path: str) -> str:
     fig = figure(pic)
     plt = require_matplotlib()
     try:
-        # Text stays text in an SVG (small files, searchable) instead of one path per glyph.
-        with plt.rc_context({"svg.fonttype": "none"}):
-            fig.savefig(path, dpi=100, bbox_inches="tight")
+        # Text stays text in an SVG (small files, searchable) instead of one path per glyph; a fixed salt and no
+        # date make the same figure the same file.
+        with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "swinref"}):
+            fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Date": None} if suffix == ".svg" else None)
     except OSError as exc:
         raise InputError(f"cannot write {path!r}: {exc.strerror or exc}; check the directory exists") from None
     finally:

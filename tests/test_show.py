@@ -153,13 +153,13 @@ def _brute_force_reach(mp):
                             link[a, b] = True
             seen = (link.astype(int) @ seen.astype(int)) > 0
             out.append(seen)
-        if stage.merge is not None:
-            h, w = stage.resolution
-            h2, w2 = stage.merge.resolution
-            merge = np.zeros((h2 * w2, h * w), dtype=int)
-            for i in range(h):
-                for j in range(w):
-                    merge[(i // 2) * w2 + j // 2, i * w + j] = 1
+        if stage.merge is not None:  # token c of the next stage is made of the tokens with c = old // 2 on H, W
+            res, merged = stage.resolution, stage.merge.resolution
+            old = np.indices(res).reshape(len(res), -1)
+            new = old.copy()
+            new[-2:] //= 2
+            merge = np.zeros((int(np.prod(merged)), int(np.prod(res))), dtype=int)
+            merge[np.ravel_multi_index(tuple(new), merged), np.arange(old.shape[1])] = 1
             seen = (merge @ seen.astype(int)) > 0
     return out
 
@@ -174,6 +174,19 @@ def test_reach_equals_brute_force_propagation(model):
             token = tuple(int(c) for c in np.unravel_index(flat, blk.resolution))
             ours = visual.reach_map(r, blk.stage, blk.index, token).reshape(-1)
             np.testing.assert_array_equal(ours, brute[flat], err_msg=f"{blk.name} token {token}")
+
+
+@pytest.mark.parametrize("policy,size", [("detection", (6, 20, 28)), ("torchvision", (5, 24, 17)),
+                                         ("official", (8, 20, 16))])
+def test_reach_of_a_clip_equals_brute_force_propagation(policy, size):
+    cfg = _tiny_clip(size)
+    mp = plan(cfg, size, policy)
+    assert mp.refusal is None and any(b.shift[0] for b in mp.blocks)
+    r = reach(cfg, size, policy)
+    for blk, brute in zip(mp.blocks, _brute_force_reach(mp)):
+        for flat in range(0, blk.tokens, 5):
+            token = tuple(int(c) for c in np.unravel_index(flat, blk.resolution))
+            np.testing.assert_array_equal(visual.reach_map(r, blk.stage, blk.index, token).reshape(-1), brute[flat])
 
 
 def test_reach_table_of_swin_t():
@@ -208,24 +221,31 @@ def _tiny(img, window=2, depths=(2, 2, 2)):
     return get_config("T", img=img, window=window, embed_dim=8, depths=depths, heads=(2, 2, 4), classes=0)
 
 
+def _tiny_clip(clip):
+    """A tiny Video Swin of clip size (T, H, W): patches 2x4x4, windows 2x3x3."""
+    return get_config("swin3d_t", img=clip, patch=(2, 4, 4), window=(2, 3, 3), embed_dim=8, depths=(2, 2, 2),
+                      heads=(2, 2, 4), classes=0)
+
+
 def _tiny_run(policy, size, batch, seed):
-    """(config, float64 random model, plan, input [batch, 3, *size]) of the tiny model under a policy."""
+    """(config, float64 random model, plan, input [batch, 3, *size]) of the tiny image or clip model."""
     import swinref
 
-    cfg = _tiny(size)
+    cfg = _tiny(size) if len(size) == 2 else _tiny_clip(size)
     model = swinref.random_model(cfg, dtype="float64", policy=policy)
     x = np.random.default_rng(seed).standard_normal((batch, 3, *size))
     return cfg, model, plan(cfg, size, policy), x
 
 
-@pytest.mark.parametrize("policy,size", [("detection", (44, 36)), ("torchvision", (46, 34)), ("timm", (40, 48))])
+@pytest.mark.parametrize("policy,size", [("detection", (44, 36)), ("torchvision", (46, 34)), ("timm", (40, 48)),
+                                         ("detection", (6, 20, 28))])
 def test_forward_pass_confirms_reach_bit_for_bit(policy, size):
     cfg, model, mp, x = _tiny_run(policy, size, 1, 0)
     r = reach(cfg, size, policy)
     base = model.trace(x)
     p = mp.embed.patch
     outside_checked = 0
-    for blk in (mp.blocks[1], mp.blocks[3], mp.blocks[-1]):
+    for blk in (mp.blocks[0], mp.blocks[1], mp.blocks[3], mp.blocks[-1]):
         token = tuple(int(n) // 2 for n in blk.resolution)
         inside = visual.reach_map(r, blk.stage, blk.index, token)
         for patch, expect_change in ((tuple(np.argwhere(~inside)[0]) if (~inside).any() else None, False),

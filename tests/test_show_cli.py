@@ -110,3 +110,14 @@ def test_a_clip_is_drawn_frame_by_frame(tmp_path):
     fig = show.figure(pic)
     assert len(fig.axes) == 2 * 4  # padded T = 4 rows; the token map has 3 frames, the fourth cell is empty
     plt.close(fig)
+
+
+def test_a_video_swin_clip_on_the_command_line(capsys):
+    argv = ["show", "windows", "--variant", "swin3d_t", "--clip", "8x48x48", "--window", "2x7x7", "--stage", "0"]
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert np.array(data["window_id"]).shape == (4, 12, 12) and np.array(data["rolled_region"]).shape == (4, 14, 14)
+    assert data["shift"] == [1, 3, 3]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert all(f"frame {t}" in out for t in range(4)) and max(map(len, out.splitlines())) <= 80

@@ -49,6 +49,9 @@ def main() -> int:
         # The same stage at a detection size: padding, and the shift taken on the padded map.
         "show-t800x1333-windows.png": show.picture("windows", get_config("T", img=(800, 1333)), None, "detection",
                                                    stage=3, block=1),
+        # A Video Swin clip, frame by frame: 8x36x36 pixels, 4x9x9 tokens, windows 2x5x5 shifted by 1x2x2.
+        "show-swin3d-windows.png": show.picture("windows", get_config("swin3d_t", img=(8, 36, 36), window=(2, 5, 5)),
+                                                stage=0, block=1),
         "show-t224-complexity.svg": show.picture("complexity", tiny_t, sizes=range(224, 1281, 64)),
         "show-t800x1333-reach.png": show.picture("reach", get_config("T", img=(800, 1333)), None, "detection",
                                                  stage=2, block=1),
@@ -61,7 +64,7 @@ def main() -> int:
                                                        pixel=(100, 120), model=model, image=image)
     pictures["show-t224-rollout.png"] = show.picture("rollout", tiny_t, None, None, model=model, image=image)
     for name, pic in pictures.items():
-        show.save(pic, str(out / name))
+        show.save(pic, str(out / name), dpi=60 if name.startswith("show-swin3d") else 100)  # a tall figure
         print(out / name)
     return 0
 
