@@ -506,7 +506,8 @@ def _cmd_golden_export(args: argparse.Namespace) -> int:
     manifest = export_case(args.out, cfg, seed=args.seed, weights=args.weights, dtype=args.dtype, batch=args.batch,
                            device=args.device, policy=args.policy, attn_probs=args.attn_probs or (),
                            input_seed=args.input_seed, force=args.force, command=_export_command(args),
-                           backbone=args.backbone, out_indices=args.out_indices, max_memory=args.max_memory)
+                           backbone=args.backbone, out_indices=args.out_indices, max_memory=args.max_memory,
+                           notify=lambda line: sys.stderr.write(f"swinref: {line}\n"))
     if args.json:
         keys = ("format", "format_version", "config", "dtype", "policy", "command")
         return _print_json({"out": args.out, **{k: manifest[k] for k in keys},

@@ -160,3 +160,16 @@ def test_cli_turns_an_unforeseen_memory_error_into_one_line(capsys, monkeypatch)
     monkeypatch.setattr("swinref.cli.cmd_trace", exhausted)
     code, out, err = run(capsys, "trace", "T")
     assert code == 2 and out == "" and err.count("\n") == 1 and "out of memory" in err and "--max-memory" in err
+
+
+def test_golden_export_announces_a_large_forecast(tmp_path, monkeypatch):
+    import swinref.golden.case as case
+
+    heard = []
+    monkeypatch.setattr(case, "LARGE", 1)  # every export counts as large
+    case.export_case(tmp_path / "c", swinref.get_config("T", embed_dim=8, depths=(2, 2), heads=(1, 2), window=4,
+                                                         img=32, classes=10), seed=0, notify=heard.append)
+    assert len(heard) == 1 and "of memory and writes" in heard[0] and "(forecast)" in heard[0]
+    files = sum(os.path.getsize(p) for p in (tmp_path / "c").iterdir() if p.suffix != ".json")
+    disk = heard[0].split("writes ")[1].split(" (")[0]
+    assert disk.endswith("KiB") and 0.5 < float(disk.split()[0]) * 1024 / files < 2  # the disk forecast is right

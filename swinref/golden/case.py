@@ -21,7 +21,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -49,6 +49,7 @@ SAFETY = 10.0
 FLOOR_ULPS = 16.0
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 ITEMSIZE = {"float32": 4, "float64": 8}
+LARGE = 1 << 30  # an export this large in memory or on disk is announced before it starts
 
 
 class GoldenError(SwinrefError):
@@ -121,8 +122,8 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
                 weights: str | os.PathLike | None = None, dtype: str = "float64", batch: int = 1, device: str = "cpu",
                 policy: str | None = None, attn_probs: Iterable[str] | str = (), input_seed: int | None = None,
                 force: bool = False, command: str | None = None, backbone: bool = False,
-                out_indices: Iterable[int] | None = None,
-                max_memory: int | float | str | None = None) -> dict[str, Any]:
+                out_indices: Iterable[int] | None = None, max_memory: int | float | str | None = None,
+                notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the model on the rule-made input and write a golden case to `out`. Returns the manifest.
 
     Weights come from `weights` (any checkpoint swinref reads; `cfg` then overrides detection, None detects) or
@@ -136,7 +137,8 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
 
     Before anything is computed, the memory of both traces (they are held together) is checked against the memory
     available and `max_memory` (bytes or '4GiB'), and the disk space of the two files against the output's file
-    system (swinref.budget, swinref.write.check_space).
+    system (swinref.budget, swinref.write.check_space). `notify(line)` hears the forecast of a large export (1 GiB
+    of memory or disk and more) before the work starts.
     """
     import swinref
     from swinref import api
@@ -179,7 +181,13 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
     except SwinrefError as exc:
         raise GoldenError(str(exc)) from None
     names = point_names(cfg, attn_probs=blocks, out_indices=chosen)
-    _check_resources(out, cfg, policy, int(batch), dtype, blocks, chosen is not None, device, max_memory)
+    memory, disk = _check_resources(out, cfg, policy, int(batch), dtype, blocks, chosen is not None, device,
+                                    max_memory)
+    if notify is not None and max(memory, disk) >= LARGE:
+        from swinref.analysis.memory import human_bytes
+
+        notify(f"this export needs about {human_bytes(memory)} of memory and writes {human_bytes(disk)} "
+               f"(forecast); both fit here")
 
     shape = (int(batch), cfg.in_chans, *cfg.img_size)
     input_seed = (seed if seed is not None else 0) if input_seed is None else int(input_seed)
@@ -247,10 +255,11 @@ def export_case(out: str | os.PathLike, cfg: SwinConfig | None, *, seed: int | N
 
 
 def _check_resources(out: str, cfg: SwinConfig, policy: str, batch: int, dtype: str, blocks: list[str],
-                     backbone: bool, device: str, max_memory: int | float | str | None) -> None:
+                     backbone: bool, device: str, max_memory: int | float | str | None) -> tuple[int, int]:
     """Refuse an export whose two traces (float64 and float32, held together with the input in both) do not fit
-    in memory, or whose two files (safetensors and npz: the input and every point) do not fit on the disk."""
-    from swinref.budget import check_memory, points_bytes
+    in memory, or whose two files (safetensors and npz: the input and every point) do not fit on the disk.
+    Returns the forecast: (bytes of memory, bytes on disk)."""
+    from swinref.budget import check_memory, forward_bytes, points_bytes
     from swinref.plan import ModelPlan, plan
     from swinref.write import check_space
 
@@ -267,6 +276,7 @@ def _check_resources(out: str, cfg: SwinConfig, policy: str, batch: int, dtype: 
     one_copy = inputs(batch, mp, ITEMSIZE[dtype]) + points_bytes(cfg, mp, batch=batch, dtype=dtype,
                                                                   attn_probs=blocks, backbone=backbone)
     check_space(out, 2 * one_copy)
+    return forward_bytes(cfg, mp, batch=batch, dtype="float64", backbone=backbone) + held(batch, mp), 2 * one_copy
 
 
 def _file_sha256(path: str | os.PathLike) -> str | None:
