@@ -448,10 +448,10 @@ def test_full_size_against_mmaction(dtype, tmp_path) -> None:
     out = tmp_path / "mma.safetensors"
     export_params({k: np.asarray(v) for k, v in params.items()}, cfg, out, "mmaction")
     peer = _mma_recognizer(cfg, seed=1)
+    peer = peer.double() if dtype == "float64" else peer  # before loading: float64 weights stay float64
     _strict_load(peer, out)
     x = np.random.default_rng(2).standard_normal((1, 3, 18, 200, 168)).astype(dtype)
     with torch.no_grad():
-        peer = peer.double() if dtype == "float64" else peer
         want = peer.cls_head(peer.backbone(torch.from_numpy(x))).numpy()
     got = np.asarray(swinref.from_params(params, cfg, dtype=dtype)(x), dtype=np.float64)
     err = np.abs(got - want).max() / max(1.0, float(np.abs(want).max()))
