@@ -15,7 +15,6 @@ Pure Python, no NumPy: the forecast is arithmetic on the plan.
 from __future__ import annotations
 
 import math
-import os
 import re
 from typing import Callable, Iterable
 
