@@ -604,6 +604,15 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 3,5; got {text!r}") from None
 
 
+def _head(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a head is a number from 0, or 'all'; got {text!r}") from None
+
+
 def _show_model(args: argparse.Namespace) -> tuple[SwinConfig, Any]:
     """The config, and for attention pictures the model (a checkpoint, or random weights when none is given)."""
     if args.kind not in ("attention", "rollout"):
@@ -674,7 +683,8 @@ def _add_show(sub: Any, out: argparse.ArgumentParser, policy: argparse.ArgumentP
                    help="mask: which window of the block (default the last, with the most regions)")
     p.add_argument("--token", type=_ints, default=None, metavar="I,J", help="a token of the block's map")
     p.add_argument("--pixel", type=_ints, default=None, metavar="Y,X", help="or a pixel of the image")
-    p.add_argument("--head", type=int, default=None, metavar="H", help="attention head (default the mean)")
+    p.add_argument("--head", type=_head, default=None, metavar="H",
+                   help="attention head, or 'all' for every head and the mean (default the mean)")
     p.add_argument("--image", default=None, metavar="FILE", help="attention, rollout: the image (resized to --img)")
     p.add_argument("--weights", default=None, metavar="CKPT", help="attention, rollout: a checkpoint (default: "
                    "random weights)")

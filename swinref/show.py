@@ -78,9 +78,10 @@ def _fmt(size: Any) -> str:
 
 def picture(kind: str, cfg: SwinConfig, size: Any = None, policy: str | None = None, *, stage: int = 0,
             block: int = 1, window: int | None = None, token: tuple[int, ...] | None = None,
-            pixel: tuple[int, ...] | None = None, head: int | None = None, model: Any = None,
+            pixel: tuple[int, ...] | None = None, head: int | str | None = None, model: Any = None,
             image: Any = None, sizes: Any = None) -> Picture:
-    """The arrays of one picture. `model` (a swinref Model) and `image` (uint8 [H, W, 3] or a PIL image of the
+    """The arrays of one picture. `head`: a head index, None for the mean of the heads, or "all" (attention: every
+    head and the mean). `model` (a swinref Model) and `image` (uint8 [H, W, 3] or a PIL image of the
     input size, and the normalised input [1, 3, H, W] computed from it) are needed for attention and rollout."""
     if kind not in KINDS:
         raise InputError(f"unknown picture {kind!r}; choose one of {', '.join(KINDS)}")
@@ -130,13 +131,19 @@ def picture(kind: str, cfg: SwinConfig, size: Any = None, policy: str | None = N
     if kind == "attention":
         tok = _token(mp, blk, token, pixel)
         probs = model.trace(x, attn_probs=[blk.name])[blk.name + ".attn_probs"]
-        heads = [None] if head is None else [head]
-        maps = {}
+        # head None: the mean of the heads; "all": every head and the mean, side by side.
+        heads = [*range(blk.heads), None] if head == "all" else [head]
+        maps, padding = {}, {}
         for h in heads:
-            values, padding = visual.attention_map(probs, blk, tok, head=h)
-            maps["mean" if h is None else f"head {h}"] = visual.to_pixels(values, mp, blk.stage)
-        return Picture(kind, f"{blk.name} attention of token {tok} ({'mean of heads' if head is None else 'head ' + str(head)})"
-                       f": {where}", {"maps": maps, "token": tok, "padding": padding, "block": blk.name}, mp, pixels)
+            name = "mean" if h is None else f"head {h}"
+            values, padding[name] = visual.attention_map(probs, blk, tok, head=h)
+            maps[name] = visual.to_pixels(values, mp, blk.stage)
+        which = {None: "mean of heads", "all": "every head"}.get(head, f"head {head}")
+        return Picture(kind, f"{blk.name} attention of token {tok} ({which}): {where}",
+                       {"maps": maps, "token": tok, "padding": padding, "block": blk.name}, mp, pixels)
+    if head == "all":
+        raise InputError("a rollout composes one head index through every block, or the mean: give --head H or "
+                         "leave it out")
     names = visual.rollout_inputs(mp)
     trace = model.trace(x, attn_probs=names)
     probs = {n: trace[n + ".attn_probs"] for n in names}
@@ -358,8 +365,12 @@ def figure(pic: Picture) -> Any:
         return fig
     # attention / rollout: overlays on the image
     maps = a["maps"] if pic.kind == "attention" else {"rollout": a["map"]}
-    fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 5), squeeze=False)
-    for ax, (name, values) in zip(axes[0], maps.items()):
+    columns = min(len(maps), 4)
+    rows = -(-len(maps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 4.5 * rows), squeeze=False)
+    for ax in axes.flat[len(maps):]:
+        ax.axis("off")
+    for ax, (name, values) in zip(axes.flat, maps.items()):
         ax.imshow(np.asarray(overlay(pic.image, values)))
         if pic.kind == "attention":  # outline the query token
             blk = visual.find_block(pic.plan, *_stage_block(a["block"]))

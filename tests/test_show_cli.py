@@ -77,6 +77,11 @@ def test_cli_attention_on_an_image(tmp_path, capsys):
     assert "random weights" in capsys.readouterr().out.replace("\n", " ")
     assert main(["show", "rollout", *TINY]) == 2
     assert "--image" in capsys.readouterr().err
+    assert main(["show", "attention", *TINY, "--image", str(path), "--head", "all", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert sorted(data["padding"]) == ["head 0", "head 1", "mean"] and data["token"] == [4, 4]
+    assert main(["show", "rollout", *TINY, "--image", str(path), "--head", "all"]) == 2
+    assert "one head" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,needle", [
