@@ -457,3 +457,13 @@ def test_full_size_against_mmaction(dtype, tmp_path) -> None:
     err = np.abs(got - want).max() / max(1.0, float(np.abs(want).max()))
     print(f"\nmmaction2 swin3d_t 18x200x168 {dtype}: max |logit diff| / max(1, max |logit|) = {err:.2g}")
     assert err <= (1e-4 if dtype == "float32" else 1e-9)
+
+
+def test_model_save_writes_the_video_layouts(tmp_path) -> None:
+    model = swinref.load(_checkpoint("tv_clamp_t"), dtype="float64")
+    for layout, read_as in (("torchvision", "torchvision3d"), ("official", "mmaction"), ("swinref", None)):
+        out = tmp_path / f"{layout}.safetensors"
+        model.save(out, layout)
+        params, cfg, report = load_checkpoint(out)
+        assert cfg.is_video and (read_as is None or report.layout == read_as)
+        assert all(np.array_equal(params[k], np.asarray(model.params[k])) for k in params)
