@@ -21,6 +21,7 @@ What differs from the reference block, and why:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import weakref
@@ -134,6 +135,32 @@ def _run_chunks(fn: Any, starts: list[int], lanes: int) -> None:
         f.result()
 
 
+@contextlib.contextmanager
+def _single_threaded_blas(active: bool):
+    """One BLAS thread per call while the lanes split the windows between them.
+
+    OpenBLAS threads a product from m * n * k >= 4 * 65536 on (large windows: 12 x 12 and up, Video Swin's
+    8 x 7 x 7), and a threaded product waits for all its threads at a barrier: two lanes each calling threaded
+    products would oversubscribe the cores, and on a shared machine one descheduled BLAS thread stalls every
+    product. Independent windows on independent lanes need no barrier but the last.
+    """
+    controller = _blas_controller() if active else None
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    return ThreadpoolController()
+
+
 def _row_blocks(rows: int, fn: Any) -> None:
     """fn(r0, r1) over blocks of rows [r0, r1) covering range(rows), one block per lane, at least ROW_BLOCK_MIN
     rows each (handing a small block to another thread costs more than it saves).
@@ -190,7 +217,7 @@ def attention_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend,
     step = max(1, ATTN_CHUNK_BYTES // (nH * N * N * dtype.itemsize))
     # OpenBLAS threads a GEMM itself once m * n * k reaches 4 * 65536 (M = 12 windows: 144 * 144 * 32); two Python
     # threads calling threaded GEMMs would oversubscribe the cores.
-    lanes = _lanes() if N * N * d < 4 * 65536 else 1
+    lanes = _lanes()
     if lanes > 1:
         step = min(step, -(-BnW // lanes))  # at least one chunk per lane
 
@@ -213,7 +240,8 @@ def attention_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend,
         out = np.matmul(logits, v)  # nw, nH, N, d
         attn[rows] = np.transpose(out, (0, 2, 1, 3)).reshape(nw, N, C)
 
-    _run_chunks(attend, list(range(0, BnW, step)), lanes)
+    with _single_threaded_blas(lanes > 1 and N * N * d >= 4 * 65536):
+        _run_chunks(attend, list(range(0, BnW, step)), lanes)
     del qkv
     out = _linear(attn[:T], a["proj"]["weight"], a["proj"]["bias"])
     del attn
