@@ -65,17 +65,26 @@ class SwinConfig:
 
     def __post_init__(self) -> None:
         # Normalise sequences to tuples so the config stays hashable (the plan is cached on it).
-        object.__setattr__(self, "img_size", as_size(self.img_size, "img_size"))
-        axes = len(self.img_size)
-        object.__setattr__(self, "patch_size", _per_axis(self.patch_size, axes, "patch_size"))
-        object.__setattr__(self, "window_size", _per_axis(self.window_size, axes, "window_size"))
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
-        pws = tuple(int(w) for w in self.pretrained_window_sizes)
-        if len(pws) != len(self.depths) and not any(pws):
-            pws = (0,) * len(self.depths)
-        object.__setattr__(self, "pretrained_window_sizes", pws)
-        _validate(self)
+        try:
+            object.__setattr__(self, "img_size", as_size(self.img_size, "img_size"))
+            axes = len(self.img_size)
+            object.__setattr__(self, "patch_size", _per_axis(self.patch_size, axes, "patch_size"))
+            object.__setattr__(self, "window_size", _per_axis(self.window_size, axes, "window_size"))
+            object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+            object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+            pws = tuple(int(w) for w in self.pretrained_window_sizes)
+            if len(pws) != len(self.depths) and not any(pws):
+                pws = (0,) * len(self.depths)
+            object.__setattr__(self, "pretrained_window_sizes", pws)
+            _validate(self)
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            # Values of the wrong type (a config read from a file, a dict of fields): a number, pair or list of
+            # integers was expected where a text, None or an infinite float was given.
+            raise ConfigError(f"invalid configuration value ({str(exc)[:200]}); depths, num_heads and "
+                              f"pretrained_window_sizes are lists of integers, img_size an integer or (H, W), "
+                              f"mlp_ratio and layer_norm_eps numbers") from None
 
     # Derived quantities, named as in the paper and the official code.
     @property

@@ -18,16 +18,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
 
 from swinref.checkpoints import layouts
+from swinref.checkpoints.bounds import SafeZip, check_regular, from_file, load_json, open_regular, shorten
 from swinref.checkpoints.detect import (
     APE,
     buffer_config_hints,
+    check_param_dtypes,
     check_params,
+    checked_hints,
     infer_config,
     ordered_params,
     resolve_config,
@@ -44,7 +48,7 @@ from swinref.checkpoints.files import (
 from swinref.checkpoints.layouts import LAYOUTS
 from swinref.checkpoints.layouts.base import drop_final_norm_alias
 from swinref.checkpoints.layouts.swinref import CONFIG_KEY, FORMAT_VERSION, VERSION_KEY
-from swinref.checkpoints.pth import read_pth
+from swinref.checkpoints.pth import is_pickle_bytes, is_pth_bytes, read_pth
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError, ConfigError
 from swinref.write import atomic_file, check_target
@@ -88,11 +92,16 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Loa
     else:
         sd, facts = _read_file(path)
     layout = layouts.swinref if facts.get("stored_config") is not None else layouts.detect(sd.keys(), path)
-    params, notes = layout.to_canonical(sd, path)
+    # A layout translates names and reshapes arrays assuming the shapes its peer writes: a damaged file that breaks
+    # that assumption is reported as such (every layout, present and future, inherits this).
+    with from_file(path, f"translating the {layout.NAME} names"):
+        params, notes = layout.to_canonical(sd, path)
+    check_param_dtypes(params, path)
     hints = dict(facts.pop("hints", {}))
     if "window_size" not in hints:
         # Official, torchvision and mmpretrain V2 files save derived buffers that reveal the windows.
-        hints.update(buffer_config_hints(notes.buffers, params))
+        with from_file(path, "reading the window sizes from its index buffers"):
+            hints.update(buffer_config_hints(notes.buffers, params))
     if facts.get("out_indices") is None:
         facts["out_indices"] = _norm_stages(params)
     prefixes = facts.pop("prefixes", ()) + ((notes.prefix,) if notes.prefix else ())
@@ -107,7 +116,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], Loa
 
 def _norm_stages(params: Mapping[str, Any]) -> tuple[int, ...] | None:
     stages = sorted(int(k[4:-len(".weight")]) for k in params if k.startswith("norm") and k.endswith(".weight")
-                    and k[4:-len(".weight")].isdigit())
+                    and k[4:-len(".weight")].isdecimal() and len(k) < 20)
     return tuple(stages) or None
 
 
@@ -121,30 +130,65 @@ def left_out_line(sd: Mapping[str, Any], prefix: str | None, ignored: tuple[str,
 
 
 def _sniff(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(64)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with open_regular(path) as f:
+        return f.read(64)
+
+
+# Which container a file name promises; the first bytes say which one it is (the container read is the one found;
+# the name only words the message when the bytes match none).
+_EXTENSIONS = {".safetensors": "safetensors", ".npz": "npz", ".pth": "torch", ".pt": "torch", ".bin": "torch",
+               ".ckpt": "torch", ".pkl": "torch", ".tar": "torch"}
+_CONTAINER_NAMES = {"safetensors": "a .safetensors file", "npz": "an .npz archive", "torch": "a torch file"}
+
+
+def _container(path: str, head: bytes) -> str:
+    """'safetensors', 'npz' or 'torch' (zip, legacy or plain pickle) from the first bytes and the name."""
+    promised = _EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    if is_safetensors_bytes(head):
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        if promised == "npz":
+            return "npz"
+        with SafeZip(path, "torch zip archive" if promised == "torch" else "zip archive (a torch file or .npz)") as z:
+            is_npz = bool(z.names) and all(n.endswith(".npy") for n in z.names)
+        return "npz" if is_npz else "torch"
+    if is_pth_bytes(head) or is_pickle_bytes(head):
+        return "torch"
+    if promised == "safetensors":
+        size = os.path.getsize(path)
+        declared = int.from_bytes(head[:8], "little") if len(head) >= 8 else None
+        raise CheckpointError(
+            f"{path} has a .safetensors name but is not a safetensors file: "
+            + (f"it is {size} bytes long, too short for the 8-byte header length" if declared is None else
+               f"its first 8 bytes declare a {declared}-byte JSON header in a file of {size} bytes"
+               if 8 + declared > size or declared < 2 else f"its header does not start with '{{' ({head[8:16]!r})")
+            + "; the file is truncated or corrupt: re-download or re-save it"
+        )
+    if promised == "npz":
+        raise CheckpointError(
+            f"{path} has an .npz name but is not a zip archive (it starts with {head[:8]!r}); the file is truncated, "
+            f"corrupt or not an .npz: re-download it or re-save the weights with np.savez / swinref convert"
+        )
+    return "torch"  # read_pth names what the bytes are (tar, unknown)
 
 
 def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The state dict as the file names it, and LoadReport fields about the container."""
-    head = _sniff(path)
-    if is_safetensors_bytes(head):
+    check_regular(path)
+    container = _container(path, _sniff(path))
+    if container == "safetensors":
         sd, metadata, widened = read_safetensors(path)
         facts: dict[str, Any] = dict(container="safetensors", files=(path,), widened=tuple(widened))
         if CONFIG_KEY in metadata:
-            facts["stored_config"] = _stored_config(metadata, path)
+            facts["stored_config"] = _stored_config(metadata.get(CONFIG_KEY), metadata.get(VERSION_KEY), path)
         else:
             facts.update(_sibling_facts(path))
         return sd, facts
-    if head.startswith(b"PK\x03\x04") and _is_npz(path):
+    if container == "npz":
         sd, config = read_npz(path)
         facts = dict(container="npz", files=(path,))
         if config is not None:
-            version = config.get(VERSION_KEY) if isinstance(config, dict) else None
-            facts["stored_config"] = _stored_config({CONFIG_KEY: config, VERSION_KEY: version}, path)
+            facts["stored_config"] = _stored_config(config, config.get(VERSION_KEY), path)
         return sd, facts
     obj, pth_info = read_pth(path)
     sd, where = find_state_dict(obj, path)
@@ -156,28 +200,31 @@ def _read_file(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return sd, facts
 
 
-def _is_npz(path: str) -> bool:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except zipfile.BadZipFile:
-        return False  # let the torch reader explain what is wrong with the archive
-    return bool(names) and all(n.endswith(".npy") for n in names)
-
-
-def _stored_config(sidecar: Mapping[str, Any], path: str) -> SwinConfig:
-    return SwinConfig.from_dict(layouts.swinref.config_hints(sidecar, path))
+def _stored_config(config: Any, version: Any, path: str) -> SwinConfig:
+    """The SwinConfig swinref stored in its own file (JSON text in safetensors metadata, a dict from an .npz)."""
+    if isinstance(config, str):
+        config = load_json(config.encode("utf-8"), f"{path}: the stored swinref config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the stored swinref config is not an object of fields; convert the file again")
+    checked_hints({k: v for k, v in config.items() if k != VERSION_KEY}, f"{path} (its stored swinref config)")
+    if version is not None and not isinstance(version, (int, str)) or isinstance(version, str) and len(version) > 20:
+        raise CheckpointError(f"{path}: the stored format version {shorten(version)} is corrupt; convert the file "
+                              f"again")
+    with from_file(path, "reading the stored swinref config"):
+        return SwinConfig.from_dict(layouts.swinref.config_hints({CONFIG_KEY: config, VERSION_KEY: version}, path))
 
 
 def _sidecar_facts(config: dict[str, Any], config_path: str) -> dict[str, Any]:
     """A config.json beside the weights: timm's hub config (architecture, model_args) or Hugging Face's (whose
     backbone configs also name the output stages)."""
-    if "model_type" not in config and "architecture" in config:
-        return {"hints": layouts.timm.config_hints(config, config_path)}
-    return {"hints": layouts.transformers.config_hints(config, config_path),
-            "out_indices": layouts.transformers.backbone_out_indices(config, config_path)}
+    with from_file(config_path, "reading the model's settings"):
+        if "model_type" not in config and "architecture" in config:
+            return {"hints": checked_hints(layouts.timm.config_hints(config, config_path), config_path)}
+        hints = checked_hints(layouts.transformers.config_hints(config, config_path), config_path)
+        out_indices = layouts.transformers.backbone_out_indices(config, config_path)
+    if out_indices is not None and not all(isinstance(i, int) and 0 <= i < 16 for i in out_indices):
+        raise CheckpointError(f"{config_path}: its output stages {shorten(out_indices)} are not stage numbers")
+    return {"hints": hints, "out_indices": out_indices}
 
 
 def _sibling_facts(path: str) -> dict[str, Any]:
@@ -203,7 +250,7 @@ def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     widened: list[str] = []
     files = hf_weight_files(path)
     for file in files:
-        if is_safetensors_bytes(_sniff(file)):
+        if _container(file, _sniff(file)) == "safetensors":
             part, _meta, wide = read_safetensors(file)
         else:
             obj, pth_info = read_pth(file)
@@ -211,7 +258,8 @@ def _read_hf_dir(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             wide = pth_info["widened"]
         overlap = set(part) & set(sd)
         if overlap:
-            raise CheckpointError(f"{file} repeats {sorted(overlap)[:3]} from another shard: the index is inconsistent")
+            raise CheckpointError(f"{file} repeats {shorten(sorted(overlap)[:3])} from another shard: the index is "
+                                  f"inconsistent")
         sd.update(part)
         widened += wide
     return sd, dict(container="huggingface-dir", files=tuple(files), widened=tuple(widened), **sidecar)
@@ -239,7 +287,10 @@ def load_checkpoint(
     detected, detect_error = report.stored_config, None
     if detected is None:
         try:
-            detected = infer_config(params, dict(report.hints), source)
+            # Detection reads shapes and names a damaged file may not have: any failure is the file's (also for
+            # detection code added later, e.g. detect_video).
+            with from_file(source, "detecting the architecture"):
+                detected = infer_config(params, dict(report.hints), source)
         except CheckpointError as exc:
             detect_error = exc
     if config is None:
@@ -270,8 +321,29 @@ def load_checkpoint(
         )
     check_params(params, cfg, source, detected)
     params = ordered_params(params, cfg)
+    non_finite = _non_finite_line(params)
+    if non_finite:
+        warnings.warn(f"{source}: {non_finite}", RuntimeWarning, stacklevel=2)
+        notes.append(non_finite)
     report = dataclasses.replace(report, config=cfg, resized=tuple(resized), notes=tuple(notes))
     return (_cast(params, dtype) if dtype is not None else params), cfg, report
+
+
+def _non_finite_line(params: Mapping[str, np.ndarray]) -> str | None:
+    """A checkpoint with NaN or inf weights loads (it may be what a diverged run saved, worth inspecting), but never
+    silently: a warning and a report note count them, with the parameters that hold them."""
+    counts = {}
+    for name, value in params.items():
+        if value.dtype.kind == "f":
+            bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+            if bad:
+                counts[name] = bad
+    if not counts:
+        return None
+    names = ", ".join(f"{k if len(k) <= 100 else shorten(k, 100)} ({n})" for k, n in list(counts.items())[:6])
+    more = f", ... (+{len(counts) - 6} more)" if len(counts) > 6 else ""
+    return (f"{sum(counts.values())} weights are NaN or infinite, in {len(counts)} parameters: {names}{more}; the "
+            f"model's outputs will be NaN: re-download the file or take an earlier checkpoint")
 
 
 def load_state_dict(

@@ -21,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from swinref.checkpoints.bounds import shorten
 from swinref.config import ALIASES, REGISTRY, SwinConfig, describe, get_config
 from swinref.errors import CheckpointError, ConfigError
 from swinref.layout import out_norm_shapes, param_shapes
 
 __all__ = ["infer_config", "check_params", "resolve_config", "buffer_config_hints", "stage_norm_shapes",
-           "ordered_params"]
+           "ordered_params", "checked_hints", "check_param_dtypes"]
 
-_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
+_BLOCK = re.compile(r"^layers\.(\d{1,9})\.blocks\.(\d{1,9})\.")
 # The official detection backbone's absolute position embedding [1, C, Hp, Wp] at the pretraining grid.
 APE = "absolute_pos_embed"
 # Whether SwinConfig has the `ape` field (then param_shapes lists the embedding); before it, an optional extra.
@@ -54,47 +55,153 @@ def _window_from_table(rows: int, where: str, source: str) -> int:
     return (side + 1) // 2
 
 
-def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str = "the checkpoint") -> SwinConfig:
-    """The configuration the parameters were trained with; `hints` (fields of SwinConfig from the file's own
-    config) win over guesses but not over what the weights show."""
-    hints = dict(hints or {})
-    w = _shape(params, "patch_embed.proj.weight", source, "every Swin model has (the patch embedding)")
-    if len(w) == 5:  # [C, in, pt, ph, pw]: a Video Swin model
-        from swinref.checkpoints.detect_video import infer_video_config
+# What a file's own config may state (config.json, swinref's stored config): generous bounds on every value, so
+# that a corrupt or crafted config cannot ask for a million-block model or a number NumPy cannot hold.
+_MAX_HINT_INT = 1 << 20
+_MAX_STAGES = 16
+_MAX_BLOCKS = 1024  # blocks in all stages together (the largest released Swin has 50)
+_HINT_BOOLS = ("qkv_bias", "patch_norm", "ape")
 
-        return infer_video_config(params, hints, source)
-    if len(w) != 4 or w[2] != w[3]:
-        raise CheckpointError(f"{source}: patch_embed.proj.weight has shape {w}, expected [C, in_chans, p, p]")
-    embed_dim, in_chans, patch = w[0], w[1], w[2]
-    blocks: dict[int, int] = {}
+
+def _hint_ok(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return -_MAX_HINT_INT <= value <= _MAX_HINT_INT
+    if isinstance(value, float):
+        return math.isfinite(value) and abs(value) <= _MAX_HINT_INT
+    if isinstance(value, str):
+        return len(value) <= 200
+    if isinstance(value, (list, tuple)) and depth == 0:
+        return len(value) <= _MAX_STAGES and all(_hint_ok(v, 1) and not isinstance(v, str) for v in value)
+    return False
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SwinConfig)
+                   if f.default is not dataclasses.MISSING and f.name != "name"}
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """A file's value for a SwinConfig field has the kind of the field's default: an integer (or integers, for a
+    per-axis value), a real number, true/false, or a sequence of integers (or one integer for every entry)."""
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (int, tuple)):
+        return integer(value) or isinstance(value, (list, tuple)) and all(integer(v) for v in value)
+    return True
+
+
+def checked_hints(hints: Any, source: str) -> dict[str, Any]:
+    """`hints` (SwinConfig fields read from a file's own config) when every value is plain and bounded: numbers,
+    booleans, short strings, short flat lists; at most _MAX_BLOCKS blocks. CheckpointError naming the field
+    otherwise."""
+    if not isinstance(hints, dict):
+        raise CheckpointError(f"{source}: its config is a {type(hints).__name__}, not an object of fields: corrupt")
+    for key, value in hints.items():
+        if not isinstance(key, str) or len(key) > 100:
+            raise CheckpointError(f"{source}: its config has a field named {shorten(key)}: the config is corrupt")
+        wrong = None
+        if not _hint_ok(value):
+            wrong = "a plain, bounded value"
+        elif key in _HINT_BOOLS and not isinstance(value, bool):
+            wrong = "true or false"
+        elif key in _FIELD_DEFAULTS and not _same_kind(value, _FIELD_DEFAULTS[key]):
+            wrong = f"like {_FIELD_DEFAULTS[key]!r}"
+        elif key == "depths" and not (isinstance(value, (list, tuple)) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)
+                and sum(value) <= _MAX_BLOCKS):
+            wrong = f"a list of block counts (at most {_MAX_BLOCKS} blocks in all)"
+        if wrong:
+            raise CheckpointError(
+                f"{source}: its config gives {key}={shorten(value)}, which should be {wrong}; the config does not "
+                f"belong to a Swin model or is corrupt: fix or remove it (or pass config=... / --config)"
+            )
+    return hints
+
+
+def check_param_dtypes(params: dict, source: str) -> None:
+    """Every parameter must hold real numbers: complex, date, text and object arrays are refused by name (a file
+    that loads must also convert and run)."""
+    bad = [(k, v) for k, v in params.items() if not isinstance(v, np.ndarray) or v.dtype.kind not in "biuf"]
+    if bad:
+        name, value = bad[0]
+        what = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        raise CheckpointError(
+            f"{source}: parameter {shorten(name)} holds {what} values"
+            f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; "
+            f"Swin weights are real numbers: save them as float32 (or float16 / bfloat16), or the file is corrupt"
+        )
+
+
+def _stage_depths(params: dict, source: str) -> tuple[int, ...]:
+    """Blocks per stage from the names layers.i.blocks.j.*: stages and blocks must be numbered 0..n-1 (a name such
+    as layers.1.blocks.1000000.norm2.bias is refused, not read as a million blocks)."""
+    blocks: dict[int, set[int]] = {}
     for name in params:
         m = _BLOCK.match(name)
         if m:
-            i, j = int(m.group(1)), int(m.group(2))
-            blocks[i] = max(blocks.get(i, 0), j + 1)
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     if not blocks:
         raise CheckpointError(
             f"{source} has no transformer blocks (layers.i.blocks.j.*): truncated or not a Swin model"
         )
     stages = sorted(blocks)
     if stages != list(range(len(stages))):
-        raise CheckpointError(f"{source}: stages {stages} are not numbered 0..{len(stages) - 1}: truncated?")
-    depths = tuple(blocks[i] for i in stages)
+        raise CheckpointError(f"{source}: stages {shorten(stages)} are not numbered 0..{len(stages) - 1}: truncated "
+                              f"or corrupt")
+    for i in stages:
+        if len(blocks[i]) != max(blocks[i]) + 1:
+            missing = sorted(set(range(max(blocks[i]) + 1)) - blocks[i]) if max(blocks[i]) < 4096 else ["..."]
+            raise CheckpointError(
+                f"{source}: stage {i} has blocks numbered up to {max(blocks[i])} but not {shorten(missing)}: the "
+                f"names are corrupt or the file is truncated"
+            )
+    return tuple(len(blocks[i]) for i in stages)
+
+
+def _dims(shape: tuple[int, ...], ndim: int, name: str, source: str) -> tuple[int, ...]:
+    if len(shape) != ndim or not all(shape):
+        raise CheckpointError(f"{source}: {name} has shape {list(shape)}, expected {ndim} non-zero dimensions")
+    return shape
+
+
+def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str = "the checkpoint") -> SwinConfig:
+    """The configuration the parameters were trained with; `hints` (fields of SwinConfig from the file's own
+    config) win over guesses but not over what the weights show."""
+    hints = dict(checked_hints(dict(hints or {}), source))
+    w = _shape(params, "patch_embed.proj.weight", source, "every Swin model has (the patch embedding)")
+    if len(w) == 5:  # [C, in, pt, ph, pw]: a Video Swin model
+        from swinref.checkpoints.detect_video import infer_video_config
+
+        return infer_video_config(params, hints, source)
+    if len(w) != 4 or w[2] != w[3] or not all(w):
+        raise CheckpointError(f"{source}: patch_embed.proj.weight has shape {list(w)}, expected [C, in_chans, p, p]")
+    embed_dim, in_chans, patch = w[0], w[1], w[2]
+    depths = _stage_depths(params, source)
+    stages = list(range(len(depths)))
     version = 2 if any(n.endswith("attn.logit_scale") for n in params) else 1
     heads, windows = [], []
     for i in stages:
         b = f"layers.{i}.blocks.0.attn."
         if version == 1:
-            t = _shape(params, b + "relative_position_bias_table", source, "a Swin V1 block has")
+            t = _dims(_shape(params, b + "relative_position_bias_table", source, "a Swin V1 block has"), 2,
+                      b + "relative_position_bias_table", source)
             heads.append(t[1])
             windows.append(_window_from_table(t[0], b + "relative_position_bias_table", source))
         else:
-            heads.append(_shape(params, b + "logit_scale", source, "a Swin V2 block has")[0])
-    fc1 = _shape(params, "layers.0.blocks.0.mlp.fc1.weight", source, "every block has")
+            t = _shape(params, b + "logit_scale", source, "a Swin V2 block has")
+            heads.append(_dims(t, 3, b + "logit_scale", source)[0])
+    fc1 = _dims(_shape(params, "layers.0.blocks.0.mlp.fc1.weight", source, "every block has"), 2,
+                "layers.0.blocks.0.mlp.fc1.weight", source)
+    head = _dims(tuple(params["head.weight"].shape), 2, "head.weight", source) if "head.weight" in params else (0,)
     detected: dict[str, Any] = dict(
         version=version, patch_size=patch, in_chans=in_chans, embed_dim=embed_dim, depths=depths,
-        num_heads=tuple(heads), mlp_ratio=fc1[0] / embed_dim,
-        num_classes=params["head.weight"].shape[0] if "head.weight" in params else 0,
+        num_heads=tuple(heads), mlp_ratio=fc1[0] / embed_dim, num_classes=head[0],
         qkv_bias=("layers.0.blocks.0.attn.qkv.bias" if version == 1 else "layers.0.blocks.0.attn.q_bias") in params,
         patch_norm="patch_embed.norm.weight" in params,
     )
@@ -109,8 +216,8 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     for key, value in detected.items():
         if key in hints and hints[key] != value and key != "window_size":
             raise CheckpointError(
-                f"{source}: its config says {key}={hints[key]!r} but the weights show {value!r}; the config file "
-                f"does not belong to these weights"
+                f"{source}: its config says {key}={shorten(hints[key])} but the weights show {shorten(value)}; the "
+                f"config file does not belong to these weights"
             )
     fields = {**hints, **detected}
     if version == 1 and "window_size" in hints:
@@ -131,8 +238,8 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     fields.setdefault("layer_norm_eps", 1e-5)
     try:
         cfg = SwinConfig(**{k: v for k, v in fields.items() if k != "name"})
-    except ConfigError as exc:
-        raise CheckpointError(f"{source}: the detected architecture is not valid: {exc}") from None
+    except (ConfigError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"{source}: the detected architecture is not valid: {shorten(str(exc), 300)}") from None
     for reg in _registry_matches(dataclasses.asdict(cfg)):
         if _same_arch(reg, cfg):
             return reg
@@ -170,7 +277,7 @@ def _image_size_from_windows(patch: int, window: int, windows: list[int]) -> tup
 
 
 # The first block of each stage, where official, torchvision and OpenMMLab V2 files keep their derived buffers.
-_STAGE_BUFFER = re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.(relative_position_index|relative_coords_table)$")
+_STAGE_BUFFER = re.compile(r"^layers\.(\d{1,6})\.blocks\.0\.attn\.(relative_position_index|relative_coords_table)$")
 
 
 def buffer_config_hints(buffers: dict[str, Any], params: dict) -> dict[str, Any]:
@@ -241,7 +348,7 @@ def _short_name(cfg: SwinConfig) -> str:
 
 
 def _listing(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(items[:limit])
+    shown = ", ".join(item if len(item) <= 200 else shorten(item, 200) for item in items[:limit])
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
 
 

@@ -9,20 +9,19 @@ because a truncated file should say which tensor is cut off. Writing uses the sa
 
 from __future__ import annotations
 
-import json
-import math
-import mmap
+import io
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from swinref.checkpoints.bounds import MAX_NAME, SafeZip, check_regular, load_json, open_regular, shorten
 from swinref.errors import CheckpointError
 
 __all__ = [
     "read_safetensors", "read_npz", "read_hf_config", "hf_weight_files", "is_safetensors_bytes", "NPZ_CONFIG_KEY",
-    "find_state_dict", "StateDictEntry",
+    "find_state_dict", "StateDictEntry", "read_json_file",
 ]
 
 # safetensors dtype tag -> NumPy dtype (BF16 is read as its uint16 bits and widened).
@@ -44,12 +43,11 @@ def is_safetensors_bytes(head: bytes) -> bool:
 
 
 def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str], list[str]]:
-    """(tensors, metadata, widened): every tensor as a native NumPy array; bfloat16 names listed in widened."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with f:
+    """(tensors, metadata, widened): every tensor as a native NumPy array; bfloat16 names listed in widened.
+
+    The header is checked whole before any tensor is read: every entry's dtype, shape and offsets, the entries
+    within the data and not overlapping (so the tensors never need more memory than the file holds)."""
+    with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
@@ -60,83 +58,140 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str], 
                 f"{path}: the safetensors header claims {n} bytes but the file has {size}: the file is truncated or "
                 f"not a safetensors file; re-download or re-save it"
             )
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: the safetensors header is not valid JSON ({exc}): corrupt file") from None
+        header = load_json(f.read(n), f"{path}: the safetensors header", limit=_MAX_HEADER)
         if not isinstance(header, dict):
             raise CheckpointError(f"{path}: the safetensors header is not a JSON object: corrupt file")
         metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict):
-            raise CheckpointError(f"{path}: the safetensors __metadata__ is not an object: corrupt file")
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise CheckpointError(f"{path}: the safetensors __metadata__ is not an object of strings: corrupt file")
         data_len = size - 8 - n
+        entries = [(name, *_check_entry(path, name, entry, data_len)) for name, entry in header.items()]
+        entries.sort(key=lambda e: e[3])
+        for (prev, _, _, (_, end)), (name, _, _, (begin, _)) in zip(entries, entries[1:]):
+            if begin < end:
+                raise CheckpointError(f"{path}: tensors {shorten(prev)} and {shorten(name)} overlap in the data: "
+                                      f"corrupt file; re-download or re-save it")
         tensors: dict[str, np.ndarray] = {}
         widened: list[str] = []
-        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        try:
-            for name, entry in header.items():
-                dtype, shape, (begin, end) = _check_entry(path, name, entry, data_len)
-                src = "uint16" if dtype == "bfloat16" else dtype
-                arr = np.frombuffer(buf, dtype=np.dtype(src).newbyteorder("<"), count=math.prod(shape),
-                                    offset=8 + n + begin)
-                arr = arr.astype(np.dtype(src).newbyteorder("="), copy=True).reshape(shape)
-                if dtype == "bfloat16":
-                    arr = (arr.astype(np.uint32) << 16).view(np.float32)
-                    widened.append(name)
-                tensors[name] = arr
-        finally:
-            if size:
-                buf.close()
-    return tensors, {str(k): str(v) for k, v in metadata.items()}, widened
+        for name, dtype, shape, (begin, end) in entries:
+            f.seek(8 + n + begin)
+            raw = f.read(end - begin)
+            if len(raw) != end - begin:
+                raise CheckpointError(f"{path}: tensor {shorten(name)} is cut off: the file is truncated")
+            src = "uint16" if dtype == "bfloat16" else dtype
+            arr = np.frombuffer(raw, dtype=np.dtype(src).newbyteorder("<")).astype(np.dtype(src).newbyteorder("="))
+            arr = arr.reshape(shape)
+            if dtype == "bfloat16":
+                arr = (arr.astype(np.uint32) << 16).view(np.float32)
+                widened.append(name)
+            tensors[name] = arr
+    return tensors, dict(metadata), widened
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_entry(path: str, name: str, entry: Any, data_len: int) -> tuple[str, tuple[int, ...], tuple[int, int]]:
-    try:
-        tag, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        shape = tuple(int(s) for s in shape)
-        begin, end = (int(o) for o in offsets)
-    except (TypeError, KeyError, ValueError):
-        raise CheckpointError(f"{path}: the safetensors entry for {name!r} is malformed: corrupt file") from None
-    if tag not in _ST_DTYPES:
+    where = f"{path}: the safetensors entry for {shorten(name)}"
+    if len(name) > MAX_NAME:
+        raise CheckpointError(f"{where} has a name of {len(name)} characters: corrupt file")
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise CheckpointError(f"{where} is malformed (expected dtype, shape and data_offsets): corrupt file")
+    tag, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not (isinstance(shape, list) and len(shape) <= 32 and all(_is_int(s) and s >= 0 for s in shape)
+            and isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise CheckpointError(f"{where} is malformed (shape {shorten(shape)}, offsets {shorten(offsets)}): corrupt "
+                              f"file")
+    if not isinstance(tag, str) or tag not in _ST_DTYPES:
         raise CheckpointError(
-            f"{path}: tensor {name!r} has dtype {tag}, which swinref does not read (supported: {sorted(_ST_DTYPES)}); "
-            f"save it as float32 or float16"
+            f"{path}: tensor {shorten(name)} has dtype {shorten(tag)}, which swinref does not read (supported: "
+            f"{sorted(_ST_DTYPES)}); save it as float32 or float16"
         )
     dtype = _ST_DTYPES[tag]
     itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-    if any(s < 0 for s in shape) or not 0 <= begin <= end or end - begin != math.prod(shape) * itemsize:
-        raise CheckpointError(f"{path}: the safetensors entry for {name!r} is inconsistent: corrupt file")
+    begin, end = offsets
+    count = 1
+    for s in shape:
+        count *= s  # Python integers: a crafted shape cannot overflow
+    if not 0 <= begin <= end or end - begin != count * itemsize:
+        raise CheckpointError(f"{where} is inconsistent (shape {shape} of {tag} in bytes {begin}..{end}): corrupt "
+                              f"file")
     if end > data_len:
         raise CheckpointError(
-            f"{path}: tensor {name!r} ends at byte {end} of the data but the file holds {data_len}: the file is "
-            f"truncated; re-download or re-save it"
+            f"{path}: tensor {shorten(name)} ends at byte {end} of the data but the file holds {data_len}: the file "
+            f"is truncated; re-download or re-save it"
         )
-    return dtype, shape, (begin, end)
+    return dtype, tuple(shape), (begin, end)
+
+
+# The dtypes an .npz member may hold: numbers (the parameters) and, for NPZ_CONFIG_KEY only, text.
+_NPZ_KINDS = "biuf"
 
 
 def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
-    """(arrays, swinref config dict or None). Never unpickles: object arrays are refused."""
-    import zipfile
+    """(arrays, swinref config dict or None). Never unpickles: every member must be a .npy of numbers.
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(f"{path} is not a complete .npz archive ({exc}): truncated or corrupt") from None
-    except ValueError as exc:
-        raise CheckpointError(
-            f"{path}: cannot read an array without unpickling ({exc}); swinref reads only numeric .npz files"
-        ) from None
-    except (OSError, EOFError) as exc:
-        raise CheckpointError(f"{path}: cannot read the .npz archive ({exc}): truncated or corrupt") from None
+    Read member by member through bounds.SafeZip: each .npy header is parsed and its shape x itemsize checked
+    against the member's declared size before the data is inflated (NumPy's own reader allocates the array a
+    header claims before reading it)."""
+    arrays: dict[str, np.ndarray] = {}
+    with SafeZip(path, ".npz archive") as z:
+        if not z.names:
+            raise CheckpointError(f"{path} is an empty zip archive, not an .npz file of arrays")
+        for member in z.names:
+            if not member.endswith(".npy"):
+                raise CheckpointError(
+                    f"{path}: member {shorten(member)} is not a .npy array: not an .npz file written by np.savez; "
+                    f"re-save the weights with np.savez or swinref convert"
+                )
+            key = member[:-len(".npy")]
+            if len(key) > MAX_NAME:
+                raise CheckpointError(f"{path}: a member name of {len(key)} characters: corrupt file")
+            arrays[key] = _read_npy(z.read(member), f"{path}: member {shorten(member)}", key == NPZ_CONFIG_KEY)
     config = None
     if NPZ_CONFIG_KEY in arrays:
         raw = arrays.pop(NPZ_CONFIG_KEY)
-        try:
-            config = json.loads(str(raw))
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path}: the {NPZ_CONFIG_KEY} entry is not valid JSON ({exc})") from None
+        if raw.dtype.kind != "U" or raw.ndim != 0:
+            raise CheckpointError(f"{path}: the {NPZ_CONFIG_KEY} entry is not a text: corrupt file")
+        config = load_json(str(raw).encode("utf-8"), f"{path}: the {NPZ_CONFIG_KEY} entry")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: the {NPZ_CONFIG_KEY} entry is not a JSON object: corrupt file")
     return arrays, config
+
+
+def _read_npy(raw: bytes, what: str, text: bool) -> np.ndarray:
+    """One .npy file's array from its bytes: header parsed with NumPy's header reader, sizes checked, no pickle."""
+    fmt = np.lib.format
+    f = io.BytesIO(raw)
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f, max_header_size=10000)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f, max_header_size=10000)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except Exception as exc:  # noqa: BLE001 - NumPy evaluates the header text with ast/tokenize: any of their errors
+        # (ValueError, SyntaxError, tokenize.TokenError, RecursionError, ...) means a damaged header
+        raise CheckpointError(f"{what} is not a readable .npy array ({shorten(str(exc), 120)}): the file is "
+                              f"corrupt; re-download or re-save it") from None
+    allowed = _NPZ_KINDS + ("U" if text else "")
+    if dtype.kind not in allowed or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise CheckpointError(
+            f"{what} holds {dtype} values; swinref reads .npz arrays of numbers only (no objects, text, dates or "
+            f"complex numbers); convert the weights to float32 and save them again"
+        )
+    count = 1
+    for n in shape:
+        count *= n
+    if len(shape) > 32 or count * dtype.itemsize != len(raw) - f.tell():
+        raise CheckpointError(
+            f"{what}: its header says shape {shorten(shape)} of {dtype} ({count * dtype.itemsize} bytes) but it holds "
+            f"{len(raw) - f.tell()}: the file is truncated or corrupt; re-download or re-save it"
+        )
+    flat = np.frombuffer(raw, dtype=dtype, count=count, offset=f.tell())
+    return flat.reshape(shape, order="F" if fortran else "C").astype(dtype.newbyteorder("="), order="C")
 
 
 # Hugging Face model directories ---------------------------------------------------------------------------------
@@ -146,12 +201,15 @@ _HF_WEIGHT_FILES = (
 )
 
 
+def read_json_file(path: str, what: str) -> Any:
+    """A small JSON file beside the weights (config.json, a shard index): regular file, bounded size and nesting."""
+    with open_regular(path) as f:
+        raw = f.read(16 * 1024 * 1024 + 1)
+    return load_json(raw, f"{what} {path}")
+
+
 def read_hf_config(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"cannot read the Hugging Face config {path}: {exc}") from None
+    config = read_json_file(path, "the Hugging Face config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is not a Hugging Face config (expected a JSON object)")
     return config
@@ -165,15 +223,19 @@ def hf_weight_files(directory: str) -> list[str]:
             continue
         if not name.endswith(".index.json"):
             return [full]
-        try:
-            with open(full, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-            shards = sorted(set(weight_map.values()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"cannot read the shard index {full}: {exc}") from None
+        index = read_json_file(full, "the shard index")
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"cannot read the shard index {full}: it has no weight_map of file names")
+        shards = sorted(set(weight_map.values()))
+        outside = [s for s in shards if os.path.basename(s) != s or s in ("", ".", "..")]
+        if outside:
+            raise CheckpointError(f"{full} names shard {shorten(outside[0])} outside its directory: corrupt index")
         missing = [s for s in shards if not os.path.isfile(os.path.join(directory, s))]
         if missing:
-            raise CheckpointError(f"{full} lists shard(s) {missing} that are not in {directory}")
+            raise CheckpointError(f"{full} lists shard(s) {shorten(missing)} that are not in {directory}")
+        for shard in shards:
+            check_regular(os.path.join(directory, shard))
         return [os.path.join(directory, s) for s in shards]
     raise CheckpointError(
         f"{directory} has no weights: expected one of {list(_HF_WEIGHT_FILES)} (a Hugging Face model directory)"
@@ -216,11 +278,17 @@ def find_state_dict(obj: Any, source: str) -> tuple[dict[str, np.ndarray], State
         entry = next((key for key in _CONTAINER_KEYS if key in obj and _is_state_dict(obj[key])), None)
         if entry is None:
             raise CheckpointError(
-                f"{source} holds a dict with entries {sorted(map(str, obj))[:12]} but no state dict of tensors "
+                f"{source} holds a dict with entries {[shorten(k, 40) for k in sorted(map(str, obj))[:12]]} but no "
+                f"state dict of tensors "
                 f"under any of {list(_CONTAINER_KEYS)}; save the model's state_dict()"
             )
         sd = obj[entry]
-        ignored = tuple(sorted(str(k) for k in obj if k != entry))
+        ignored = tuple(sorted(shorten(k, 200) if not isinstance(k, str) or len(k) > 200 else k
+                               for k in obj if k != entry))
+    long_names = [k for k in sd if len(k) > MAX_NAME]
+    if long_names:
+        raise CheckpointError(f"{source} has a tensor name of {len(long_names[0])} characters "
+                              f"({shorten(long_names[0])}): not a Swin checkpoint, or the file is corrupt")
     non_arrays = tuple(sorted(k for k, v in sd.items() if not isinstance(v, np.ndarray)))
     sd = {k: v for k, v in sd.items() if isinstance(v, np.ndarray)}
     prefix = None

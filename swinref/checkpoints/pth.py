@@ -36,21 +36,31 @@ Their stand-ins accept numeric dtypes only and check that the raw bytes are exac
 array is made; the array is a copy of those bytes (nothing is allocated from a size the pickle merely claims).
 
 Bounds are checked before any view is taken: a storage must hold every element a tensor's (offset, size, stride)
-reaches, so a crafted file cannot make NumPy read outside the bytes that were loaded.
+reaches, so a crafted file cannot make NumPy read outside the bytes that were loaded. A view that reaches the same
+elements more than once (stride 0, as torch's expand() saves) is copied only up to `_MAX_OVERLAPPING_VIEW` elements.
+
+Before CPython's unpickler runs, `_check_pickle` walks the opcodes (pickletools.genops: nothing is built) and
+refuses what would make the unpickler itself allocate or recurse without bound: a length argument beyond the bytes
+left (CPython 3.11 allocates the declared length first), a memo index beyond the entries written so far (the memo
+is an array sized by the largest index), tuples and other values nested deeper than bounds.MAX_NESTING (CPython
+hashes a nested tuple key recursively in C, which crashes the process near 100,000 levels), and values whose
+shared references expand to more than `_MAX_EXPANDED` nodes ("billion laughs": lists of the same list).
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import mmap
 import os
 import pickle
+import pickletools
 import struct
-import zipfile
 from typing import Any
 
 import numpy as np
 
+from swinref.checkpoints.bounds import MAX_NESTING, SafeZip, check_regular, open_regular, shorten
 from swinref.errors import CheckpointError, UnsafePickleError
 
 __all__ = ["read_pth", "OpaqueObject", "OpaqueDict", "is_pth_bytes", "is_pickle_bytes"]
@@ -183,7 +193,9 @@ class _PendingTensor(_Frozen):
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise CheckpointError(f"corrupt tensor record: {what} should be a tuple of integers, got {value!r}")
+        raise CheckpointError(f"corrupt tensor record: {what} should be a tuple of integers, got {shorten(value)}")
+    if len(value) > 32:
+        raise CheckpointError(f"corrupt tensor record: {what} has {len(value)} dimensions (at most 32 are read)")
     return tuple(value)
 
 
@@ -191,11 +203,12 @@ def _rebuild_tensor(storage, storage_offset, size, stride, dtype: str | None = N
     if not isinstance(storage, _Storage):
         raise CheckpointError(f"corrupt tensor record: expected a storage, got {type(storage).__name__}")
     if not isinstance(storage_offset, int) or storage_offset < 0:
-        raise CheckpointError(f"corrupt tensor record: storage offset {storage_offset!r}")
+        raise CheckpointError(f"corrupt tensor record: storage offset {shorten(storage_offset)}")
     size = _int_tuple(size, "size")
     stride = _int_tuple(stride, "stride")
-    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise CheckpointError(f"corrupt tensor record: size {size} and stride {stride} do not describe a tensor")
+    if len(size) != len(stride) or any(s < 0 or s >= 2**62 for s in size + stride):
+        raise CheckpointError(f"corrupt tensor record: size {shorten(size)} and stride {shorten(stride)} do not "
+                              f"describe a tensor")
     if dtype is None:
         dtype = storage.dtype
     elif storage.dtype != "uint8":
@@ -207,7 +220,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, dtype: str | None = N
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= available:
             raise CheckpointError(
-                f"corrupt tensor record: a tensor of size {size}, stride {stride} at offset {storage_offset} reaches "
+                f"corrupt tensor record: a tensor of size {shorten(size)}, stride {shorten(stride)} at offset "
+                f"{storage_offset} reaches "
                 f"element {last} but its storage holds {available}"
             )
     return _PendingTensor(storage, storage_offset, size, stride, dtype)
@@ -297,13 +311,13 @@ class _NumpyDtypeSpec:
 
     def __init__(self, spec=None, align=False, copy=False, *extra):
         if not isinstance(spec, str):
-            raise CheckpointError(f"unsupported NumPy dtype in the pickle: {spec!r}")
+            raise CheckpointError(f"unsupported NumPy dtype in the pickle: {shorten(spec)}")
         try:
             dt = np.dtype(spec)
-        except TypeError:
-            raise CheckpointError(f"unsupported NumPy dtype in the pickle: {spec!r}") from None
+        except (TypeError, ValueError, SyntaxError, RecursionError):
+            raise CheckpointError(f"unsupported NumPy dtype in the pickle: {shorten(spec)}") from None
         if dt.kind not in "biufc":
-            raise CheckpointError(f"refusing NumPy dtype {spec!r} in the pickle: only numbers are read")
+            raise CheckpointError(f"refusing NumPy dtype {shorten(spec)} in the pickle: only numbers are read")
         self.dtype = dt
 
     def __setstate__(self, state: Any) -> None:
@@ -380,7 +394,7 @@ def _numpy_reconstruct(subtype, shape=None, code=None, *extra):
 
 def _numpy_frombuffer(buf, dtype, shape, order="C", *extra):
     if order not in ("C", "F"):
-        raise CheckpointError(f"corrupt NumPy array in the pickle: order {order!r}")
+        raise CheckpointError(f"corrupt NumPy array in the pickle: order {shorten(order)}")
     return _checked_array(buf, dtype, shape, order == "F", "an array")
 
 
@@ -480,39 +494,173 @@ class _SafeUnpickler(pickle.Unpickler):
         return self._load_storage(pid)
 
 
-def _unpickle(data: io.BufferedIOBase, source: str, load_storage) -> Any:
+# Bounds of _check_pickle and _materialize.
+_MAX_EXPANDED = 5_000_000  # nodes a pickled value may expand to, counting shared references each time
+_MAX_OVERLAPPING_VIEW = 1 << 24  # elements of a tensor view that reaches storage elements more than once
+_MAX_MEMO_GAP = 1 << 16  # how far past the entries written so far a memo index may point
+
+
+class _BoundedReader:
+    """A file-like view of bytes (or an mmap) from `start`: read(n) never returns (or allocates) more than what is
+    left, readline never scans more than 64 KiB."""
+
+    def __init__(self, buf, start: int = 0):
+        self._buf = buf
+        self.pos = start
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._buf) if n is None or n < 0 else min(len(self._buf), self.pos + n)
+        out = bytes(self._buf[self.pos:end])
+        self.pos = end
+        return out
+
+    def readline(self, limit: int = -1) -> bytes:
+        stop = min(len(self._buf), self.pos + (65536 if limit is None or limit < 0 else limit))
+        nl = self._buf.find(b"\n", self.pos, stop)
+        return self.read((nl + 1 if nl >= 0 else stop) - self.pos)
+
+    def tell(self) -> int:
+        return self.pos
+
+
+_MARK = object()
+_BUILDERS = {"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "LIST", "DICT", "FROZENSET", "REDUCE", "NEWOBJ", "NEWOBJ_EX",
+             "OBJ", "INST", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BINPERSID"}
+_MUTATORS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_GETS = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _check_pickle(buf, start: int, source: str) -> int:
+    """Walk one pickle's opcodes from `start` without building anything; return where it ends (after STOP).
+
+    A shadow stack holds, for every value, [nesting depth, expanded node count]; containers changed in place
+    (APPEND, SETITEM, BUILD) share their cell through DUP and the memo. CheckpointError for what the module
+    docstring lists."""
+    reader = _BoundedReader(buf, start)
+    stack: list[Any] = []
+    marks: list[int] = []
+    memo: dict[int, Any] = {}
+    puts = 0
     try:
-        return _SafeUnpickler(data, source, load_storage).load()
+        for op, arg, _pos in pickletools.genops(reader):
+            name = op.name
+            if name in _PUTS or name == "MEMOIZE":
+                index = len(memo) if name == "MEMOIZE" else arg
+                if index > puts + _MAX_MEMO_GAP or index < 0:
+                    raise CheckpointError(f"{source}: the pickle writes memo entry {index} after only {puts} "
+                                          f"entries: the file is corrupt")
+                puts += 1
+                if not stack:
+                    raise CheckpointError(f"{source}: the pickle memoizes an empty stack: the file is corrupt")
+                memo[index] = stack[-1]
+                continue
+            if name in _GETS:
+                if arg not in memo:
+                    raise CheckpointError(f"{source}: the pickle reads memo entry {arg}, which was never written: "
+                                          f"the file is corrupt")
+                stack.append(memo[arg])
+                continue
+            if name == "MARK":
+                marks.append(len(stack))
+                continue
+            if name == "STOP":
+                return reader.pos
+            if name == "DUP":
+                if not stack:
+                    raise CheckpointError(f"{source}: the pickle duplicates an empty stack: the file is corrupt")
+                stack.append(stack[-1])
+                continue
+            popped: list[Any] = []
+            before = op.stack_before
+            if pickletools.markobject in before:
+                if not marks:
+                    raise CheckpointError(f"{source}: the pickle uses a mark it never set: the file is corrupt")
+                at = marks.pop()
+                popped = stack[at:]
+                del stack[at:]
+                fixed = before.index(pickletools.markobject)
+                if name == "OBJ":  # MARK, class, args...: the class is the first item after the mark
+                    fixed = 0
+            else:
+                fixed = len(before)
+            if fixed:
+                if len(stack) < fixed:
+                    raise CheckpointError(f"{source}: the pickle's {name} finds too few values: the file is corrupt")
+                popped = stack[len(stack) - fixed:] + popped
+                del stack[len(stack) - fixed:]
+            if not op.stack_after:
+                continue
+            children = popped
+            if name in _MUTATORS:
+                cell, children = popped[0], popped[1:]
+            else:
+                cell = [0, 1]
+            if name in _BUILDERS and children:
+                cell[0] = max(cell[0], 1 + max(c[0] for c in children))
+                cell[1] = cell[1] + sum(c[1] for c in children)
+                if cell[0] > MAX_NESTING:
+                    raise CheckpointError(f"{source}: the pickle nests values more than {MAX_NESTING} levels deep: "
+                                          f"the file is corrupt or crafted; re-save it from its source")
+                if cell[1] > _MAX_EXPANDED:
+                    raise CheckpointError(f"{source}: the pickle's values expand to more than {_MAX_EXPANDED} "
+                                          f"nodes through shared references: the file is corrupt or crafted")
+            stack.extend([cell] + [[0, 1] for _ in op.stack_after[1:]])
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, EOFError, UnicodeDecodeError, OverflowError,
+            MemoryError) as exc:
+        raise CheckpointError(
+            f"{source}: the pickle is corrupt ({type(exc).__name__}: {shorten(str(exc), 160)}); re-download or "
+            f"re-save the file"
+        ) from None
+    raise CheckpointError(f"{source}: the pickle ends without its STOP opcode: the file is truncated")
+
+
+def _unpickle(buf, start: int, source: str, load_storage) -> tuple[Any, int]:
+    """The value of the pickle at buf[start:] (bytes or an mmap) and where it ends; checked by _check_pickle first."""
+    end = _check_pickle(buf, start, source)
+    if isinstance(buf, bytes):
+        reader = io.BytesIO(buf)
+        reader.seek(start)
+    else:
+        reader = _BoundedReader(buf, start)
+    try:
+        value = _SafeUnpickler(reader, source, load_storage).load()
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
             struct.error, MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as exc:
         raise CheckpointError(
-            f"{source}: the pickle is corrupt ({type(exc).__name__}: {exc}); re-download or re-save the file"
+            f"{source}: the pickle is corrupt ({type(exc).__name__}: {shorten(str(exc), 160)}); re-download or "
+            f"re-save the file"
         ) from None
+    if reader.tell() != end:
+        raise CheckpointError(f"{source}: the pickle is corrupt (it ends at byte {reader.tell()}, not {end})")
+    return value, end
 
 
 def _decode_id(pid: Any, source: str) -> tuple:
     if not isinstance(pid, tuple) or not pid:
-        raise CheckpointError(f"{source}: corrupt storage reference {pid!r}")
-    kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
+        raise CheckpointError(f"{source}: corrupt storage reference {shorten(pid)}")
+    kind = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
     if kind == "module":
         raise UnsafePickleError(
             f"refusing to load {source}: it holds a pickled torch.nn.Module (saved with torch.save(model)), not a "
             f"state dict. {_RESAVE_HINT}"
         )
     if kind != "storage":
-        raise CheckpointError(f"{source}: unknown persistent id kind {kind!r} (corrupt file?)")
+        raise CheckpointError(f"{source}: unknown persistent id kind {shorten(kind)} (corrupt file?)")
     return pid[1:]
 
 
 def _check_storage_args(storage_type, key, numel, source: str) -> tuple[str, str, int]:
     if not isinstance(storage_type, _StorageType):
-        raise CheckpointError(f"{source}: corrupt storage reference (type {storage_type!r})")
+        raise CheckpointError(f"{source}: corrupt storage reference (type {shorten(storage_type)})")
     if isinstance(key, bytes):
         key = key.decode("ascii", "replace")
     if not isinstance(key, str) or not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-        raise CheckpointError(f"{source}: corrupt storage reference (key {key!r}, size {numel!r})")
+        raise CheckpointError(f"{source}: corrupt storage reference (key {shorten(key)}, size {shorten(numel)})")
     return storage_type.dtype, key, numel
 
 
@@ -532,44 +680,94 @@ def _as_array(raw: bytes | memoryview, dtype: str, numel: int, big_endian: bool,
     return arr
 
 
-def _materialize(obj: Any, widened: set[str], path: str = "") -> Any:
-    """Replace every pending tensor in a nested dict/list/tuple by a contiguous NumPy array."""
-    if isinstance(obj, _PendingTensor):
-        st = obj.storage
-        if st.data is None:
-            raise CheckpointError(f"the storage of {path or 'a tensor'} was never written: the file is truncated")
-        base = st.data
-        if obj.dtype != st.dtype:  # v3: an untyped (uint8) storage reinterpreted as another dtype
-            dt = np.dtype(obj.dtype)
-            base = base[: base.size // dt.itemsize * dt.itemsize].view(dt.newbyteorder(">" if st.big_endian else "<"))
-            base = base.astype(dt, copy=False)
-        if obj.dtype == "bfloat16" or st.dtype == "bfloat16":
-            widened.add(path)
-        if not all(obj.size):
-            return np.zeros(obj.size, dtype=base.dtype)
-        # Checked again here, against the bytes actually read: as_strided itself checks nothing.
-        last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
-        if base.ndim != 1 or last >= base.size:
-            raise CheckpointError(f"corrupt tensor record for {path or 'a tensor'}: it reaches past its storage")
-        view = np.lib.stride_tricks.as_strided(
-            base[obj.offset:], shape=obj.size, strides=tuple(s * base.itemsize for s in obj.stride), writeable=False
+class _Walk:
+    """What _materialize may still spend (distinct nodes, bytes copied), and what it already made: a container
+    reached again through a shared reference is made once (linear in the pickle's size, however the references
+    multiply), and one that reaches itself is refused."""
+
+    def __init__(self, nbytes: int):
+        self.nodes = _MAX_EXPANDED
+        self.nbytes = nbytes
+        self.widened: set[str] = set()
+        self.made: dict[int, Any] = {}
+
+
+_IN_PROGRESS = object()
+
+
+def _tensor_array(obj: _PendingTensor, walk: _Walk, path: str) -> np.ndarray:
+    st = obj.storage
+    what = shorten(path or "a tensor")
+    if st.data is None:
+        raise CheckpointError(f"the storage of {what} was never written: the file is truncated")
+    base = st.data
+    if obj.dtype != st.dtype:  # v3: an untyped (uint8) storage reinterpreted as another dtype
+        dt = np.dtype(obj.dtype)
+        base = base[: base.size // dt.itemsize * dt.itemsize].view(dt.newbyteorder(">" if st.big_endian else "<"))
+        base = base.astype(dt, copy=False)
+    if obj.dtype == "bfloat16" or st.dtype == "bfloat16":
+        walk.widened.add(path)
+    numel = 1
+    for n in obj.size:
+        numel *= n
+    if numel == 0:
+        return np.zeros(obj.size, dtype=base.dtype)
+    # Checked again here, against the bytes actually read: as_strided itself checks nothing.
+    last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
+    if base.ndim != 1 or last >= base.size:
+        raise CheckpointError(f"corrupt tensor record for {what}: it reaches past its storage")
+    if numel > base.size - obj.offset and numel > _MAX_OVERLAPPING_VIEW:
+        raise CheckpointError(
+            f"{what} is a view of {numel} elements over a storage of {base.size}: it repeats elements (stride 0, "
+            f"torch's expand()), more than the {_MAX_OVERLAPPING_VIEW} swinref copies; save it with .contiguous() "
+            f"(or clone()) first, or the file is corrupt"
         )
-        return np.array(view, order="C", copy=True)
+    walk.nbytes -= numel * base.itemsize
+    if walk.nbytes < 0:
+        raise CheckpointError(f"the tensors of this file (at {what}) need far more memory than its storages hold: "
+                              f"too many views of the same storage; the file is corrupt or crafted")
+    strides = tuple(s * base.itemsize if n > 1 else 0 for n, s in zip(obj.size, obj.stride))
+    view = np.lib.stride_tricks.as_strided(base[obj.offset:], shape=obj.size, strides=strides, writeable=False)
+    return np.array(view, order="C", copy=True)
+
+
+def _materialize(obj: Any, walk: _Walk, path: str = "", depth: int = 0) -> Any:
+    """Replace every pending tensor in a nested dict/list/tuple by a contiguous NumPy array, within `walk`'s budget
+    and bounds.MAX_NESTING levels."""
+    if isinstance(obj, _PendingTensor):
+        return _tensor_array(obj, walk, path)
     if isinstance(obj, _PendingArray):
         if obj.array is None:
-            raise CheckpointError(f"corrupt NumPy array in the pickle: {path or 'an array'} was never filled")
+            raise CheckpointError(f"corrupt NumPy array in the pickle: {shorten(path or 'an array')} was never filled")
         return obj.array
-    if isinstance(obj, (OpaqueObject, OpaqueDict)):
+    if not isinstance(obj, (dict, list, tuple)) or isinstance(obj, (OpaqueObject, OpaqueDict)):
         return obj
+    made = walk.made.get(id(obj))
+    if made is _IN_PROGRESS:
+        raise CheckpointError(f"the pickle's value at {shorten(path, 120)} contains itself: the file is corrupt or "
+                              f"crafted; re-save it from its source")
+    if made is not None:
+        return made
+    walk.nodes -= 1
+    if walk.nodes < 0 or depth > MAX_NESTING:
+        raise CheckpointError(
+            f"the pickle's values nest deeper than {MAX_NESTING} levels or hold more than {_MAX_EXPANDED} "
+            f"containers (at {shorten(path, 120)}): the file is corrupt or crafted; re-save it from its source"
+        )
+    walk.made[id(obj)] = _IN_PROGRESS
+    if len(path) > 4096:
+        path = path[:4000] + "..."
     if isinstance(obj, dict):
         for k in list(obj):
-            obj[k] = _materialize(obj[k], widened, f"{path}.{k}" if path else str(k))
-        return obj
-    if isinstance(obj, list):
-        return [_materialize(v, widened, f"{path}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, tuple):
-        return tuple(_materialize(v, widened, f"{path}[{i}]") for i, v in enumerate(obj))
-    return obj
+            key = shorten(k, 200) if not isinstance(k, str) or len(k) > 200 else k
+            obj[k] = _materialize(obj[k], walk, f"{path}.{key}" if path else key, depth + 1)
+        out: Any = obj
+    elif isinstance(obj, list):
+        out = [_materialize(v, walk, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+    else:
+        out = tuple(_materialize(v, walk, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj))
+    walk.made[id(obj)] = out
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -577,15 +775,8 @@ def _materialize(obj: Any, widened: set[str], path: str = "") -> Any:
 
 
 def _read_zip(path: str) -> tuple[Any, dict]:
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(
-            f"{path} starts like a torch zip archive but cannot be opened ({exc}): the file is truncated or "
-            f"corrupt; re-download it or save it again"
-        ) from None
-    with zf:
-        names = zf.namelist()
+    with SafeZip(path, "torch zip archive") as zf:
+        names = zf.names
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1] or (
             ["data.pkl"] if "data.pkl" in names else []
         )
@@ -595,33 +786,19 @@ def _read_zip(path: str) -> tuple[Any, dict]:
                 f"model.state_dict() with torch.save"
             )
         if len(pickles) != 1:
-            if any(n.endswith(".npy") for n in names):
+            if names and all(n.endswith(".npy") for n in names):
                 raise CheckpointError(f"{path} is a NumPy .npz archive, not a torch file; give it a .npz name")
             raise CheckpointError(
                 f"{path} is a zip archive without exactly one '<name>/data.pkl' ({len(pickles)} found): not a torch "
                 f"checkpoint"
             )
         prefix = pickles[0][: -len("data.pkl")]
-
-        def member(name: str) -> bytes:
-            try:
-                return zf.read(prefix + name)
-            except KeyError:
-                raise CheckpointError(
-                    f"{path}: member {prefix + name!r} is missing: the archive is truncated or corrupt; re-download "
-                    f"or re-save it"
-                ) from None
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise CheckpointError(
-                    f"{path}: member {prefix + name!r} is corrupt ({exc}); re-download or re-save the file"
-                ) from None
-
         big_endian = False
         if prefix + "byteorder" in names:
-            order = member("byteorder").decode("ascii", "replace").strip()
+            order = zf.read(prefix + "byteorder", limit=16).decode("ascii", "replace").strip()
             if order not in ("little", "big"):
                 raise CheckpointError(
-                    f"{path}: byteorder record says {order!r}, expected 'little' or 'big': the file is corrupt"
+                    f"{path}: byteorder record says {shorten(order)}, expected 'little' or 'big': the file is corrupt"
                 )
             big_endian = order == "big"
         storages: dict[str, _Storage] = {}
@@ -631,16 +808,10 @@ def _read_zip(path: str) -> tuple[Any, dict]:
             dtype, key, numel = _check_storage_args(storage_type, key, numel, path)
             if key not in storages:
                 st = _Storage(key, dtype, numel, big_endian)
-                # torch writes each storage as exactly numel * itemsize bytes; checking the declared size first
-                # also keeps a crafted archive from inflating a member far beyond what the pickle asks for.
+                # torch writes each storage as exactly numel * itemsize bytes; the member must declare that size
+                # before it is inflated.
                 nbytes = numel * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
-                declared = _declared_size(zf, prefix + f"data/{key}")
-                if declared is not None and declared != nbytes:
-                    raise CheckpointError(
-                        f"{path}: storage {key} holds {declared} bytes but the pickle says {nbytes}: the file is "
-                        f"truncated or corrupt; re-download or re-save it"
-                    )
-                raw = member(f"data/{key}")
+                raw = zf.read(prefix + f"data/{key}", expected=nbytes)
                 object.__setattr__(st, "data", _as_array(raw, dtype, numel, big_endian, f"{path}: storage {key}"))
                 storages[key] = st
             st = storages[key]
@@ -648,15 +819,12 @@ def _read_zip(path: str) -> tuple[Any, dict]:
                 raise CheckpointError(f"{path}: storage {key} is used with two dtypes ({st.dtype}, {dtype})")
             return st
 
-        obj = _unpickle(io.BytesIO(member("data.pkl")), path, load_storage)
-    return obj, {"container": "torch-zip", "byteorder": "big" if big_endian else "little"}
-
-
-def _declared_size(zf: zipfile.ZipFile, name: str) -> int | None:
-    try:
-        return zf.getinfo(name).file_size
-    except KeyError:
-        return None  # reported as missing when read
+        pkl = zf.read(prefix + "data.pkl", limit=max(zf.size * 4, 1 << 20))
+        obj, end = _unpickle(pkl, 0, path, load_storage)
+        if end != len(pkl):
+            raise CheckpointError(f"{path}: bytes follow the pickle in data.pkl: the file is corrupt")
+    return obj, {"container": "torch-zip", "byteorder": "big" if big_endian else "little",
+                 "storage_bytes": sum(st.data.nbytes for st in storages.values())}
 
 
 def _split(values: tuple, n: int, source: str) -> tuple:
@@ -665,73 +833,107 @@ def _split(values: tuple, n: int, source: str) -> tuple:
     return values
 
 
+def _mapped(path: str):
+    """The whole file as a read-only mmap (b"" when empty); only regular files."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+
+
 def _read_legacy(path: str) -> tuple[Any, dict]:
-    with open(path, "rb") as f:
-        try:
-            magic = _unpickle(f, path, None)
-            protocol = _unpickle(f, path, None)
-            _sys_info = _unpickle(f, path, None)
-        except CheckpointError:
-            raise CheckpointError(f"{path}: the header of this legacy torch file is corrupt") from None
-        if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
-            raise CheckpointError(
-                f"{path}: not a torch file (magic {magic!r}, protocol {protocol!r}); expected a file written by "
-                f"torch.save"
-            )
-        roots: dict[str, _Storage] = {}
-        views: dict[str, _Storage] = {}
+    buf = _mapped(path)
+    try:
+        return _read_legacy_from(buf, path)
+    finally:
+        if isinstance(buf, mmap.mmap):
+            buf.close()
 
-        def load_storage(pid: Any) -> _Storage:
-            storage_type, key, _location, numel, view = _split(_decode_id(pid, path), 5, path)
-            dtype, key, numel = _check_storage_args(storage_type, key, numel, path)
-            if key not in roots:
-                roots[key] = _Storage(key, dtype, numel)
-            root = roots[key]
-            if view is None:
-                return root
-            if not isinstance(view, tuple) or len(view) != 3:
-                raise CheckpointError(f"{path}: corrupt storage view {view!r}")
-            view_key, offset, size = view
-            if view_key not in views:
-                if not isinstance(offset, int) or not isinstance(size, int):
-                    raise CheckpointError(f"{path}: corrupt storage view {view!r}")
-                st = _Storage(str(view_key), dtype, size)
-                object.__setattr__(st, "view_of", (root, offset))  # data is sliced once the root's bytes are read
-                views[view_key] = st
-            return views[view_key]
 
-        obj = _unpickle(f, path, load_storage)
-        keys = _unpickle(f, path, None)
-        if not isinstance(keys, list):
-            raise CheckpointError(f"{path}: the storage list of this legacy torch file is corrupt")
-        for key in keys:
-            st = roots.get(key)
-            if st is None:
-                raise CheckpointError(f"{path}: storage {key!r} is listed but never used (corrupt file?)")
-            head = f.read(8)
-            if len(head) != 8:
-                raise CheckpointError(f"{path}: storage {key} is missing: the file is truncated; re-download it")
-            (numel,) = struct.unpack("<q", head)
-            if numel != st.numel:
-                raise CheckpointError(f"{path}: storage {key} has {numel} elements, the pickle says {st.numel}")
-            itemsize = 2 if st.dtype == "bfloat16" else np.dtype(st.dtype).itemsize
-            raw = f.read(numel * itemsize)
-            # Legacy files store little-endian data whatever the writer's machine was.
-            object.__setattr__(st, "data", _as_array(raw, st.dtype, numel, False, f"{path}: storage {key}"))
-        for st in views.values():
-            root, offset = st.view_of
-            if root.data is not None:
-                if offset < 0 or offset + st.numel > root.numel:
-                    raise CheckpointError(f"{path}: a storage view reaches outside its storage (corrupt file?)")
-                object.__setattr__(st, "data", root.data[offset: offset + st.numel])
-    return obj, {"container": "torch-legacy", "byteorder": "little"}
+def _read_legacy_from(buf, path: str) -> tuple[Any, dict]:
+    pos = 0
+    header = []
+    try:
+        for _ in range(3):
+            value, pos = _unpickle(buf, pos, path, None)
+            header.append(value)
+    except CheckpointError:
+        raise CheckpointError(f"{path}: the header of this legacy torch file is corrupt") from None
+    magic, protocol, _sys_info = header
+    if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL:
+        raise CheckpointError(
+            f"{path}: not a torch file (magic {shorten(magic)}, protocol {shorten(protocol)}); expected a file "
+            f"written by torch.save"
+        )
+    roots: dict[str, _Storage] = {}
+    views: dict[Any, _Storage] = {}
+
+    def load_storage(pid: Any) -> _Storage:
+        storage_type, key, _location, numel, view = _split(_decode_id(pid, path), 5, path)
+        dtype, key, numel = _check_storage_args(storage_type, key, numel, path)
+        if key not in roots:
+            roots[key] = _Storage(key, dtype, numel)
+        root = roots[key]
+        if root.dtype != dtype or root.numel != numel:
+            raise CheckpointError(f"{path}: storage {shorten(key)} is declared twice, differently (corrupt file)")
+        if view is None:
+            return root
+        if not isinstance(view, tuple) or len(view) != 3:
+            raise CheckpointError(f"{path}: corrupt storage view {shorten(view)}")
+        view_key, offset, size = view
+        if not isinstance(view_key, (str, bytes, int)):
+            raise CheckpointError(f"{path}: corrupt storage view {shorten(view)}")
+        if view_key not in views:
+            if not (isinstance(offset, int) and isinstance(size, int) and 0 <= offset and 0 <= size
+                    and offset + size <= numel):
+                raise CheckpointError(f"{path}: a storage view {shorten(view)} reaches outside its storage of "
+                                      f"{numel} elements (corrupt file)")
+            st = _Storage(str(view_key), dtype, size)
+            object.__setattr__(st, "view_of", (root, offset))  # data is sliced once the root's bytes are read
+            views[view_key] = st
+        return views[view_key]
+
+    obj, pos = _unpickle(buf, pos, path, load_storage)
+    keys, pos = _unpickle(buf, pos, path, None)
+    if not isinstance(keys, list):
+        raise CheckpointError(f"{path}: the storage list of this legacy torch file is corrupt")
+    for key in keys:
+        st = roots.get(key) if isinstance(key, str) else None
+        if st is None:
+            raise CheckpointError(f"{path}: storage {shorten(key)} is listed but never used (corrupt file?)")
+        if st.data is not None:
+            raise CheckpointError(f"{path}: storage {shorten(key)} is listed twice (corrupt file)")
+        head = bytes(buf[pos:pos + 8])
+        if len(head) != 8:
+            raise CheckpointError(f"{path}: storage {shorten(key)} is missing: the file is truncated; re-download it")
+        (numel,) = struct.unpack("<q", head)
+        pos += 8
+        if numel != st.numel:
+            raise CheckpointError(f"{path}: storage {shorten(key)} has {numel} elements, the pickle says {st.numel}")
+        nbytes = numel * (2 if st.dtype == "bfloat16" else np.dtype(st.dtype).itemsize)
+        if pos + nbytes > len(buf):
+            raise CheckpointError(f"{path}: storage {shorten(key)} needs {nbytes} bytes but only {len(buf) - pos} "
+                                  f"remain: the file is truncated; re-download it")
+        # Legacy files store little-endian data whatever the writer's machine was.
+        object.__setattr__(st, "data", _as_array(buf[pos:pos + nbytes], st.dtype, numel, False,
+                                                 f"{path}: storage {shorten(key)}"))
+        pos += nbytes
+    for st in views.values():
+        root, offset = st.view_of
+        if root.data is not None:
+            object.__setattr__(st, "data", root.data[offset: offset + st.numel])
+    return obj, {"container": "torch-legacy", "byteorder": "little",
+                 "storage_bytes": sum(st.data.nbytes for st in roots.values() if st.data is not None)}
 
 
 def _read_plain_pickle(path: str) -> tuple[Any, dict]:
-    with open(path, "rb") as f:
-        obj = _unpickle(f, path, None)
-        if f.read(1):
+    buf = _mapped(path)
+    try:
+        obj, end = _unpickle(buf, 0, path, None)
+        if end != len(buf):
             raise CheckpointError(f"{path}: bytes follow the pickle: not a detectron2 .pkl file (corrupt?)")
+    finally:
+        if isinstance(buf, mmap.mmap):
+            buf.close()
     return obj, {"container": "pickle", "byteorder": "native"}
 
 
@@ -746,11 +948,8 @@ def read_pth(path: str | os.PathLike) -> tuple[Any, dict]:
     that is truncated, corrupt or not a torch file.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with open_regular(path) as f:
+        head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
         obj, info = _read_zip(path)
     elif head.startswith(_LEGACY_PREFIX):
@@ -767,9 +966,10 @@ def read_pth(path: str | os.PathLike) -> tuple[Any, dict]:
             f"{path} is not a PyTorch file (starts with {head[:8]!r}); expected a zip archive written by torch.save "
             f"(or a legacy torch file), a .safetensors file, a .npz file or a Hugging Face model directory"
         )
-    widened: set[str] = set()
-    obj = _materialize(obj, widened)
-    info["widened"] = sorted(widened)
+    # Tensors may share a storage (tied weights) but not copy it over and over.
+    walk = _Walk(2 * info.pop("storage_bytes", 0) + _MAX_OVERLAPPING_VIEW * 8)
+    obj = _materialize(obj, walk)
+    info["widened"] = sorted(walk.widened)
     return obj, info
 
 
