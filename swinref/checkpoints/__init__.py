@@ -342,8 +342,10 @@ def _non_finite_line(params: Mapping[str, np.ndarray]) -> str | None:
         return None
     names = ", ".join(f"{k if len(k) <= 100 else shorten(k, 100)} ({n})" for k, n in list(counts.items())[:6])
     more = f", ... (+{len(counts) - 6} more)" if len(counts) > 6 else ""
-    return (f"{sum(counts.values())} weights are NaN or infinite, in {len(counts)} parameters: {names}{more}; the "
-            f"model's outputs will be NaN: re-download the file or take an earlier checkpoint")
+    total = sum(counts.values())
+    return (f"{total} weight{'s are' if total > 1 else ' is'} NaN or infinite, in {len(counts)} parameter"
+            f"{'s' if len(counts) > 1 else ''}: {names}{more}; the model's outputs will be NaN: re-download the file "
+            f"or take an earlier checkpoint")
 
 
 def load_state_dict(
