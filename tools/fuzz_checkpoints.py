@@ -12,7 +12,8 @@ Face config.json edits, and semantic edits of the state dict (names, shapes, dty
     python tools/fuzz_checkpoints.py --rerun fuzz-out/failures.jsonl  # the failing cases of an earlier run
 
 Each case runs `swinref.load` (then, when it loads, `swinref.checkpoints.convert` to .npz and .safetensors and a
-load of each back) in a worker process with RLIMIT_AS = 2 GiB and a 10 s limit, and ends in one outcome: loaded,
+load of each back) in a worker process with RLIMIT_AS = 2 GiB and a limit of 10 s of CPU time (or 200 s of wall
+clock, for a worker blocked without using CPU), and ends in one outcome: loaded,
 swinref-error (a SwinrefError), foreign (any other exception), memory (MemoryError), crash (the worker died) or
 timeout. The summary (JSON) and one line per non-passing case (JSONL) go to --out.
 
@@ -601,9 +602,23 @@ class Worker:
             raise SystemExit(f"a worker did not start: {line!r}")
         self.case: int | None = None
         self.started = 0.0
+        self.cpu_at_start = 0.0
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the worker has used: the time limit is on CPU, not on the wall clock, so that
+        a run at nice 19 on a busy machine does not count waiting for a core as a hang."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def over_time(self, limit: float) -> bool:
+        # CPU time over the limit, or a wall clock 20 times over it (a worker blocked on I/O uses no CPU).
+        return (self.cpu() - self.cpu_at_start > limit or time.monotonic() - self.started > 20 * limit)
 
     def send(self, index: int) -> None:
-        self.case, self.started = index, time.monotonic()
+        self.case, self.started, self.cpu_at_start = index, time.monotonic(), self.cpu()
         self.proc.stdin.write(f"{index}\n")
         self.proc.stdin.flush()
 
@@ -638,10 +653,11 @@ def run_pool(cases: list[int], args) -> list[dict]:
             idle.append(Worker(args))
         now = time.monotonic()
         for fd, w in list(busy.items()):
-            if now - w.started > args.timeout:
+            if w.over_time(args.timeout):
                 busy.pop(fd)
                 w.kill()
-                results.append({"case": w.case, "outcome": "timeout", "error": f"over {args.timeout} s"})
+                results.append({"case": w.case, "outcome": "timeout", "error": f"over {args.timeout} s CPU",
+                                "wall": round(now - w.started, 1)})
                 idle.append(Worker(args))
         if now - last_report > 60:
             last_report = now

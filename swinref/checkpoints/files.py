@@ -139,6 +139,8 @@ def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     with SafeZip(path, ".npz archive") as z:
         if not z.names:
             raise CheckpointError(f"{path} is an empty zip archive, not an .npz file of arrays")
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.names):
+            raise CheckpointError(f"{path} is a torch zip archive (torch.save), not an .npz: give it a .pth name")
         for member in z.names:
             if not member.endswith(".npy"):
                 raise CheckpointError(
