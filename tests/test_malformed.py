@@ -550,3 +550,14 @@ def test_non_finite_weights_warn_with_count_and_names(tmp_path):
 def test_zlib_error_type_is_covered():
     # The zip reader names zlib.error among the errors it converts; keep the name importable.
     assert issubclass(zlib.error, Exception)
+
+
+def test_text_npz_golden_candidate_is_named_without_numpy_jargon(tmp_path):
+    from swinref.golden.compare import load_candidate
+    from swinref.golden.case import GoldenError
+
+    path = tmp_path / "candidate.npz"
+    path.write_text("0.1 0.2 0.3\n")
+    with pytest.raises(GoldenError, match="not an .npz archive") as info:
+        load_candidate(path)
+    assert "allow_pickle" not in str(info.value)

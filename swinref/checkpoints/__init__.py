@@ -149,7 +149,8 @@ def _container(path: str, head: bytes) -> str:
     if head.startswith(b"PK\x03\x04"):
         if promised == "npz":
             return "npz"
-        with SafeZip(path, "torch zip archive" if promised == "torch" else "zip archive (a torch file or .npz)") as z:
+        what = "a torch zip archive" if promised == "torch" else "a zip archive (a torch file or .npz)"
+        with SafeZip(path, what) as z:
             is_npz = bool(z.names) and all(n.endswith(".npy") for n in z.names)
         return "npz" if is_npz else "torch"
     if is_pth_bytes(head) or is_pickle_bytes(head):

@@ -129,15 +129,22 @@ def from_file(source: str, what: str) -> Iterator[None]:
 class SafeZip:
     """A zip archive read defensively: every zipfile error becomes a CheckpointError naming the archive."""
 
-    def __init__(self, path: str, what: str = "zip archive"):
+    def __init__(self, path: str, what: str = "a zip archive"):
         self.path = path
         self.size = check_regular(path).st_size
+        with open_regular(path) as f:
+            head = f.read(4)
+        if head not in (b"PK\x03\x04", b"PK\x05\x06"):  # a member first, or the end record of an empty archive
+            raise CheckpointError(
+                f"{path} is not {what}: it starts with {head!r}, not a zip archive's 'PK'; the file is corrupt or "
+                f"of another kind"
+            )
         try:
             self._zf = zipfile.ZipFile(path)
             infos = self._zf.infolist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, *_FOREIGN) as exc:
             raise CheckpointError(
-                f"{path} starts like a {what} but its zip directory cannot be read ({type(exc).__name__}: "
+                f"{path} starts like {what} but its zip directory cannot be read ({type(exc).__name__}: "
                 f"{shorten(str(exc), 120)}): the file is truncated or corrupt; re-download or re-save it"
             ) from None
         self.names = [info.filename for info in infos]

@@ -136,7 +136,7 @@ def read_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     against the member's declared size before the data is inflated (NumPy's own reader allocates the array a
     header claims before reading it)."""
     arrays: dict[str, np.ndarray] = {}
-    with SafeZip(path, ".npz archive") as z:
+    with SafeZip(path, "an .npz archive") as z:
         if not z.names:
             raise CheckpointError(f"{path} is an empty zip archive, not an .npz file of arrays")
         if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.names):

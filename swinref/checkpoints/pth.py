@@ -775,7 +775,7 @@ def _materialize(obj: Any, walk: _Walk, path: str = "", depth: int = 0) -> Any:
 
 
 def _read_zip(path: str) -> tuple[Any, dict]:
-    with SafeZip(path, "torch zip archive") as zf:
+    with SafeZip(path, "a torch zip archive") as zf:
         names = zf.names
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1] or (
             ["data.pkl"] if "data.pkl" in names else []
