@@ -484,6 +484,9 @@ def test_parameter_dtypes_are_checked_at_load(tmp_path, dtype):
 
         model = swinref.load(path)
         assert model.params["head.weight"].dtype == np.float32
+        for ext in (".npz", ".safetensors"):  # what loads converts, and loads back
+            convert(path, tmp_path / f"out{ext}")
+            assert set(swinref.load(tmp_path / f"out{ext}").params) == set(model.params)
 
 
 def test_complex_parameter_read_by_a_container_is_refused_at_load(tmp_path):
