@@ -443,6 +443,7 @@ def test_a_block_numbered_one_million_is_refused_quickly(tmp_path):
     ("layers.0.blocks.0.mlp.fc1.weight", np.float32(1)),
     ("head.fc.weight", np.ones(3, np.float32)),
     ("patch_embed.proj.weight", np.ones((0, 3, 2, 2), np.float32)),
+    ("layers.0.blocks.1.attn.relative_position_bias_table", np.array(1, np.float32)),  # found by the fuzzer
 ])
 def test_wrongly_shaped_key_tensors_are_refused_by_detection(tmp_path, name, value):
     def edit(sd):

@@ -393,7 +393,7 @@ def check_params(params: dict, cfg: SwinConfig, source: str = "the checkpoint", 
     if misshaped:
         lines.append(f"  mis-shaped ({len(misshaped)}): {_listing(misshaped, 6)}")
     clamped = sorted({int(k.split(".")[1]) for k in expected if k.endswith("relative_position_bias_table")
-                      and k in params and params[k].shape[0] > expected[k][0]})
+                      and k in params and params[k].ndim and params[k].shape[0] > expected[k][0]})
     if clamped:
         lines.append(
             f"hint: at image size {cfg.img_size[0]}x{cfg.img_size[1]} stage(s) {clamped} are not larger than the "
