@@ -565,3 +565,13 @@ def test_text_npz_golden_candidate_is_named_without_numpy_jargon(tmp_path):
     with pytest.raises(GoldenError, match="not an .npz archive") as info:
         load_candidate(path)
     assert "allow_pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize("model_type", [10**4000, "x" * 100_000, ["swin"] * 10_000])
+def test_a_long_model_type_is_quoted_short(model_type):
+    """Fuzz case 58265: a config.json whose model_type is a 4000-digit number was echoed whole."""
+    from swinref.checkpoints.layouts.transformers import config_hints
+
+    with pytest.raises(CheckpointError, match="model_type") as err:
+        config_hints({"model_type": model_type})
+    assert len(str(err.value)) < 300

@@ -49,6 +49,8 @@ def shorten(value: Any, limit: int = 80) -> str:
         text = value if isinstance(value, str) else repr(value)
     except RecursionError:
         text = f"<deeply nested {type(value).__name__}>"
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__} too long to print>"
     if isinstance(value, str):
         text = repr(text[:limit + 1])
     if len(text) > limit:

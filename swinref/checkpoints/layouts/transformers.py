@@ -37,6 +37,7 @@ from swinref.checkpoints.layouts.base import (
     APE, Notes, Rule, Rules, alias_final_norm, ape_from_tokens, ape_to_tokens, arrays, identity_final_norm, put,
     stage_count, translate,
 )
+from swinref.checkpoints.bounds import shorten
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
 
@@ -217,7 +218,7 @@ def config_hints(sidecar: Mapping[str, Any], source: str = "the checkpoint") -> 
     model_type = sidecar.get("model_type")
     if model_type not in ("swin", "swinv2"):
         raise CheckpointError(
-            f"{source}: config.json has model_type {model_type!r}; swinref reads 'swin' and 'swinv2' models"
+            f"{source}: config.json has model_type {shorten(model_type)}; swinref reads 'swin' and 'swinv2' models"
         )
     hints: dict[str, Any] = {"version": 2 if model_type == "swinv2" else 1}
     if sidecar.get("use_absolute_embeddings"):
