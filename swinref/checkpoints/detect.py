@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from swinref.checkpoints.arch import param_shape, registry_matches, same_arch
 from swinref.checkpoints.bounds import shorten
 from swinref.config import ALIASES, REGISTRY, SwinConfig, describe, get_config
 from swinref.errors import CheckpointError, ConfigError
@@ -36,15 +37,6 @@ APE = "absolute_pos_embed"
 _HAS_APE = "ape" in {f.name for f in dataclasses.fields(SwinConfig)}
 # What a Swin V2 checkpoint's weights cannot tell (its position bias is an MLP of coordinates).
 _UNRECORDED_V2 = ("img_size", "window_size", "pretrained_window_sizes")
-
-
-def _shape(params: dict, name: str, source: str, why: str) -> tuple[int, ...]:
-    if name not in params:
-        raise CheckpointError(
-            f"{source} has no {name!r}, which {why}: the file is truncated or not a Swin checkpoint "
-            f"(it has {len(params)} parameters, e.g. {sorted(params)[:4]})"
-        )
-    return tuple(params[name].shape)
 
 
 def _window_from_table(rows: int, where: str, source: str) -> int:
@@ -174,7 +166,7 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     """The configuration the parameters were trained with; `hints` (fields of SwinConfig from the file's own
     config) win over guesses but not over what the weights show."""
     hints = dict(checked_hints(dict(hints or {}), source))
-    w = _shape(params, "patch_embed.proj.weight", source, "every Swin model has (the patch embedding)")
+    w = param_shape(params, "patch_embed.proj.weight", source, "every Swin model has (the patch embedding)")
     if len(w) == 5:  # [C, in, pt, ph, pw]: a Video Swin model
         from swinref.checkpoints.detect_video import infer_video_config
 
@@ -189,14 +181,14 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     for i in stages:
         b = f"layers.{i}.blocks.0.attn."
         if version == 1:
-            t = _dims(_shape(params, b + "relative_position_bias_table", source, "a Swin V1 block has"), 2,
+            t = _dims(param_shape(params, b + "relative_position_bias_table", source, "a Swin V1 block has"), 2,
                       b + "relative_position_bias_table", source)
             heads.append(t[1])
             windows.append(_window_from_table(t[0], b + "relative_position_bias_table", source))
         else:
-            t = _shape(params, b + "logit_scale", source, "a Swin V2 block has")
+            t = param_shape(params, b + "logit_scale", source, "a Swin V2 block has")
             heads.append(_dims(t, 3, b + "logit_scale", source)[0])
-    fc1 = _dims(_shape(params, "layers.0.blocks.0.mlp.fc1.weight", source, "every block has"), 2,
+    fc1 = _dims(param_shape(params, "layers.0.blocks.0.mlp.fc1.weight", source, "every block has"), 2,
                 "layers.0.blocks.0.mlp.fc1.weight", source)
     head = _dims(tuple(params["head.weight"].shape), 2, "head.weight", source) if "head.weight" in params else (0,)
     detected: dict[str, Any] = dict(
@@ -222,14 +214,14 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
     fields = {**hints, **detected}
     if version == 1 and "window_size" in hints:
         fields["window_size"] = hints["window_size"]
-    candidates = _registry_matches(fields)
+    candidates = registry_matches(fields)
     if "img_size" not in fields:
         if version == 1:
             fields["img_size"] = _image_size_from_windows(patch, fields["window_size"], windows)
         elif len(candidates) == 1:
             fields.update({k: getattr(candidates[0], k) for k in _UNRECORDED_V2})
     if version == 2 and "window_size" not in fields:
-        names = [c.name for c in _registry_matches(fields, ignore=_UNRECORDED_V2)]
+        names = [c.name for c in registry_matches(fields, ignore=_UNRECORDED_V2)]
         raise CheckpointError(
             f"{source} is a Swin V2 checkpoint, whose weights do not record the window size; pass config=... (CLI: "
             f"--config NAME or --window/--img)"
@@ -240,26 +232,10 @@ def infer_config(params: dict, hints: dict[str, Any] | None = None, source: str 
         cfg = SwinConfig(**{k: v for k, v in fields.items() if k != "name"})
     except (ConfigError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{source}: the detected architecture is not valid: {shorten(str(exc), 300)}") from None
-    for reg in _registry_matches(dataclasses.asdict(cfg)):
-        if _same_arch(reg, cfg):
+    for reg in registry_matches(dataclasses.asdict(cfg)):
+        if same_arch(reg, cfg):
             return reg
     return cfg
-
-
-_ARCH_FIELDS = [f.name for f in dataclasses.fields(SwinConfig) if f.name != "name"]
-
-
-def _same_arch(a: SwinConfig, b: SwinConfig) -> bool:
-    return all(getattr(a, f) == getattr(b, f) for f in _ARCH_FIELDS)
-
-
-def _registry_matches(fields: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[SwinConfig]:
-    out = []
-    for cfg in REGISTRY.values():
-        if all(getattr(cfg, k) == (tuple(v) if isinstance(v, list) else v)
-               for k, v in fields.items() if k in _ARCH_FIELDS and k not in ignore):
-            out.append(cfg)
-    return out
 
 
 def _image_size_from_windows(patch: int, window: int, windows: list[int]) -> tuple[int, int]:
@@ -401,7 +377,7 @@ def check_params(params: dict, cfg: SwinConfig, source: str = "the checkpoint", 
             f"checkpoint's tables are for window {cfg.window_size}; give the image size it was built for (img=..., "
             f"CLI --img)"
         )
-    if detected is not None and not _same_arch(detected, cfg):
+    if detected is not None and not same_arch(detected, cfg):
         if detected.name in REGISTRY:
             lines.append(
                 f"hint: this looks like a {detected.name} checkpoint; pass config={_short_name(detected)!r} (CLI: "

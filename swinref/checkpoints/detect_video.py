@@ -94,12 +94,12 @@ def _window_from_tables(rows: list[int], hint: Any, source: str) -> tuple[int, i
 
 def infer_video_config(params: dict, hints: dict[str, Any], source: str) -> Any:
     """The Video Swin configuration of canonical params (patch_embed.proj.weight is [C, in, pt, ph, pw])."""
-    from swinref.checkpoints.detect import _registry_matches, _same_arch, _shape
+    from swinref.checkpoints.arch import param_shape, registry_matches, same_arch
     from swinref.config import SwinConfig
     from swinref.errors import ConfigError
 
     hints = dict(hints)
-    embed_dim, in_chans, *patch = _shape(params, "patch_embed.proj.weight", source, "every Swin model has")
+    embed_dim, in_chans, *patch = param_shape(params, "patch_embed.proj.weight", source, "every Swin model has")
     blocks: dict[int, int] = {}
     for name in params:
         if m := _BLOCK.match(name):
@@ -111,10 +111,10 @@ def infer_video_config(params: dict, hints: dict[str, Any], source: str) -> Any:
     if any(n.endswith("attn.logit_scale") for n in params):
         raise CheckpointError(f"{source}: a 5-D patch embedding with Swin V2 attention (logit_scale): Video Swin is a "
                               f"V1 model, swinref reads no V2 video checkpoints")
-    tables = [_shape(params, f"layers.{i}.blocks.0.attn.relative_position_bias_table", source, "a Video Swin block "
+    tables = [param_shape(params, f"layers.{i}.blocks.0.attn.relative_position_bias_table", source, "a Video Swin block "
                      "has") for i in range(len(depths))]
     window = _window_from_tables([t[0] for t in tables], hints.get("window_size"), source)
-    fc1 = _shape(params, "layers.0.blocks.0.mlp.fc1.weight", source, "every block has")
+    fc1 = param_shape(params, "layers.0.blocks.0.mlp.fc1.weight", source, "every block has")
     detected: dict[str, Any] = dict(
         version=1, patch_size=tuple(patch), in_chans=in_chans, embed_dim=embed_dim, depths=depths,
         num_heads=tuple(t[1] for t in tables), mlp_ratio=fc1[0] / embed_dim, window_size=window,
@@ -128,15 +128,15 @@ def infer_video_config(params: dict, hints: dict[str, Any], source: str) -> Any:
     fields = {**hints, **detected}
     fields.pop("name", None)
     if "img_size" not in fields:
-        same = _registry_matches({k: v for k, v in fields.items() if k != "img_size"})
+        same = registry_matches({k: v for k, v in fields.items() if k != "img_size"})
         fields["img_size"] = same[0].img_size if same else DEFAULT_CLIP
     fields.setdefault("layer_norm_eps", 1e-5)
     try:
         cfg = SwinConfig(**fields)
     except ConfigError as exc:
         raise CheckpointError(f"{source}: the detected architecture is not valid: {exc}") from None
-    for reg in _registry_matches(cfg.to_dict()):
-        if _same_arch(reg, cfg):
+    for reg in registry_matches(cfg.to_dict()):
+        if same_arch(reg, cfg):
             return reg
     return cfg
 
