@@ -395,7 +395,7 @@ def _add_inflate_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_inflate(args: argparse.Namespace) -> int:
-    from swinref.checkpoints.video import inflate_checkpoint
+    from swinref.checkpoints import inflate_checkpoint
     from swinref.config import describe, parse_int_list
 
     window = parse_int_list(args.inflate.replace("x", ","), "--inflate window")

@@ -54,6 +54,7 @@ from swinref.errors import CheckpointError, ConfigError
 from swinref.write import atomic_file, check_target
 
 __all__ = ["read_checkpoint", "load_checkpoint", "load_state_dict", "save_params", "export_params", "convert",
+           "inflate_checkpoint",
            "LoadReport", "LAYOUTS", "EXPORT_LAYOUTS", "FORMAT_VERSION"]
 
 
@@ -492,3 +493,23 @@ def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, config: str
         return report
     lines = export_params(params, cfg, out_path, layout, backbone_prefix=backbone_prefix, dtype=dtype, force=force)
     return dataclasses.replace(report, notes=report.notes + tuple(lines))
+
+
+def inflate_checkpoint(in_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                       window: tuple[int, int, int] = (8, 7, 7), patch_t: int = 2, frames: int | None = None,
+                       config: Any = None, layout: str = "swinref", dtype: Any = None,
+                       force: bool = False) -> tuple[SwinConfig, LoadReport]:
+    """Read a 2-D Swin V1 checkpoint (any layout swinref reads), inflate it (swinref.checkpoints.video.inflate) and
+    write the Video Swin backbone as swinref's file (its config stored) or in another layout's names (`layout`; the
+    recognizer layouts need a head, which inflation does not make). An existing file is kept unless force. Returns
+    (the written config, the LoadReport of the read)."""
+    from swinref.checkpoints.video import inflate
+
+    params, cfg, report = load_checkpoint(in_path, config)
+    clip = None if frames is None else (int(frames), *cfg.img_size)
+    video, vcfg = inflate(params, cfg, window=window, patch_t=patch_t, clip=clip)
+    if layout == "swinref":
+        save_params(video, vcfg, out_path, dtype=dtype, force=force)
+    else:
+        export_params(video, vcfg, out_path, layout, dtype=dtype, force=force)
+    return vcfg, report

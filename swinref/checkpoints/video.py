@@ -25,7 +25,7 @@ from swinref.checkpoints.layouts import mmaction, torchvision3d
 from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
 
-__all__ = ["export_state_dict", "inflate", "inflate_checkpoint", "VIDEO_EXPORT_LAYOUTS", "KINETICS_CLIP"]
+__all__ = ["export_state_dict", "inflate", "VIDEO_EXPORT_LAYOUTS", "KINETICS_CLIP"]
 
 # What `--layout X` writes for a Video Swin model: torchvision swin3d, the official Video Swin Transformer's
 # recognizer (final norm backbone.norm) or mmaction2 1.x's (final norm backbone.norm{L-1}).
@@ -110,22 +110,3 @@ def _inflate_table(table: np.ndarray, window: tuple[int, int, int], name: str) -
         grid = np.ascontiguousarray(table.T).reshape(nH, side, side)  # permute(1, 0).view(1, nH, S1, S1)
         table = np.ascontiguousarray(bicubic_resize(grid, spatial).reshape(nH, -1).T)
     return np.tile(table, (2 * window[0] - 1, 1))  # .repeat(2 * Wd - 1, 1)
-
-
-def inflate_checkpoint(in_path: Any, out_path: Any, *, window: tuple[int, int, int] = (8, 7, 7), patch_t: int = 2,
-                       frames: int | None = None, config: Any = None, layout: str = "swinref", dtype: Any = None,
-                       force: bool = False) -> tuple[SwinConfig, Any]:
-    """Read a 2-D Swin V1 checkpoint (any layout swinref reads), inflate it and write the Video Swin backbone as
-    swinref's file (its config stored) or in torchvision's names (`layout`; the recognizer layouts need a head,
-    which inflation does not make). An existing file is kept unless force. Returns (the written config, the
-    LoadReport of the read)."""
-    from swinref.checkpoints import export_params, load_checkpoint, save_params
-
-    params, cfg, report = load_checkpoint(in_path, config)
-    clip = (int(frames) if frames is not None else KINETICS_CLIP[0], *cfg.img_size)
-    video, vcfg = inflate(params, cfg, window=window, patch_t=patch_t, clip=clip)
-    if layout == "swinref":
-        save_params(video, vcfg, out_path, dtype=dtype, force=force)
-    else:
-        export_params(video, vcfg, out_path, layout, dtype=dtype, force=force)
-    return vcfg, report
