@@ -265,26 +265,6 @@ def test_complexity_extends_to_3d_windows():
 # Against torchvision's SwinTransformer3d (when it is installed).
 
 
-def _torchvision_canonical(sd):
-    import re
-
-    out = {}
-    for k, v in sd.items():
-        if k.endswith("relative_position_index"):
-            continue
-        m = re.match(r"features\.(\d+)\.(.*)", k)
-        if m:
-            f, rest = int(m.group(1)), m.group(2)
-            if f % 2 == 0:
-                j, rest = rest.split(".", 1)
-                rest = rest.replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
-                k = f"layers.{f // 2}.blocks.{j}.{rest}"
-            else:
-                k = f"layers.{f // 2}.downsample.{rest}"
-        out[k] = v.detach().double().numpy()
-    return out
-
-
 @pytest.mark.peers
 @pytest.mark.parametrize("window, clip", [((2, 3, 3), (8, 48, 40)), ((4, 5, 3), (3, 20, 28)),
                                           pytest.param((8, 7, 7), (18, 120, 104), marks=pytest.mark.slow)])
@@ -304,7 +284,11 @@ def test_equals_torchvision_swin3d(window, clip):
         ref = net(x).numpy()
     cfg = SwinConfig(img_size=clip, patch_size=(2, 4, 4), window_size=window, embed_dim=16, depths=(2, 2, 2),
                      num_heads=(2, 4, 8), num_classes=10)
-    model = swinref.from_params(_torchvision_canonical(net.state_dict()), cfg, dtype="float64")
+    from swinref.checkpoints.layouts import torchvision3d
+
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items() if not k.endswith("relative_position_index")}
+    params, _ = torchvision3d.to_canonical(state)
+    model = swinref.from_params(params, cfg, dtype="float64")
     np.testing.assert_allclose(model(x.numpy()), ref, rtol=0, atol=1e-12)
     with plain():
         np.testing.assert_allclose(model(x.numpy()), ref, rtol=0, atol=1e-12)
