@@ -13,6 +13,7 @@ from swinref.backend import Backend
 from swinref.config import SwinConfig, get_config
 from swinref.device import resolve_device
 from swinref.errors import InputError
+from swinref.layout import is_linear_weight
 from swinref.plan import BACKBONE_POLICY, DEFAULT_POLICY, resolve_policy
 from swinref import model as _model
 
@@ -156,10 +157,18 @@ def _check_policy(policy: str | None, padding: str | None = None) -> str:
 
 def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, policy: str,
            report: LoadReport | None = None, max_memory: int | float | str | None = None) -> Model:
-    """Cast every param to `dtype` and move it to the resolved backend's device once."""
+    """Cast every param to `dtype` and move it to the resolved backend's device once.
+
+    On the CPU the weights of the linear layers are kept column-major: the same [out, in] array, whose transpose
+    W^T, the operand of x @ W^T, is then contiguous, X
+    shapes, benchmarks/gemm_layout.py)."""
     import numpy as np
 
     placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
+    if be.name == "numpy":
+        for name in params:
+            if is_linear_weight(name) and placed[name].ndim == 2:
+                placed[name] = np.asfortranarray(placed[name])
     if max_memory is not None:
         from swinref.budget import parse_bytes
 

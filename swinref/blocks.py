@@ -6,8 +6,9 @@ block's own parameters under the checkpoint's names, blk its BlockPlan (swinref.
     x = x + attention_branch(x)      pre-norm:      attn(norm1(x))      res-post-norm: norm1(attn(x))
     x = x + mlp_branch(x)            pre-norm:      mlp(norm2(x))       res-post-norm: norm2(mlp(x))
 
-(the additions by add_residual). The accelerated NumPy block (swinref.fast) has the same four functions; the backend carries whichever was chosen
-(Backend.block), so neither module imports the other.
+(the additions by add_residual; `block` is the two together), and the products outside the blocks go through
+linear. The accelerated NumPy block (swinref.fast) has the same six functions; the backend carries whichever was chosen (Backend.block), so
+neither module imports the other.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from swinref import geometry
-from swinref.layers import gelu, linear, logit_scale, pad_end, position_bias, qkv_bias, shift_mask, softmax
+from swinref.layers import gelu, logit_scale, pad_end, position_bias, qkv_bias, shift_mask, softmax
 from swinref.layers import layer_norm as _layer_norm
+from swinref.layers import linear as _linear
 from swinref.namespace import Backend
 from swinref.plan import BlockPlan
 
 
-__all__ = ["attention_branch", "mlp_branch", "add_residual", "layer_norm", "window_attention",
+__all__ = ["block", "attention_branch", "mlp_branch", "add_residual", "layer_norm", "linear", "window_attention",
            "shifted_window_attention"]
 
 Params = dict[str, Any]
@@ -32,6 +34,12 @@ def layer_norm(x: Any, p: Params, eps: float, be: Backend) -> Any:
     return _layer_norm(x, p, eps, be.xp)
 
 
+def linear(x: Any, weight: Any, bias: Any | None, be: Backend) -> Any:
+    """[..., in] @ [out, in]^T + [out] (twin: swinref.fast.linear): the products outside the blocks (patch
+    embedding, merges, head) go through the backend's block implementation too."""
+    return _linear(x, weight, bias, be.xp)
+
+
 def window_attention(windows: Any, p: Params, blk: BlockPlan, mask: Any | None, be: Backend) -> tuple[Any, Any]:
     """Multi-head self-attention inside each window: [B*nW, N, C] -> ([B*nW, N, C], probs [B*nW, nH, N, N]).
 
@@ -40,7 +48,7 @@ def window_attention(windows: Any, p: Params, blk: BlockPlan, mask: Any | None, 
     xp = be.xp
     BnW, N, C = windows.shape
     nH, d = blk.heads, blk.head_dim
-    qkv = linear(windows, p["qkv"]["weight"], qkv_bias(p, xp), xp)  # [B*nW, N, 3C], rows q | k | v, head-major
+    qkv = _linear(windows, p["qkv"]["weight"], qkv_bias(p, xp), xp)  # [B*nW, N, 3C], rows q | k | v, head-major
     qkv = xp.permute_dims(xp.reshape(qkv, (BnW, N, 3, nH, d)), (2, 0, 3, 1, 4))  # 3, B*nW, nH, N, d
     q, k, v = qkv[0, ...], qkv[1, ...], qkv[2, ...]
     if blk.attention == "scaled-dot":
@@ -58,7 +66,7 @@ def window_attention(windows: Any, p: Params, blk: BlockPlan, mask: Any | None, 
     probs = softmax(logits, xp)
     out = xp.matmul(probs, v)  # [B*nW, nH, N, d]
     out = xp.reshape(xp.permute_dims(out, (0, 2, 1, 3)), (BnW, N, C))
-    return linear(out, p["proj"]["weight"], p["proj"]["bias"], xp), probs
+    return _linear(out, p["proj"]["weight"], p["proj"]["bias"], xp), probs
 
 
 def shifted_window_attention(x: Any, p: Params, blk: BlockPlan, be: Backend) -> tuple[Any, Any]:
@@ -105,14 +113,23 @@ def add_residual(branch: Any, x: Any) -> Any:
     return x + branch
 
 
+def block(x: Any, p: Params, blk: BlockPlan, be: Backend, keep_probs: bool = False,
+          keep_branch: bool = False) -> tuple[Any, Any, Any]:
+    """A whole block: (x + attention branch, then + MLP branch; the attention branch when `keep_branch`; the
+    attention probabilities when `keep_probs`) (twin: swinref.fast.block)."""
+    attn, probs = attention_branch(x, p, blk, be, keep_probs)
+    x = add_residual(attn, x)
+    return add_residual(mlp_branch(x, p, blk, be), x), (attn if keep_branch else None), probs
+
+
 def mlp_branch(x: Any, p: Params, blk: BlockPlan, be: Backend) -> Any:
     """The MLP residual branch of a block: fc1 -> GELU -> fc2 on [B, *S, C], with norm2 before or after."""
     xp = be.xp
     mlp = p["mlp"]
 
     def fc(t: Any) -> Any:
-        h = gelu(linear(t, mlp["fc1"]["weight"], mlp["fc1"]["bias"], xp), be)
-        return linear(h, mlp["fc2"]["weight"], mlp["fc2"]["bias"], xp)
+        h = gelu(_linear(t, mlp["fc1"]["weight"], mlp["fc1"]["bias"], xp), be)
+        return _linear(h, mlp["fc2"]["weight"], mlp["fc2"]["bias"], xp)
 
     if blk.norm == "pre":
         return fc(layer_norm(x, p["norm2"], blk.eps, be))

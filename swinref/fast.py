@@ -1,31 +1,41 @@
-"""The accelerated NumPy block: BLAS for the linears, Numba kernels (swinref.kernels) for the rest.
+"""The accelerated NumPy block: BLAS for the products, Numba kernels (swinref.kernels) for the rest, and all of a
+block's parallelism on swinref's own thread lanes.
 
-The twin of the reference block swinref.blocks, with the same three functions (attention_branch, mlp_branch,
-layer_norm) reading the same BlockPlan; the backend chooses one of the two once (swinref.backend: NumPy arrays get
-this block unless Numba is missing or the reference is asked for with `with swinref.backend.plain():` or
-SWINREF_KERNELS=plain). Results agree with the reference to float32 rounding (tests/test_kernels.py); traces record
-the same points.
+The twin of the reference block swinref.blocks, with the same functions (attention_branch, mlp_branch,
+add_residual, layer_norm) reading the same BlockPlan; the backend chooses one of the two once (swinref.backend:
+NumPy arrays get this block unless Numba is missing or the reference is asked for with
+`with swinref.backend.plain():` or SWINREF_KERNELS=plain). Results agree with the reference to float32 rounding
+(tests/test_kernels.py); traces record the same points.
 
 What differs from the reference block, and why:
-- no pad / roll / window partition / reverse passes: each chunk of windows gathers its tokens' q, k, v rows from
-  the [tokens + 1, 3C] qkv matrix through one cached index (row `tokens` is the zero padding token, whose qkv is
-  the bias) and scatters its outputs back the same way;
-- no [B*nW, nH, N, N] tensors: windows go in chunks of at most ATTN_CHUNK_BYTES of logits, so memory stays
-  O(tokens) however large the image; bias, mask and softmax are one Numba pass (kernels.attention_softmax), the
-  products BLAS;
+- no pad / roll / window partition / reverse passes: windows gather their tokens' rows through one cached index
+  (geometry.window_token_index, computed once per block plan and batch) and scatter their outputs back the same
+  way; a padding position is a zero row, whose qkv is the bias;
+- the block is cut into work items that each stay in the cache from start to end: an attention item is a few
+  windows taken through gather, LayerNorm, qkv, attention, proj and scatter; an MLP item is a block of rows
+  taken through LayerNorm, fc1, GELU and fc2, its [rows, 4C] hidden layer never leaving the cache. Where a stage
+  has too few windows or rows to share out (the last stages of a small batch), the items are the tiles of each
+  product (rows x columns) and the window x head-group pairs of the attention instead (`_schedule`);
+- no [B*nW, nH, N, N] tensors: an attention item's logits take at most ATTN_CHUNK_BYTES, so memory stays
+  O(tokens) however large the image; bias, mask and softmax are one Numba pass (kernels.attention_softmax);
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
-- the MLP runs over chunks of at most MLP_CHUNK_TOKENS tokens, so its [T, 4C] hidden layer stays bounded;
-- GELU (with fc1's bias) and LayerNorm are single passes, on row blocks split between threads; erf is vectorisable
-  (kernels.erf_poly).
+- one kind of thread: BLAS runs single-threaded inside a block, and the calling thread plus lanes - 1 pool threads
+  take items from a shared counter until none are left. A lane that the machine's other work deschedules
+  simply takes fewer items; nothing spins, and the only wait is for the items already started (OpenBLAS's own
+  threads wait at a barrier after every product, so one descheduled BLAS thread stalls every product).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
+import os
+import threading
 import weakref
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,17 +45,28 @@ from swinref.namespace import Backend
 from swinref.plan import BlockPlan
 
 
-__all__ = ["attention_branch", "mlp_branch", "add_residual", "layer_norm", "MLP_CHUNK_TOKENS", "ATTN_CHUNK_BYTES"]
+__all__ = ["block", "attention_branch", "mlp_branch", "add_residual", "layer_norm", "linear", "ATTN_CHUNK_BYTES", "TILE_ROWS",
+           "MIN_TILE_ROWS", "MIN_TILE_COLS", "SHARES", "LANES"]
 
-# The MLP's hidden layer holds at most this many tokens x 4C values at a time (8192 x 384 x 4 B = 12.6 MB for
-# Swin-T stage 1); a 224 x 224 image (3136 tokens) is one chunk.
-MLP_CHUNK_TOKENS = 8192
-# Attention runs over chunks of windows whose [nw, nH, N, N] logits take at most this many bytes (a chunk stays in
-# the cache while bias, mask, softmax and the second product pass over it).
+# An item's rows: enough for BLAS to run at full speed on its products, few enough that the item's activations
+# (for Swin-T stage 1: 245 rows x (C + 3C + C + 4C) floats) stay in a core's L2 cache.
+TILE_ROWS = 256
+# Below this many rows a product wastes most of BLAS's register tile: split columns (or heads) instead.
+MIN_TILE_ROWS = 64
+MIN_TILE_COLS = 64
+# How many items a part of a block is cut into, when its rows allow (MIN_TILE_ROWS each): SHARES[0], else
+# SHARES[1]; more items than lanes let a lane slowed by another process leave its share to the others. The cut
+# depends on the data only, never on the number of lanes, so results are bit-identical for any thread count.
+SHARES = (4, 2)
+# An attention item's [nw, heads, N, N] logits take at most this many bytes (the chunk stays in the cache while
+# bias, mask, softmax and the second product pass over it).
 ATTN_CHUNK_BYTES = 2 << 20
-# At most this many lanes (threads) share a block's work; row kernels use a second lane from this many rows on.
-MAX_LANES = 8
+# Row kernels (LayerNorm alone) hand rows to another lane from this many on.
 ROW_BLOCK_MIN = 256
+MAX_LANES = 8
+# A process's share of the cores, set by swinref.threads.limit_threads (e.g. one of several workers on a node);
+# None: NUMBA_NUM_THREADS (default: the number of CPUs). Read from Numba's config, which starts no thread pool.
+LANES: int | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -67,42 +88,15 @@ def _derived(anchor: np.ndarray, key: tuple, build: Any) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=64)
-def _window_tokens(B: int, blk: BlockPlan) -> np.ndarray:
-    """[B*nW, N] row of each window token in the [B*T + 1, .] token matrix; row B*T is the padding token.
+# ----------------------------------------------------------------------------------------------------------------
+# Lanes: the calling thread and lanes - 1 team threads, taking items from one counter.
+#
+# A team thread stays on its core between the parts of a forward pass: it spins (kernels.spin_while_equal, without
+# the GIL) for up to SPINS loads waiting for the next part, and only then blocks. Blocking after every part would
+# hand the core to any other process and wait, at every part, for the scheduler to give it back: on a busy machine
+# a time slice each time. The caller waits for the items already taken the same way.
 
-    Windows in the order of geometry.window_partition (b, then the window grid row-major), tokens row-major.
-    """
-    windows = geometry.window_token_index(blk.resolution, blk.padded, blk.window, blk.shift, blk.roll_before_pad)
-    T = blk.tokens
-    index = np.arange(B)[:, None, None] * T + windows[None]
-    index = np.where(windows[None] < 0, B * T, index).reshape(-1, windows.shape[1])
-    index.setflags(write=False)
-    return index
-
-
-def layer_norm(x: np.ndarray, p: dict, eps: float, be: Backend | None = None) -> np.ndarray:
-    """LayerNorm over the last axis (twin: swinref.blocks.layer_norm, same signature), one pass over the rows."""
-    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
-    out = np.empty_like(x2d)
-    _layer_norm_rows(x2d, p["weight"], p["bias"], eps, out)
-    return out.reshape(x.shape)
-
-
-def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, out: np.ndarray) -> None:
-    """kernels.layer_norm_rows over [T, C] rows, split between the lanes."""
-    _row_blocks(x.shape[0], lambda r0, r1: kernels.layer_norm_rows(x[r0:r1], weight, bias, eps, out[r0:r1]))
-
-
-# A block's work is split between lanes: the calling thread and lanes - 1 pool threads. The per-window products
-# are many small GEMMs that OpenBLAS runs on one thread each, and the kernels are serial and release the GIL, so
-# chunks of windows, and blocks of rows for the row kernels, run side by side. NUMBA_NUM_THREADS (default: the
-# number of CPUs) sets the count; it is read from Numba's config, which starts no Numba thread pool.
-_POOL: Any = None
-_POOL_THREADS = 0
-# A process's share of the cores, set by swinref.threads.limit_threads (e.g. one of several workers on a node);
-# None: NUMBA_NUM_THREADS.
-LANES: int | None = None
+SPINS = 500_000  # about 0.15 ms of loads from the cache before a lane blocks
 
 
 def _lanes() -> int:
@@ -116,138 +110,493 @@ def _lanes() -> int:
         return 1
 
 
-def _run_chunks(fn: Any, starts: list[int], lanes: int) -> None:
-    """fn(start) for every start: one in every `lanes` on the calling thread, the others on the pool."""
-    global _POOL, _POOL_THREADS
-    if lanes < 2 or len(starts) < 2:
-        for s in starts:
-            fn(s)
-        return
-    if _POOL_THREADS < lanes - 1:
-        from concurrent.futures import ThreadPoolExecutor
+class _Job:
+    """One part of a pass: fn(i) for i in range(items), items taken in order by whichever lane is free."""
 
-        _POOL = ThreadPoolExecutor(max_workers=lanes - 1, thread_name_prefix="swinref")
-        _POOL_THREADS = lanes - 1
-    futures = [_POOL.submit(fn, s) for i, s in enumerate(starts) if i % lanes]
-    for s in starts[::lanes]:
-        fn(s)
-    for f in futures:
-        f.result()
+    def __init__(self, fn: Callable[[int], None], items: int):
+        self.fn, self.items = fn, items
+        self.next_item = itertools.count()  # next() on it is atomic under the GIL
+        self.finished = np.zeros(items, dtype=np.int8)
+        self.errors: list[BaseException] = []
+
+    def work(self) -> None:
+        for i in self.next_item:
+            if i >= self.items:
+                return
+            try:
+                self.fn(i)
+            except BaseException as exc:  # re-raised by the caller
+                self.errors.append(exc)
+            self.finished[i] = 1
+
+    def wait(self, wake: threading.Condition) -> None:
+        """Until every item is finished (the caller has taken the last one, others may still run theirs)."""
+        if not kernels.spin_until_all_set(self.finished, SPINS // 8):
+            with wake:
+                while not self.finished.all():
+                    wake.wait(0.001)
+        if self.errors:
+            raise self.errors[0]
+
+
+class _Team:
+    """Threads that run the items of a job beside the caller; one job at a time."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.generation = np.zeros(1, dtype=np.int64)  # bumped for every job; team threads spin on it
+        self.job: _Job | None = None
+        self.wake = threading.Condition()
+        self.busy = threading.Lock()
+        for _ in range(threads):
+            threading.Thread(target=self._serve, name="swinref-lane", daemon=True).start()
+
+    def _serve(self) -> None:
+        seen = 0
+        while True:
+            current = int(kernels.spin_while_equal(self.generation, seen, SPINS))
+            if current == seen:
+                with self.wake:
+                    while int(self.generation[0]) == seen:
+                        self.wake.wait()
+                current = int(self.generation[0])
+            seen = current
+            job = self.job
+            if job is not None:
+                job.work()
+                with self.wake:
+                    self.wake.notify_all()  # a caller blocked in wait()
+
+    def run(self, job: _Job) -> None:
+        self.job = job
+        with self.wake:
+            self.generation[0] += 1
+            self.wake.notify_all()
+        job.work()
+        job.wait(self.wake)
+
+
+_TEAM: _Team | None = None
+_TEAM_LOCK = threading.Lock()
+
+
+def _team(threads: int) -> _Team:
+    global _TEAM
+    with _TEAM_LOCK:
+        if _TEAM is None or _TEAM.threads < threads:
+            _TEAM = _Team(threads)  # a smaller team's threads stay blocked for good
+        return _TEAM
+
+
+def _forget_team() -> None:
+    global _TEAM
+    _TEAM = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_team)
+
+
+def _parallel(fn: Callable[[int], None], items: int, lanes: int) -> None:
+    """fn(i) for i in range(items), on up to `lanes` threads; each lane takes the next item when it is free.
+
+    A second caller while the team is busy (two forward passes on two threads of the caller's) runs its items
+    on its own thread.
+    """
+    lanes = min(lanes, items)
+    team = _team(lanes - 1) if lanes > 1 else None
+    if team is None or not team.busy.acquire(blocking=False):
+        for i in range(items):
+            fn(i)
+        return
+    try:
+        team.run(_Job(fn, items))
+    finally:
+        team.job = None
+        team.busy.release()
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_SAVED: list[int] = []
 
 
 @contextlib.contextmanager
-def _single_threaded_blas(active: bool):
-    """One BLAS thread per call while the lanes split the windows between them.
-
-    OpenBLAS threads a product from m * n * k >= 4 * 65536 on (large windows: 12 x 12 and up, Video Swin's
-    8 x 7 x 7), and a threaded product waits for all its threads at a barrier: two lanes each calling threaded
-    products would oversubscribe the cores, and on a shared machine one descheduled BLAS thread stalls every
-    product. Independent windows on independent lanes need no barrier but the last.
-    """
-    controller = _blas_controller() if active else None
-    if controller is None:
+def _one_blas_thread(active: bool):
+    """BLAS on one thread while the lanes share a block out (threads of the process running blocks at once
+    share one setting; the last to leave restores the caller's)."""
+    global _BLAS_USERS
+    libs = _blas_libs() if active else ()
+    if not libs:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_SAVED[:] = [lib.get_num_threads() for lib in libs]
+            for lib, n in zip(libs, _BLAS_SAVED):
+                if n != 1:
+                    lib.set_num_threads(1)
+        _BLAS_USERS += 1
+    try:
         yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                for lib, n in zip(libs, _BLAS_SAVED):
+                    if n != 1:
+                        lib.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
+def _blas_libs() -> tuple:
+    """The BLAS libraries loaded in this process (NumPy's among them), through threadpoolctl."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - a core dependency
-        return None
-    return ThreadpoolController()
+        return ()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
-def _row_blocks(rows: int, fn: Any) -> None:
-    """fn(r0, r1) over blocks of rows [r0, r1) covering range(rows), one block per lane, at least ROW_BLOCK_MIN
-    rows each (handing a small block to another thread costs more than it saves).
-
-    On 2 cores this made no difference we could measure (the two kernels are about a tenth of a Swin-T forward);
-    it keeps LayerNorm and GELU from becoming the serial part of a forward on machines with more cores.
-    """
-    lanes = min(_lanes(), max(1, rows // ROW_BLOCK_MIN))
-    step = -(-rows // lanes)
-    _run_chunks(lambda r0: fn(r0, min(rows, r0 + step)), list(range(0, rows, step)), lanes)
+# ----------------------------------------------------------------------------------------------------------------
+# The schedule: how a block is cut into items, decided once per (batch, block plan, lanes, dtype size).
 
 
-def _linear(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """[T, in] @ [out, in]^T + [out] (twin: swinref.layers.linear), bias added in place."""
-    y = np.matmul(x2d, weight.T)
-    if bias is not None:
-        y += bias
+@dataclass(frozen=True)
+class _Schedule:
+    fused: bool  # True: items of windows taken through the whole block; False: tiles of each product
+    windows_per_item: int  # windows per item (fused), or per window chunk (tiled attention)
+    head_groups: int  # tiled attention: groups of heads per window chunk
+    mlp_rows: int  # rows per item of an MLP branch on its own (a trace runs the branches one by one)
+
+
+def _share(units: int, cap: int, unit_rows: int) -> int:
+    """Units (windows, rows) per item: at most `cap`, cut into SHARES[0] items, else SHARES[1], whichever first
+    keeps MIN_TILE_ROWS rows per item; 0 when neither does."""
+    for share in SHARES:
+        per_item = min(cap, -(-units // share))
+        if per_item * unit_rows >= MIN_TILE_ROWS and -(-units // per_item) >= SHARES[-1]:
+            return per_item
+    return 0
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule(B: int, blk: BlockPlan, itemsize: int) -> _Schedule:
+    N, nH = blk.window_tokens, blk.heads
+    windows = B * math.prod(p // w for p, w in zip(blk.padded, blk.window))
+    by_bytes = max(1, ATTN_CHUNK_BYTES // (nH * N * N * itemsize))
+    per_item = _share(windows, max(1, min(by_bytes, TILE_ROWS // N)), N)
+    mlp_rows = _share(B * blk.tokens, TILE_ROWS, 1)
+    if per_item:
+        return _Schedule(True, per_item, 1, mlp_rows)
+    # Few windows: chunks of windows, each split into groups of heads (at most ATTN_CHUNK_BYTES of logits each).
+    per_item = max(1, min(by_bytes, -(-windows // SHARES[-1])))
+    chunks = -(-windows // per_item)
+    heads_by_bytes = max(1, ATTN_CHUNK_BYTES // (per_item * N * N * itemsize))
+    groups = min(nH, max(-(-SHARES[0] // chunks), -(-nH // heads_by_bytes)))
+    return _Schedule(False, per_item, groups, mlp_rows)
+
+
+def _tiles(M: int, N: int) -> tuple[int, int]:
+    """(rows, columns) of the tiles of an [M, K] x [K, N] product: blocks of rows while they keep MIN_TILE_ROWS
+    rows, then columns too."""
+    rows = _share(M, M, 1)
+    if rows:
+        return rows, N
+    row_tiles = max(1, M // MIN_TILE_ROWS)
+    cols = max(MIN_TILE_COLS, -(-N // -(-SHARES[0] // row_tiles)))
+    return -(-M // row_tiles), min(N, -(-cols // 16) * 16)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_rows(B: int, blk: BlockPlan) -> tuple[np.ndarray, np.ndarray | None]:
+    """([B*nW, N] row of each window token in the [B*T, C] token matrix, padding -> 0; [B*nW, N] padding mask, or
+    None when no window holds padding). Windows in the order of geometry.window_partition, tokens row-major."""
+    windows = geometry.window_token_index(blk.resolution, blk.padded, blk.window, blk.shift, blk.roll_before_pad)
+    T = blk.tokens
+    index = np.arange(B)[:, None, None] * T + np.maximum(windows, 0)[None]
+    padding = np.broadcast_to(windows[None] < 0, index.shape)
+    index = index.reshape(-1, windows.shape[1])
+    index.setflags(write=False)
+    if not padding.any():
+        return index, None
+    padding = np.ascontiguousarray(padding).reshape(index.shape)
+    padding.setflags(write=False)
+    return index, padding
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Row kernels and tiled products.
+
+
+def layer_norm(x: np.ndarray, p: dict, eps: float, be: Backend | None = None) -> np.ndarray:
+    """LayerNorm over the last axis (twin: swinref.blocks.layer_norm, same signature), one pass over the rows."""
+    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.empty_like(x2d)
+    _layer_norm_rows(x2d, p["weight"], p["bias"], eps, out, _lanes())
+    return out.reshape(x.shape)
+
+
+def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, out: np.ndarray,
+                     lanes: int) -> None:
+    """kernels.layer_norm_rows over [T, C] rows, in blocks of rows shared between the lanes."""
+    rows = x.shape[0]
+    step = max(ROW_BLOCK_MIN, -(-rows // lanes))
+
+    def block(i: int) -> None:
+        r0, r1 = i * step, min(rows, (i + 1) * step)
+        kernels.layer_norm_rows(x[r0:r1], weight, bias, eps, out[r0:r1])
+
+    _parallel(block, -(-rows // step), lanes)
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, be: Backend | None = None) -> np.ndarray:
+    """[..., in] @ [out, in]^T + [out] (twin: swinref.blocks.linear) in tiles on the lanes, BLAS on one thread."""
+    lanes = _lanes()
+    x2d = x.reshape(-1, x.shape[-1])
+    with _one_blas_thread(lanes > 1):
+        y = _linear_tiled(x2d, weight, bias, lanes)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _linear_tiled(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, lanes: int,
+                  gelu: bool = False) -> np.ndarray:
+    """[M, K] @ [N, K]^T + bias (then GELU when asked) in tiles shared between the lanes (twin: layers.linear)."""
+    M, N = x2d.shape[0], weight.shape[0]
+    y = np.empty((M, N), dtype=x2d.dtype)
+    rows, cols = _tiles(M, N)
+    col_tiles = -(-N // cols)
+
+    def tile(i: int) -> None:
+        r, c = divmod(i, col_tiles)
+        r0, r1, c0, c1 = r * rows, min(M, (r + 1) * rows), c * cols, min(N, (c + 1) * cols)
+        if col_tiles == 1:
+            out = y[r0:r1]
+            np.matmul(x2d[r0:r1], weight.T, out=out)
+        else:  # a contiguous tile for the kernels, then copied into its columns
+            out = np.matmul(x2d[r0:r1], weight[c0:c1].T)
+        b = None if bias is None else bias[c0:c1]
+        if gelu:
+            kernels.gelu_bias_rows(out, b)
+        elif b is not None:
+            out += b
+        if col_tiles > 1:
+            y[r0:r1, c0:c1] = out
+
+    _parallel(tile, -(-M // rows) * col_tiles, lanes)
     return y
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention.
+
+
+@dataclass(frozen=True)
+class _Attention:
+    """What every attention item of one call reads."""
+
+    heads: int
+    head_dim: int
+    window_tokens: int
+    rel_bias: np.ndarray  # nH, N, N
+    mask: np.ndarray  # nW, N, N (one all-zero window for unshifted blocks)
+    scale: np.ndarray | None  # cosine attention's per-head temperature [nH, 1, 1]; None: scaled dot product
+    floor: float
+    probs: np.ndarray | None  # [B*nW, nH, N, N] when a trace keeps them
+
+
+def _attend(qkv: np.ndarray, w0: int, nw: int, h0: int, h1: int, at: _Attention, out: np.ndarray) -> None:
+    """Attention of heads h0:h1 in windows w0 .. w0 + nw - 1: qkv [nw*N, 3C] rows (window-major, q | k | v,
+    head-major) -> out[:, h0*d:h1*d] of [nw*N, C]."""
+    N, nH, d = at.window_tokens, at.heads, at.head_dim
+    dtype = qkv.dtype
+    t = qkv.reshape(nw, N, 3, nH, d)[:, :, :, h0:h1]
+    q = np.transpose(t[:, :, 0], (0, 2, 1, 3))  # nw, h, N, d (strided views: BLAS reads them in place)
+    k = np.transpose(t[:, :, 1], (0, 2, 3, 1))  # nw, h, d, N
+    v = np.transpose(t[:, :, 2], (0, 2, 1, 3))
+    if at.scale is None:
+        logits = np.matmul(q * dtype.type(d ** -0.5), k)
+    else:
+        qn = q / np.maximum(np.linalg.vector_norm(q, axis=-1, keepdims=True), dtype.type(1e-12))
+        kn = k / np.maximum(np.linalg.vector_norm(k, axis=-2, keepdims=True), dtype.type(1e-12))
+        logits = np.matmul(qn, kn) * at.scale[h0:h1]
+    kernels.attention_softmax(logits, at.rel_bias[h0:h1], at.mask, w0, at.floor)
+    if at.probs is not None:
+        at.probs[w0:w0 + nw, h0:h1] = logits
+    heads = np.matmul(logits, v)  # nw, h, N, d
+    out.reshape(nw, N, nH * d)[:, :, h0 * d:h1 * d] = np.transpose(heads, (0, 2, 1, 3)).reshape(nw, N, -1)
+
+
+def _attention_setup(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend, keep_probs: bool) -> _Attention:
+    dtype, N, nH = x.dtype, blk.window_tokens, blk.heads
+    a = p["attn"]
+    anchor = a["relative_position_bias_table"] if blk.position_bias == "table" else a["cpb_mlp"][0]["weight"]
+    rel_bias = _derived(anchor, ("bias", blk.window, blk.table_window, blk.bias_index, blk.pretrained_window,
+                                 str(dtype)),
+                        lambda: np.ascontiguousarray(position_bias(a, blk, be, dtype), dtype=dtype))
+    if blk.mask:
+        mask = shift_mask(blk, be, dtype)
+    else:
+        mask = device_constant(be, ("no mask", N), lambda: np.zeros((1, N, N)), dtype)  # one all-zero window
+    windows = _window_rows(x.shape[0], blk)[0].shape[0]
+    return _Attention(nH, blk.head_dim, N, rel_bias, mask,
+                      logit_scale(a, np).astype(dtype) if blk.attention == "cosine" else None,
+                      math.log(np.finfo(dtype).tiny),
+                      np.empty((windows, nH, N, N), dtype=dtype) if keep_probs else None)
+
+
+def _window_branch(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, w0: int,
+                   step: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Windows w0 .. w0 + step - 1 gathered, normalised, attended and projected: (their token rows [n], which of
+    them are padding or None, x at those rows [n, C], the attention branch there [n, C])."""
+    a, norm1 = p["attn"], p["norm1"]
+    index, padding = _window_rows(x2d.shape[0] // blk.tokens, blk)
+    rows = index[w0:w0 + step].reshape(-1)
+    nw = rows.shape[0] // at.window_tokens
+    xs = x2d[rows]
+    if blk.norm == "pre":
+        src = np.empty_like(xs)
+        kernels.layer_norm_rows(xs, norm1["weight"], norm1["bias"], blk.eps, src)
+    else:
+        src = xs.copy()
+    pad = None if padding is None else padding[w0:w0 + step].reshape(-1)
+    if pad is not None:
+        src[pad] = 0  # padding follows the norm, as in every peer: its qkv is the bias
+    qkv = np.matmul(src, a["qkv"]["weight"].T)
+    bias = qkv_bias(a, np)
+    if bias is not None:
+        qkv += bias
+    heads = src  # src is spent: the heads' outputs take its place
+    _attend(qkv, w0, nw, 0, at.heads, at, heads)
+    y = np.matmul(heads, a["proj"]["weight"].T)
+    y += a["proj"]["bias"]
+    if blk.norm == "res-post":
+        kernels.layer_norm_rows(y, norm1["weight"], norm1["bias"], blk.eps, y)
+    return rows, pad, xs, y
+
+
+def _mlp_rows(xs: np.ndarray, p: dict, blk: BlockPlan, residual: bool) -> np.ndarray:
+    """The MLP branch of rows xs [n, C] (plus xs when `residual`), in a new array: LayerNorm, fc1, GELU (one
+    pass with fc1's bias), fc2; the [n, 4C] hidden layer of one item stays in the cache."""
+    m, norm2 = p["mlp"], p["norm2"]
+    src = xs
+    if blk.norm == "pre":
+        src = np.empty_like(xs)
+        kernels.layer_norm_rows(xs, norm2["weight"], norm2["bias"], blk.eps, src)
+    hidden = np.matmul(src, m["fc1"]["weight"].T)
+    kernels.gelu_bias_rows(hidden, m["fc1"]["bias"])
+    y = np.matmul(hidden, m["fc2"]["weight"].T)
+    y += m["fc2"]["bias"]
+    if blk.norm == "res-post":
+        kernels.layer_norm_rows(y, norm2["weight"], norm2["bias"], blk.eps, y)
+    if residual:
+        y += xs
+    return y
+
+
+def block(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend, keep_probs: bool = False,
+          keep_branch: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A whole block on [B, *S, C]: (x + attention, then + MLP; the attention branch when `keep_branch`; the
+    attention probabilities when `keep_probs`) (twin: swinref.blocks.block). A trace asks for the branch and the
+    probabilities of the same pass that computes the output, so traced and untraced outputs are the same bits.
+
+    With windows to share out, each item takes its windows' tokens through both branches: the MLP is token-wise,
+    so the tokens an item's windows produce are all it needs."""
+    lanes = _lanes()
+    plan = _schedule(x.shape[0], blk, x.dtype.itemsize)
+    if not plan.fused:
+        attn, probs = attention_branch(x, p, blk, be, keep_probs)
+        kept = attn.copy() if keep_branch else None  # add_residual reuses the branch's buffer
+        x = add_residual(attn, x)
+        return add_residual(mlp_branch(x, p, blk, be), x), kept, probs
+    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.empty_like(x2d)
+    branch = np.empty_like(x2d) if keep_branch else None
+    at = _attention_setup(x, p, blk, be, keep_probs)
+    step = plan.windows_per_item
+
+    def item(i: int) -> None:
+        rows, pad, xs, y = _window_branch(x2d, p, blk, at, i * step, step)
+        if pad is not None:
+            keep = ~pad
+            rows, xs, y = rows[keep], xs[keep], y[keep]
+        if branch is not None:
+            branch[rows] = y
+        y += xs
+        out[rows] = _mlp_rows(y, p, blk, residual=True)
+
+    with _one_blas_thread(lanes > 1):
+        _parallel(item, -(-_window_rows(x.shape[0], blk)[0].shape[0] // step), lanes)
+    return out.reshape(x.shape), None if branch is None else branch.reshape(x.shape), at.probs
 
 
 def attention_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend,
                      keep_probs: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The attention residual branch on [B, *S, C] NumPy arrays (twin: swinref.blocks.attention_branch)."""
-    B, C = x.shape[0], x.shape[-1]
-    T = x.size // C
-    dtype = x.dtype
-    nH, d, N = blk.heads, blk.head_dim, blk.window_tokens
-    a = p["attn"]
-    x2d = np.ascontiguousarray(x).reshape(T, C)
+    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    lanes = _lanes()
+    plan = _schedule(x.shape[0], blk, x.dtype.itemsize)
+    at = _attention_setup(x, p, blk, be, keep_probs)
+    out = np.empty_like(x2d)
+    step = plan.windows_per_item
+    windows = _window_rows(x.shape[0], blk)[0].shape[0]
 
-    # qkv on the unpadded tokens plus one zero token (row T) standing for the padding.
-    src = np.empty((T + 1, C), dtype=dtype)
+    def item(i: int) -> None:
+        rows, pad, _, y = _window_branch(x2d, p, blk, at, i * step, step)
+        if pad is None:
+            out[rows] = y
+        else:
+            keep = ~pad
+            out[rows[keep]] = y[keep]
+
+    with _one_blas_thread(lanes > 1):
+        if plan.fused:
+            _parallel(item, -(-windows // step), lanes)
+        else:
+            _attention_tiled(x2d, p, blk, at, plan, lanes, out)
+    return out.reshape(x.shape), at.probs
+
+
+def _attention_tiled(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan: _Schedule, lanes: int,
+                     out: np.ndarray) -> None:
+    """Few windows: qkv in tiles, then (window chunk, head group) items, then proj in tiles."""
+    a, norm1 = p["attn"], p["norm1"]
+    T, C = x2d.shape
+    src = np.empty((T + 1, C), dtype=x2d.dtype)  # row T: the zero padding token
     if blk.norm == "pre":
-        _layer_norm_rows(x2d, p["norm1"]["weight"], p["norm1"]["bias"], blk.eps, src[:T])
+        _layer_norm_rows(x2d, norm1["weight"], norm1["bias"], blk.eps, src[:T], lanes)
     else:
         src[:T] = x2d
     src[T] = 0
-    qkv = _linear(src, a["qkv"]["weight"], qkv_bias(a, np))  # [T+1, 3C]
+    qkv = _linear_tiled(src, a["qkv"]["weight"], qkv_bias(a, np), lanes)
     del src
-    anchor = a["relative_position_bias_table"] if blk.position_bias == "table" else a["cpb_mlp"][0]["weight"]
-    rel_bias = _derived(anchor, ("bias", blk.window, blk.table_window, blk.bias_index, blk.pretrained_window, str(dtype)), lambda: np.ascontiguousarray(
-        position_bias(a, blk, be, dtype), dtype=dtype))
-    if blk.mask:
-        mask = shift_mask(blk, be, dtype)
-    else:
-        mask = device_constant(be, ("no mask", N), lambda: np.zeros((1, N, N)), dtype)  # one all-zero window
-    index = _window_tokens(B, blk)  # [B*nW, N] rows of qkv
-    scale = logit_scale(a, np).astype(dtype) if blk.attention == "cosine" else None  # nH, 1, 1
-    attn = np.empty((T + 1, C), dtype=dtype)
-    floor = math.log(np.finfo(dtype).tiny)
-    BnW = index.shape[0]
-    # A trace wants the probabilities of every window at once, as the reference gives them.
-    probs = np.empty((BnW, nH, N, N), dtype=dtype) if keep_probs else None
-    step = max(1, ATTN_CHUNK_BYTES // (nH * N * N * dtype.itemsize))
-    # OpenBLAS threads a GEMM itself once m * n * k reaches 4 * 65536 (M = 12 windows: 144 * 144 * 32); two Python
-    # threads calling threaded GEMMs would oversubscribe the cores.
-    lanes = _lanes()
-    if lanes > 1:
-        step = min(step, -(-BnW // lanes))  # at least one chunk per lane
+    index, padding = _window_rows(T // blk.tokens, blk)
+    rows_of = index if padding is None else np.where(padding, T, index)
+    heads = np.empty((T + 1, C), dtype=x2d.dtype)
+    step, groups, windows = plan.windows_per_item, plan.head_groups, index.shape[0]
+    per_group = -(-at.heads // groups)
 
-    def attend(w0: int) -> None:
-        rows = index[w0:w0 + step]  # [nw, N]
-        nw = rows.shape[0]
-        t = qkv[rows].reshape(nw, N, 3, nH, d)
-        q = np.transpose(t[:, :, 0], (0, 2, 1, 3))  # nw, nH, N, d (strided views: BLAS reads them in place)
-        kk = np.transpose(t[:, :, 1], (0, 2, 3, 1))  # nw, nH, d, N
-        v = np.transpose(t[:, :, 2], (0, 2, 1, 3))
-        if scale is None:
-            logits = np.matmul(q * dtype.type(d ** -0.5), kk)
-        else:
-            qn = q / np.maximum(np.linalg.vector_norm(q, axis=-1, keepdims=True), dtype.type(1e-12))
-            kn = kk / np.maximum(np.linalg.vector_norm(kk, axis=-2, keepdims=True), dtype.type(1e-12))
-            logits = np.matmul(qn, kn) * scale
-        kernels.attention_softmax(logits, rel_bias, mask, w0, floor)
-        if probs is not None:
-            probs[w0:w0 + nw] = logits
-        out = np.matmul(logits, v)  # nw, nH, N, d
-        attn[rows] = np.transpose(out, (0, 2, 1, 3)).reshape(nw, N, C)
+    def item(i: int) -> None:
+        chunk, g = divmod(i, groups)
+        w0, h0 = chunk * step, g * per_group
+        h1 = min(at.heads, h0 + per_group)
+        rows = rows_of[w0:w0 + step].reshape(-1)
+        nw = rows.shape[0] // at.window_tokens
+        part = np.empty((rows.shape[0], C), dtype=x2d.dtype)
+        _attend(qkv[rows], w0, nw, h0, h1, at, part)
+        c0, c1 = h0 * at.head_dim, h1 * at.head_dim
+        heads[rows, c0:c1] = part[:, c0:c1]  # padding rows all land on row T, which is dropped
 
-    with _single_threaded_blas(lanes > 1 and N * N * d >= 4 * 65536):
-        _run_chunks(attend, list(range(0, BnW, step)), lanes)
+    _parallel(item, -(-windows // step) * groups, lanes)
     del qkv
-    out = _linear(attn[:T], a["proj"]["weight"], a["proj"]["bias"])
-    del attn
+    y = _linear_tiled(heads[:T], a["proj"]["weight"], a["proj"]["bias"], lanes)
     if blk.norm == "res-post":
-        _layer_norm_rows(out, p["norm1"]["weight"], p["norm1"]["bias"], blk.eps, out)
-    return out.reshape(x.shape), probs
+        _layer_norm_rows(y, norm1["weight"], norm1["bias"], blk.eps, y, lanes)
+    out[:] = y
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MLP and the residual.
 
 
 def add_residual(branch: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -257,22 +606,27 @@ def add_residual(branch: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def mlp_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend) -> np.ndarray:
-    """The MLP residual branch on [B, *S, C] NumPy arrays, in chunks of tokens (twin: swinref.blocks.mlp_branch)."""
+    """The MLP residual branch on [B, *S, C] NumPy arrays (twin: swinref.blocks.mlp_branch)."""
     C = x.shape[-1]
     x2d = np.ascontiguousarray(x).reshape(-1, C)
-    out = np.empty_like(x2d)
     m, norm2 = p["mlp"], p["norm2"]
-    for start in range(0, x2d.shape[0], MLP_CHUNK_TOKENS):
-        xs = x2d[start:start + MLP_CHUNK_TOKENS]
-        ys = out[start:start + MLP_CHUNK_TOKENS]
-        if blk.norm == "pre":
-            _layer_norm_rows(xs, norm2["weight"], norm2["bias"], blk.eps, ys)  # ys holds norm2(x) until fc2
-            xs = ys
-        h = np.matmul(xs, m["fc1"]["weight"].T)
-        fc1_bias = m["fc1"]["bias"]
-        _row_blocks(h.shape[0], lambda r0, r1: kernels.gelu_bias_rows(h[r0:r1], fc1_bias))
-        np.matmul(h, m["fc2"]["weight"].T, out=ys)
-        ys += m["fc2"]["bias"]
-        if blk.norm == "res-post":
-            _layer_norm_rows(ys, norm2["weight"], norm2["bias"], blk.eps, ys)
+    lanes = _lanes()
+    rows = _schedule(x.shape[0], blk, x.dtype.itemsize).mlp_rows
+    with _one_blas_thread(lanes > 1):
+        if rows:
+            out = np.empty_like(x2d)
+
+            def item(i: int) -> None:
+                out[i * rows:(i + 1) * rows] = _mlp_rows(x2d[i * rows:(i + 1) * rows], p, blk, residual=False)
+
+            _parallel(item, -(-x2d.shape[0] // rows), lanes)
+        else:
+            src = x2d
+            if blk.norm == "pre":
+                src = np.empty_like(x2d)
+                _layer_norm_rows(x2d, norm2["weight"], norm2["bias"], blk.eps, src, lanes)
+            h = _linear_tiled(src, m["fc1"]["weight"], m["fc1"]["bias"], lanes, gelu=True)
+            out = _linear_tiled(h, m["fc2"]["weight"], m["fc2"]["bias"], lanes)
+            if blk.norm == "res-post":
+                _layer_norm_rows(out, norm2["weight"], norm2["bias"], blk.eps, out, lanes)
     return out.reshape(x.shape)

@@ -17,8 +17,10 @@ where it cannot move a result by more than those roundings: "contract" (fused mu
 erf and exp polynomials more accurate, and "reassoc" in LayerNorm and the attention softmax, whose sums
 (LayerNorm's in float64, the softmax's row sum in float32) it lets LLVM vectorise in any order; the plain path's
 NumPy sums are pairwise, in yet another order. In the softmax it also lets LLVM regroup logit + bias + mask, a
-change of at most one rounding of that three-term sum. Both polynomials are evaluated in float64 and give the
-correctly rounded float32 result to within 0.51 ulp; float64 models use libm's erf and exp.
+change of at most one rounding of that three-term sum. The exp polynomial is evaluated in float64 and gives the
+correctly rounded float32 result to within 0.51 ulp; erf's is evaluated in float32 (twice the SIMD lanes) and is
+within 4.3 ulp of libm's erf, which moves a GELU output by at most about 1e-6 of its size. float64 models use libm's
+erf and exp.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import warnings
 
 import numba
 import numpy as np
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 __all__ = [
     "erf_ufunc",
@@ -40,9 +44,11 @@ __all__ = [
     "attention_softmax_f32",
     "attention_softmax_f64",
     "exp_nonpositive",
-    "erf_poly",
-    "ERF_T_POLY",
+    "erf_poly32",
+    "ERF32_T_POLY",
     "CACHE_WARNING",
+    "spin_while_equal",
+    "spin_until_all_set",
 ]
 
 CACHE_WARNING = "swinref: no writable Numba cache directory; kernels are compiled at every start"
@@ -59,7 +65,7 @@ def _cache_unavailable() -> None:
         )
 
 
-# The scalar helpers (erf_poly, exp_nonpositive) are inlined into their kernel in Numba's IR (inline="always"):
+# The scalar helpers (erf_poly32, exp_nonpositive) are inlined into their kernel in Numba's IR (inline="always"):
 # compiled as separate functions, each would add its own pass through Numba's pipeline to the first start.
 # nogil: the fast path calls kernels from two threads at once. error_model="numpy": a division by zero gives inf or
 # nan as in NumPy instead of a Python exception, so Numba adds no zero test before every division (none can be
@@ -103,47 +109,40 @@ def erf_ufunc():
         return numba.vectorize(signatures, cache=False)(_erf_scalar)
 
 
-# erf(x) / x as a polynomial of degree 18 in t = x^2 / 8 - 1 on |x| <= 4: a least-squares Chebyshev fit at 4000
-# Chebyshev nodes against math.erf, converted to powers of t (tests/test_kernels.py refits it and checks the
-# error). Max relative error 4.7e-10, so in float32 it gives libm's erff to 0.508 ulp; |x| > 4 is clamped
-# (erf(4) = 1 - 1.5e-8 already rounds to 1.0 in float32). A libm call per element does not vectorise; this does.
-ERF_T_POLY = (
-    0.35353099561883194, -0.17657623587308435, 0.1316751217802543, -0.10771028937926898,
-    0.09020883404896549, -0.07473053609953967, 0.059888935446786605, -0.04574400172544879,
-    0.033047585784428804, -0.022563597719269093, 0.014397568234655331, -0.00838207411073675,
-    0.0047468293348133265, -0.0029118390317047806, 0.0014380183153776408, -0.00032430256124582623,
-    0.00015834101714129898, -0.000246708830066705, 9.735201331581571e-05,
-)
+# erf(x) / x as a polynomial of degree 15 in t = x^2 / 8 - 1 on |x| <= 4: a least-squares Chebyshev fit at 4000
+# Chebyshev nodes against math.erf, converted to powers of t (tests/test_kernels.py refits it and checks the error).
+# Fit error 2.9e-7 relative; evaluated in float32 arithmetic (twice the SIMD lanes of float64) it is within 4.3 ulp
+# of libm's erf; |x| > 4 is clamped (erf(4) = 1 - 1.5e-8 rounds to 1.0 in float32). A libm call per element does
+# not vectorise; this does.
 ERF_CLAMP = 4.0
-# The same coefficients as separate globals: Numba folds a float global into a constant at no cost, where indexing
-# a tuple costs type inference for every element.
-_E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13, _E14, _E15, _E16, _E17, _E18 = ERF_T_POLY
+ERF32_T_POLY = (
+    0.35353097816012014, -0.17657617187695832, 0.1316773312423149, -0.10771336119333857,
+    0.09016311717800005, -0.07468753070250087, 0.06024739753526517, -0.04601432136379274,
+    0.03167934270370784, -0.02166253225944849, 0.017188484121765712, -0.010085906977245589,
+    0.0017006006980544882, -0.0010769421018379155, 0.0030023110111562262, -0.0013728150907644674,
+)
+# float32 globals: Numba folds them in as float32 constants, so nothing is promoted to float64.
+(_G0, _G1, _G2, _G3, _G4, _G5, _G6, _G7, _G8, _G9, _G10, _G11, _G12, _G13, _G14,
+ _G15) = (np.float32(c) for c in ERF32_T_POLY)
+_F32_CLAMP = np.float32(ERF_CLAMP)
+_F32_EIGHTH = np.float32(0.125)
+_F32_ONE = np.float32(1.0)
 
 
-# fastmath "contract" lets LLVM fuse the multiply-adds of the polynomial (FMA: one rounding instead of two), which
-# only makes this approximation more accurate; nothing else is reassociated.
 @_jit(fastmath={"contract"}, inline="always")
-def erf_poly(x):  # pragma: no cover - compiled
-    """erf of a float32 argument, evaluated in float64 (twin: math.erf). Scalar; inlined where called."""
-    z = x * 1.0  # float64
-    # Conditional expressions rather than min / max, which cost more to compile.
-    z = z if z < ERF_CLAMP else ERF_CLAMP
-    z = z if z > -ERF_CLAMP else -ERF_CLAMP
-    t = z * z * (1.0 / 8.0) - 1.0
-    # Estrin's scheme: the same polynomial as Horner's rule, but six dependent steps deep instead of nineteen, so
-    # the vectorised loop is not held up by multiply-add latency.
+def erf_poly32(x):  # pragma: no cover - compiled
+    """erf of a float32 argument in float32 arithmetic (twin: math.erf), within 4 ulp. Scalar; inlined."""
+    z = x if x < _F32_CLAMP else _F32_CLAMP
+    z = z if z > -_F32_CLAMP else -_F32_CLAMP
+    t = z * z * _F32_EIGHTH - _F32_ONE
     t2 = t * t
     t4 = t2 * t2
     t8 = t4 * t4
-    t16 = t8 * t8
-    r0 = (_E0 + _E1 * t) + (_E2 + _E3 * t) * t2
-    r1 = (_E4 + _E5 * t) + (_E6 + _E7 * t) * t2
-    r2 = (_E8 + _E9 * t) + (_E10 + _E11 * t) * t2
-    r3 = (_E12 + _E13 * t) + (_E14 + _E15 * t) * t2
-    low = (r0 + r1 * t4) + (r2 + r3 * t4) * t8  # c0 .. c15
-    high = (_E16 + _E17 * t) + _E18 * t2  # c16 .. c18
-    p = low + high * t16
-    return z * p
+    r0 = (_G0 + _G1 * t) + (_G2 + _G3 * t) * t2
+    r1 = (_G4 + _G5 * t) + (_G6 + _G7 * t) * t2
+    r2 = (_G8 + _G9 * t) + (_G10 + _G11 * t) * t2
+    r3 = (_G12 + _G13 * t) + (_G14 + _G15 * t) * t2
+    return z * ((r0 + r1 * t4) + (r2 + r3 * t4) * t8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,7 +173,7 @@ def layer_norm_rows(x, weight, bias, eps, out):  # pragma: no cover - compiled
 
 
 # The float32 rounding steps of the plain expression x * 0.5 * (1 + erf(x / sqrt 2)) are kept in both GELU kernels;
-# only erf itself is evaluated differently (erf_poly for float32, libm for float64).
+# only erf itself is evaluated differently (erf_poly32 for float32, libm for float64).
 
 
 @_jit(fastmath={"contract"})
@@ -187,7 +186,7 @@ def gelu_bias_rows_f32(h, bias):  # pragma: no cover - compiled
     for r in range(T):
         for c in range(D):
             x = h[r, c] + bias[c]
-            h[r, c] = x * half * (one + np.float32(erf_poly(x * inv_sqrt2)))
+            h[r, c] = x * half * (one + erf_poly32(x * inv_sqrt2))
 
 
 @_jit()
@@ -316,3 +315,47 @@ def attention_softmax(logits: np.ndarray, rel_bias: np.ndarray, mask: np.ndarray
     (attention_softmax_f32 if logits.dtype == np.float32 else attention_softmax_f64)(
         logits, rel_bias, mask, first_window, floor)
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Spin waits for swinref.fast's lanes: between the parts of one forward pass a lane waits a few microseconds for the
+# next part; blocking on a lock there would hand its core to any other process and wait for the scheduler to give
+# it back (up to a time slice on a busy machine), for every part. Both waits are bounded by `spins` loads and
+# release the GIL; the caller blocks on a lock after a timed-out spin.
+
+
+@intrinsic
+def _load_acquire(typingctx, array, index):
+    """array[index] as an atomic load with acquire ordering, so a loop re-reads memory another thread writes."""
+    sig = array.dtype(array, index)
+
+    def codegen(context, builder, signature, args):
+        array_type, _ = signature.args
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False)
+        return builder.load_atomic(pointer, "acquire", array_type.dtype.bitwidth // 8)
+
+    return sig, codegen
+
+
+@_jit()
+def spin_while_equal(word, value, spins):  # pragma: no cover - compiled
+    """Re-read word[0] until it differs from value, at most `spins` times; returns the last value read."""
+    current = _load_acquire(word, 0)
+    for _ in range(spins):
+        if current != value:
+            return current
+        current = _load_acquire(word, 0)
+    return current
+
+
+@_jit()
+def spin_until_all_set(flags, spins):  # pragma: no cover - compiled
+    """Re-read flags until every one is non-zero, at most `spins` passes; True when they all are."""
+    first = 0
+    for _ in range(spins):
+        while first < flags.shape[0] and _load_acquire(flags, first) != 0:
+            first += 1
+        if first == flags.shape[0]:
+            return True
+    return False

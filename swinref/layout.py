@@ -17,7 +17,17 @@ from swinref.config import SwinConfig
 from swinref.errors import CheckpointError
 from swinref.plan import BlockPlan, build_windows, plan
 
-__all__ = ["param_shapes", "out_norm_shapes", "nest", "CPB_HIDDEN"]
+__all__ = ["param_shapes", "out_norm_shapes", "nest", "is_linear_weight", "CPB_HIDDEN", "LINEAR_WEIGHTS"]
+
+# The weights of the linear layers, [out, in], by the end of their canonical name.
+LINEAR_WEIGHTS = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight", "reduction.weight",
+                  "head.weight")
+
+
+def is_linear_weight(name: str) -> bool:
+    """Whether a canonical param name is the [out, in] weight of a linear layer (x @ W^T)."""
+    return name.endswith(LINEAR_WEIGHTS)
+
 
 # Width of the hidden layer of Swin V2's continuous position bias MLP (official: Linear(2, 512) - ReLU - Linear).
 CPB_HIDDEN = 512

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from swinref.backend import Backend, backend_for, to_host
 from swinref.config import SwinConfig
 from swinref.errors import InputError
-from swinref.layers import layer_norm, linear, pad_end
+from swinref.layers import layer_norm, pad_end
 from swinref.layout import nest
 from swinref.plan import MergePlan, ModelPlan, PatchEmbedPlan, plan
 
@@ -48,7 +48,7 @@ def patch_embed(images: Any, p: Params, e: PatchEmbedPlan, cfg: SwinConfig, be: 
     patch_len = Cin * math.prod(e.patch)
     patches = xp.reshape(xp.permute_dims(patches, order), (B, *e.grid, patch_len))
     weight = xp.reshape(p["proj"]["weight"], (cfg.embed_dim, patch_len))
-    x = linear(patches, weight, p["proj"]["bias"], xp)
+    x = be.block.linear(patches, weight, p["proj"]["bias"], be)
     if "norm" in p:
         x = be.block.layer_norm(x, p["norm"], cfg.layer_norm_eps, be)
     return x
@@ -93,8 +93,8 @@ def patch_merging(x: Any, p: Params, m: MergePlan, be: Backend) -> Any:
                   axis=-1)
     reduction = p["reduction"]["weight"]
     if m.kind == "norm-reduce":
-        return linear(be.block.layer_norm(x, p["norm"], m.eps, be), reduction, None, xp)
-    return be.block.layer_norm(linear(x, reduction, None, xp), p["norm"], m.eps, be)
+        return be.block.linear(be.block.layer_norm(x, p["norm"], m.eps, be), reduction, None, be)
+    return be.block.layer_norm(be.block.linear(x, reduction, None, be), p["norm"], m.eps, be)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,8 +225,6 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: di
     if check_finite:
         _check_finite(x, xp)
     record = points.__setitem__ if points is not None else (lambda name, value: None)
-    # The accelerated block adds the residual into the branch's own buffer; a recorded branch is kept as a copy.
-    keep = (lambda value: xp.asarray(value, copy=True)) if points is not None else (lambda value: value)
     tree = nest(params)
     x = _cast_input(x, params, be)
     x = patch_embed(x, tree["patch_embed"], mp.embed, cfg, be)
@@ -239,12 +237,12 @@ def _run(params: Params, x: Any, cfg: SwinConfig, policy: str | None, points: di
         stage_params = tree["layers"][stage.index]
         for blk in stage.blocks:
             p = stage_params["blocks"][blk.index]
-            attn, probs = be.block.attention_branch(x, p, blk, be, keep_probs=blk.name in keep_probs)
+            x, attn, probs = be.block.block(x, p, blk, be, keep_probs=blk.name in keep_probs,
+                                            keep_branch=points is not None)
             if probs is not None:
                 record(blk.name + ".attn_probs", probs)
-            record(blk.name + ".attn", keep(attn))
-            x = be.block.add_residual(attn, x)
-            x = be.block.add_residual(be.block.mlp_branch(x, p, blk, be), x)
+            if attn is not None:
+                record(blk.name + ".attn", attn)
             record(blk.name, x)
         if outs is not None and stage.index in outs:
             out = x
@@ -332,8 +330,8 @@ def forward_pooled(params: Params, x: Any, cfg: SwinConfig, *, policy: str | Non
 
 def forward_head(params: Params, pooled: Any) -> Any:
     """The classifier head on pooled features: [B, C_L] -> logits [B, classes]."""
-    xp = backend_for(pooled).xp
-    return linear(pooled, params["head.weight"], params["head.bias"], xp)
+    be = backend_for(pooled)
+    return be.block.linear(pooled, params["head.weight"], params["head.bias"], be)
 
 
 def features(params: Params, x: Any, cfg: SwinConfig, *, policy: str | None = None,

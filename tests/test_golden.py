@@ -594,10 +594,12 @@ def test_backbone_case_records_the_pyramid(backbone_dir, capsys):
     assert names.index("outs.0") < names.index("layers.0.downsample")  # recorded before the merge
     assert gc.point("outs.1")["layout"] == "[B, C, H, W]" and gc.point("outs.1")["shape"] == [1, 32, 13, 17]
     assert "--backbone --out-indices 0 1 2 3" in gc.manifest["command"]
-    # The case is today's forward pass: features with out_indices under the generated backbone weights.
+    # The case is today's forward pass: features with out_indices under the generated backbone weights, placed as a
+    # Model places them (export builds one).
     cfg = gc.config
     params = init_params(cfg, seed=2, dtype="float64", stage_norms=True)
-    outs = swinref.features(params, gc.arrays["input"], cfg, policy="detection")
+    model = swinref.from_params(params, cfg, dtype="float64", policy="detection")
+    outs = model.features(gc.arrays["input"])
     for i, o in enumerate(outs):
         np.testing.assert_array_equal(gc.arrays[f"outs.{i}"], o)
     code, out, err = run(capsys, "golden", "compare", backbone_dir, backbone_dir / NPZ, "--strict")

@@ -44,28 +44,28 @@ def _rng(seed: int) -> np.random.Generator:
 # erf
 
 
-def test_erf_polynomial_is_libm_erff_to_half_an_ulp() -> None:
+def test_erf_polynomial_is_within_five_ulp_of_libm_erf() -> None:
     xs = np.concatenate([np.linspace(-6, 6, 400_001), np.logspace(-30, 0.7, 20_000), -np.logspace(-30, 0.7, 20_000)])
     xs = xs.astype(np.float32)
     exact = np.array([math.erf(float(v)) for v in xs])
-    got = np.array([np.float32(kernels.erf_poly(v)) for v in xs[::10]], dtype=np.float64)
+    got = np.array([kernels.erf_poly32(v) for v in xs[::10]], dtype=np.float64)
     ulp = np.spacing(np.abs(exact[::10]).astype(np.float32)).astype(np.float64)
-    assert (np.abs(got - exact[::10]) / ulp).max() < 0.51
+    assert (np.abs(got - exact[::10]) / ulp).max() < 4.5
 
 
 def test_erf_coefficients_are_the_stated_fit() -> None:
-    """Refit: least squares at 4000 Chebyshev nodes of erf(x)/x in t = x^2/8 - 1, degree 18, in powers of t."""
+    """Refit: least squares at 4000 Chebyshev nodes of erf(x)/x in t = x^2/8 - 1, degree 15, in powers of t."""
     from numpy.polynomial import chebyshev
 
     nodes = np.cos(np.pi * (np.arange(4000) + 0.5) / 4000)
     u = (nodes + 1.0) * 8.0
     target = np.array([math.erf(math.sqrt(v)) / math.sqrt(v) for v in u])
-    powers = chebyshev.cheb2poly(chebyshev.chebfit(nodes, target, 18))
-    np.testing.assert_allclose(kernels.ERF_T_POLY, powers, rtol=0, atol=1e-9)
+    powers = chebyshev.cheb2poly(chebyshev.chebfit(nodes, target, 15))
+    np.testing.assert_allclose(kernels.ERF32_T_POLY, powers, rtol=0, atol=1e-9)
     x = np.linspace(1e-6, kernels.ERF_CLAMP, 50_001)
-    approx = x * np.polynomial.polynomial.polyval(x * x / 8.0 - 1.0, kernels.ERF_T_POLY)
+    approx = x * np.polynomial.polynomial.polyval(x * x / 8.0 - 1.0, kernels.ERF32_T_POLY)
     exact = np.array([math.erf(v) for v in x])
-    assert np.abs(approx / exact - 1).max() < 1e-9
+    assert np.abs(approx / exact - 1).max() < 3e-7
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,9 +96,9 @@ def test_gelu_bias_rows_equals_gelu_of_biased_input(T, D, dtype, seed) -> None:
     if dtype == np.float64:
         np.testing.assert_array_equal(h, want)  # same libm erf, same operations
         return
-    # float32: erf may differ from libm's erff by one rounding (<= 6e-8 near +-1); x * 0.5 * (1 + erf) carries that
-    # as an absolute error of 0.5 |x| * 6e-8, plus the usual rounding of the result.
-    bound = 0.5 * np.abs(x) * 6e-8 + 2 * np.spacing(np.abs(want))
+    # float32: erf is within 4.3 ulp of libm's erf (ulp <= 6e-8 near +-1); x * 0.5 * (1 + erf) carries that as an
+    # absolute error of 0.5 |x| * 4.5 * 6e-8, plus the usual rounding of the result.
+    bound = 0.5 * np.abs(x) * 4.5 * 6e-8 + 2 * np.spacing(np.abs(want))
     assert np.all(np.abs(h - want) <= bound), float(np.max(np.abs(h - want) - bound))
 
 
@@ -205,33 +205,59 @@ def test_fast_path_is_taken_and_can_be_switched_off() -> None:
         assert not {"swinref.fast", "swinref.kernels"} & imported, (reference.__name__, imported)
 
 
-def test_chunked_attention_equals_one_chunk(monkeypatch) -> None:
-    """Window chunks (the memory bound) do not change results: a tiny chunk budget gives the same logits."""
+# Schedules: (lanes, TILE_ROWS, ATTN_CHUNK_BYTES). One lane: whole blocks in items of windows; two and three lanes at
+# the defaults: fused items in the early stages, tiles of products and window x head-group items in the late ones
+# (a 100 x 84 image has one padded window in stage 3); a tiny logits budget: one window and a few heads per item.
+SCHEDULES = [(1, 256, 2 << 20), (2, 256, 2 << 20), (3, 100, 2 << 20), (2, 256, 20_000), (3, 64, 1)]
+
+
+@pytest.mark.parametrize("lanes,rows,budget", SCHEDULES)
+def test_every_schedule_equals_the_plain_path(monkeypatch, lanes, rows, budget) -> None:
+    """However a block is cut into items (fused windows, tiles, head groups, one window at a time), the result is
+    the plain path's; padding on every stage, shifted and unshifted blocks."""
     from swinref.config import get_config
 
-    cfg = get_config("T", img_size=(112, 112), depths=(2, 2, 2, 2))
+    cfg = get_config("T", depths=(2, 2, 2, 2))
     params = init_params(cfg, seed=3, dtype="float32")
-    x = _rng(0).standard_normal((2, 3, 112, 112)).astype(np.float32)
-    whole = forward(params, x, cfg, policy="timm")
-    monkeypatch.setattr(fast, "ATTN_CHUNK_BYTES", 1)  # one window per chunk
-    monkeypatch.setattr(fast, "MLP_CHUNK_TOKENS", 100)
-    np.testing.assert_allclose(forward(params, x, cfg, policy="timm"), whole, rtol=0, atol=1e-6)
+    x = _rng(0).standard_normal((2, 3, 100, 84)).astype(np.float32)
+    with plain():
+        want = forward(params, x, cfg, policy="detection")
+    monkeypatch.setattr(fast, "LANES", lanes)
+    monkeypatch.setattr(fast, "TILE_ROWS", rows)
+    monkeypatch.setattr(fast, "ATTN_CHUNK_BYTES", budget)
+    fast._schedule.cache_clear()
+    got = forward(params, x, cfg, policy="detection")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    fast._schedule.cache_clear()
 
 
-def test_work_split_between_threads_equals_one_thread(monkeypatch) -> None:
-    """Window chunks and row blocks handed to other Python threads give bit-identical results (disjoint rows, same
-    products, the same kernel on each row)."""
+def test_schedules_cover_fused_and_tiled_blocks() -> None:
+    """The cases above reach both ways of cutting a block, head groups and column tiles (else they test less than
+    they say)."""
+    from swinref.plan import plan
     from swinref.config import get_config
 
-    cfg = get_config("T", img_size=(112, 112), depths=(2, 2, 2, 2))
+    cfg = get_config("T", depths=(2, 2, 2, 2))
+    blocks = [b for s in plan(cfg, (100, 84), "detection").stages for b in s.blocks]
+    fast._schedule.cache_clear()
+    kinds = {(fast._schedule(2, b, 4).fused, fast._schedule(2, b, 4).head_groups > 1) for b in blocks}
+    assert kinds == {(True, False), (False, True)}, kinds
+    assert fast._tiles(49, 768)[1] < 768 and fast._tiles(3136, 96) == (784, 96)
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 8])
+def test_results_are_bit_identical_for_any_number_of_lanes(monkeypatch, lanes) -> None:
+    """How a block is cut depends on the data only: the same items, the same products and kernels on the same rows,
+    whichever lane takes an item and however many there are. So outputs do not depend on the machine's cores."""
+    from swinref.config import get_config
+
+    cfg = get_config("T", depths=(2, 2, 2, 2))
     params = init_params(cfg, seed=5, dtype="float32")
     x = _rng(3).standard_normal((3, 3, 112, 112)).astype(np.float32)
-    monkeypatch.setattr(fast, "_lanes", lambda: 1)
-    serial = forward(params, x, cfg, policy="timm")
-    monkeypatch.setattr(fast, "_lanes", lambda: 3)
-    monkeypatch.setattr(fast, "ATTN_CHUNK_BYTES", 50_000)  # several chunks per lane
-    monkeypatch.setattr(fast, "ROW_BLOCK_MIN", 7)  # row blocks of uneven sizes on every lane
-    np.testing.assert_array_equal(forward(params, x, cfg, policy="timm"), serial)
+    monkeypatch.setattr(fast, "LANES", 1)
+    alone = forward(params, x, cfg, policy="torchvision")
+    monkeypatch.setattr(fast, "LANES", lanes)
+    np.testing.assert_array_equal(forward(params, x, cfg, policy="torchvision"), alone)
 
 
 def test_trace_points_equal_features_and_plain_trace() -> None:

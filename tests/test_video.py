@@ -369,25 +369,35 @@ def test_torchvision_swin3d_matches_a_golden_clip_case_via_the_example(tmp_path,
     assert "verdict: PASS" in res.stdout and " 0 fail" in res.stdout
 
 
-def test_large_windows_split_between_lanes_with_one_blas_thread_equal_the_plain_path(monkeypatch):
-    """Video Swin's 392-token windows (and image windows from 12 x 12) are large enough for OpenBLAS to thread each
-    product; the fast block runs them on its lanes with one BLAS thread instead. Same numbers as the plain path."""
+def test_clips_run_on_the_lanes_with_one_blas_thread_and_equal_the_plain_path(monkeypatch):
+    """Video Swin's 392-token windows are large enough for OpenBLAS to thread each product; the fast block runs
+    every product on its own lanes with BLAS on one thread instead, and gives the caller's BLAS threads back
+    after. Same numbers as the plain path."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
     from swinref import fast
 
-    used = []
-    original = fast._single_threaded_blas
+    inside = []
+    original = fast._one_blas_thread
 
+    @contextlib.contextmanager
     def spy(active):
-        used.append(active)
-        return original(active)
+        with original(active):
+            inside.append([lib.get_num_threads() for lib in fast._blas_libs()] if active else None)
+            yield
 
-    monkeypatch.setattr(fast, "_single_threaded_blas", spy)
+    monkeypatch.setattr(fast, "_one_blas_thread", spy)
     monkeypatch.setattr(fast, "LANES", 2)
     cfg = tiny(img_size=(8, 56, 56), window_size=(4, 7, 7), embed_dim=32, num_heads=(1, 2))
     model = swinref.random_model(cfg, seed=5, dtype="float64")
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 56, 56))
-    got = model(x)
-    assert any(used)
+    with threadpool_limits(2, user_api="blas"):
+        got = model(x)
+        after = [lib.get_num_threads() for lib in fast._blas_libs()]
+    assert inside and all(seen == [1] * len(after) for seen in inside), inside
+    assert after == [2] * len(after)
     with plain():
         want = model(x)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

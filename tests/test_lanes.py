@@ -1,0 +1,131 @@
+"""swinref.fast's lanes: the team of threads that shares a block's items, its spin waits, and the BLAS setting it
+borrows. The numbers they compute are checked in tests/test_kernels.py; here, that the machinery cannot lose an
+item, hang, swallow an error or leave the caller's threads changed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from swinref import fast, kernels  # noqa: E402
+from swinref.api import random_model  # noqa: E402
+from swinref.backend import plain  # noqa: E402
+
+
+def test_spin_while_equal_sees_another_threads_store_and_times_out_without_one() -> None:
+    word = np.zeros(1, dtype=np.int64)
+    assert kernels.spin_while_equal(word, 0, 1000) == 0  # nothing changed: the last value read
+
+    def store() -> None:
+        time.sleep(0.01)
+        word[0] = 7
+
+    threading.Thread(target=store).start()
+    assert kernels.spin_while_equal(word, 0, 10**12) == 7  # would spin for minutes if the load were hoisted
+
+
+def test_spin_until_all_set_waits_for_the_last_flag() -> None:
+    flags = np.zeros(5, dtype=np.int8)
+    flags[:4] = 1
+    assert not kernels.spin_until_all_set(flags, 100)
+
+    def store() -> None:
+        time.sleep(0.01)
+        flags[4] = 1
+
+    threading.Thread(target=store).start()
+    assert kernels.spin_until_all_set(flags, 10**12)
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 5])
+def test_every_item_runs_once_whoever_takes_it(lanes) -> None:
+    seen = np.zeros(1000, dtype=np.int64)
+    fast._parallel(lambda i: seen.__setitem__(i, seen[i] + 1), 1000, lanes)
+    assert (seen == 1).all()
+
+
+def test_an_error_in_any_item_reaches_the_caller_after_the_others_finish() -> None:
+    done = []
+
+    def item(i: int) -> None:
+        if i == 3:
+            raise ValueError("item 3")
+        time.sleep(0.001)
+        done.append(i)
+
+    with pytest.raises(ValueError, match="item 3"):
+        fast._parallel(item, 40, 2)
+    assert sorted(done) == [i for i in range(40) if i != 3]
+    fast._parallel(lambda i: None, 4, 2)  # the team is usable afterwards
+
+
+def test_two_callers_at_once_both_get_their_answers(monkeypatch) -> None:
+    """A second thread of the caller's running a forward pass while the team is busy runs its items itself."""
+    monkeypatch.setattr(fast, "LANES", 2)
+    model = random_model("T", seed=1)
+    x = np.random.default_rng(0).standard_normal((1, 3, 96, 96)).astype(np.float32)
+    want = model(x)
+    results: list = [None] * 4
+
+    def run(k: int) -> None:
+        results[k] = model(x)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(r is not None and np.array_equal(r, want) for r in results)
+
+
+def _forward_in_child(queue) -> None:
+    model = random_model("T", seed=2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    queue.put(model(x))
+
+
+def test_a_forked_worker_runs_forward_passes(monkeypatch) -> None:
+    """A process forked after the team started (multiprocessing's fork, a Dask or Spark worker) has none of its
+    threads; it starts its own instead of waiting for the parent's."""
+    monkeypatch.setattr(fast, "LANES", 2)
+    model = random_model("T", seed=2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    want = model(x)  # the team is running in this process
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_forward_in_child, args=(queue,))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, want)
+
+
+def test_linear_weights_are_column_major_with_the_checkpoint_values(tmp_path) -> None:
+    """On the CPU the linear layers' weights are stored so that W^T is contiguous (BLAS multiplies x @ W^T fastest
+    that way); same shape and values, and a saved model reads back equal."""
+    import swinref
+    from swinref.layout import is_linear_weight
+    from swinref.params import init_params
+
+    model = random_model("T", seed=3, dtype="float64")
+    source = init_params(model.config, seed=3, dtype="float64")
+    linear = [k for k in model.params if is_linear_weight(k)]
+    assert len(linear) == 4 * 12 + 3 + 1  # qkv, proj, fc1, fc2 per block; the three merges; the head
+    for name, value in model.params.items():
+        assert value.shape == source[name].shape and np.array_equal(value, source[name]), name
+        if value.ndim == 2:
+            assert value.T.flags.c_contiguous == (name in linear), name
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    back = swinref.load(path, dtype="float64")
+    assert all(np.array_equal(back.params[k], model.params[k]) for k in model.params)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64))
+    with plain():
+        np.testing.assert_allclose(back(x), model(x), rtol=0, atol=1e-12)
