@@ -35,7 +35,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = {"T": "swin_tiny_patch4_window7_224", "S": "swin_small_patch4_window7_224",
-          "B": "swin_base_patch4_window7_224", "B-384": "swin_base_patch4_window12_384"}
+          "B": "swin_base_patch4_window7_224", "B-384": "swin_base_patch4_window12_384",
+          "V2-T": "swinv2_tiny_patch4_window8_256"}  # timm's swinv2_tiny_window8_256
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                "OPENBLAS_THREAD_TIMEOUT")
 
@@ -136,18 +137,17 @@ def _child(args: argparse.Namespace) -> None:
             y = model(x)
     elif args.child == "torch":
         import torch
-        from timm.models.swin_transformer import SwinTransformer
 
+        sys.path.insert(0, str(ROOT))
+        from tools import peers
         from swinref.config import get_config
 
         torch.set_num_threads(args.threads)
         t_import = time.perf_counter()
-        cfg = get_config(args.config)
-        net = SwinTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
-                              depths=cfg.depths, num_heads=cfg.num_heads, window_size=cfg.window_size,
-                              num_classes=cfg.num_classes, mlp_ratio=cfg.mlp_ratio)
+        # The same builder as the timing worker (timm SwinTransformer or SwinTransformerV2 by cfg.version); its
+        # random init is skipped because the state dict replaces every parameter anyway.
+        net = peers.build("timm", get_config(args.config), randomise=False)
         net.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
-        net.eval()
         t_load = time.perf_counter()
         with torch.no_grad():
             y = net(torch.from_numpy(x)).numpy()
@@ -505,7 +505,6 @@ def _median_run(runs: list[dict]) -> dict:
     chosen["cold_start_runs_s"] = [r["cold_start_s"] for r in runs]
     chosen["rss_mb_max"] = max(r["rss_mb"] for r in runs)
     return chosen
-    return out
 
 
 def _big(args: argparse.Namespace, workdir: pathlib.Path) -> dict:

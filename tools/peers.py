@@ -34,8 +34,9 @@ def _randomise(model: Any, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fan_in))
 
 
-def build(peer: str, cfg: SwinConfig, seed: int = 0) -> Any:
-    """An eval-mode peer model of `cfg` with random weights."""
+def build(peer: str, cfg: SwinConfig, seed: int = 0, randomise: bool = True) -> Any:
+    """An eval-mode peer model of `cfg` with random weights (randomise=False: the peer's own init, for a caller that
+    loads a state dict next and should not pay for drawing ~100M numbers, e.g. a cold-start measurement)."""
     import torch
 
     torch.manual_seed(seed)
@@ -68,7 +69,8 @@ def build(peer: str, cfg: SwinConfig, seed: int = 0) -> Any:
                                 num_classes=cfg.num_classes, stochastic_depth_prob=0.0)
     else:
         raise ValueError(f"unknown peer {peer!r}; choose one of {PEERS}")
-    _randomise(model, seed)
+    if randomise:
+        _randomise(model, seed)
     return model.eval()
 
 
