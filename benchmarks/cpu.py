@@ -105,6 +105,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["swinref", "torch", "onnx"], help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--out-name", default="", help=argparse.SUPPRESS)  # the runtime's name in the logits file
     ap.add_argument("--pause", type=float, default=0.2,
                     help="seconds of idle between timed calls, so no runtime's spinning threads linger into the next")
     args = ap.parse_args(argv)
@@ -239,7 +240,7 @@ def _worker(args: argparse.Namespace) -> None:
         if b not in cache:
             cache[b] = rng.standard_normal((b, 3, *shape)).astype(np.float32)
         if cmd == "out":
-            np.save(sys.stdout.buffer if False else args.out_dir + f"/{kind}-{b}.npy", np.asarray(run(cache[b])))
+            np.save(f"{args.out_dir}/{args.out_name or kind}-{b}.npy", np.asarray(run(cache[b])))
             print("saved", flush=True)
             continue
         t = time.perf_counter()
@@ -248,11 +249,17 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 class _Worker:
+    """A timing worker process; `name` is the runtime's name in the results (two onnx workers differ by it) and the
+    stem of the logits file it writes to out_dir on `out B`."""
+
     def __init__(self, kind: str, checkpoint: str, config: str, size: int, threads: int, out_dir: str,
-                 env: dict | None = None, clip: str | None = None):
+                 env: dict | None = None, clip: str | None = None, name: str | None = None):
+        self.name = name or kind
         cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", kind, "--checkpoint", checkpoint,
-               "--config", config, "--size", str(size), "--threads", str(threads), "--out-dir", out_dir]
+               "--config", config, "--size", str(size), "--threads", str(threads), "--out-dir", out_dir,
+               "--out-name", self.name]
         cmd += ["--clip", clip] if clip else []
+        self.out_dir = out_dir
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT),
                                      env=_env_for(kind, env))
         line = self.proc.stdout.readline().strip()
@@ -263,6 +270,13 @@ class _Worker:
         self.proc.stdin.write(f"{cmd} {batch}\n")
         self.proc.stdin.flush()
         return self.proc.stdout.readline().strip()
+
+    def logits(self, batch: int):
+        """The worker's output on its fixed random batch (every worker draws the same one)."""
+        import numpy as np
+
+        self.ask("out", batch)
+        return np.load(pathlib.Path(self.out_dir) / f"{self.name}-{batch}.npy")
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -333,6 +347,86 @@ def _export_onnx(net, cfg, path: pathlib.Path) -> str | None:
     return None
 
 
+# timm fills the shifted-window attention mask (V1 and V2) with this; swinref masks with -inf. The onnxruntime-inf
+# anchor runs the exported graph with -inf instead, so a ratio against it is not a ratio against a different mask.
+TIMM_MASK_VALUE = -100.0
+
+
+def _is_shift_mask(array) -> bool:
+    """A float array of ndim >= 2 holding only 0 and TIMM_MASK_VALUE, with at least one TIMM_MASK_VALUE."""
+    import numpy as np
+
+    if array.ndim < 2 or not np.issubdtype(array.dtype, np.floating):
+        return False
+    masked = array == TIMM_MASK_VALUE
+    return bool(masked.any() and (masked | (array == 0)).all())
+
+
+def _graphs(graph):
+    """A graph and every subgraph inside its nodes' attributes (If / Loop bodies), depth first."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graphs(sub)
+
+
+def _inf_masks(src: pathlib.Path, dst: pathlib.Path) -> int:
+    """Write src's graph to dst with TIMM_MASK_VALUE set to -inf in every shift-mask tensor (initializers and
+    Constant nodes' `value`); returns how many tensors changed."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    def with_inf(tensor):
+        array = numpy_helper.to_array(tensor)
+        if not _is_shift_mask(array):
+            return None
+        return numpy_helper.from_array(np.where(array == TIMM_MASK_VALUE, -np.inf, array).astype(array.dtype),
+                                       name=tensor.name)
+
+    model = onnx.load(str(src))
+    changed = 0
+    for graph in _graphs(model.graph):
+        tensors = list(graph.initializer)
+        tensors += [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+        for tensor in tensors:
+            new = with_inf(tensor)
+            if new is not None:
+                tensor.CopyFrom(new)
+                changed += 1
+    onnx.save(model, str(dst))
+    return changed
+
+
+def _onnx_workers(key: str, torch_net, cfg, args: argparse.Namespace, workdir: pathlib.Path, out: dict) -> dict:
+    """onnxruntime on the exported graph, and onnxruntime-inf on the same graph with -inf shift masks; problems
+    (export failed, onnx package missing, no mask found) are recorded in `out` and that runtime is left out."""
+    name, H = MODELS[key], cfg.img_size[0]
+    onnx_path = workdir / f"{key}.onnx"
+    problem = _export_onnx(torch_net, cfg, onnx_path)
+    if problem:
+        out["onnx"] = problem
+        return {}
+    workers = {"onnxruntime": _Worker("onnx", str(onnx_path), name, H, args.threads, str(workdir),
+                                      name="onnxruntime")}
+    inf_path = workdir / f"{key}-inf.onnx"
+    try:
+        changed = _inf_masks(onnx_path, inf_path)
+    except ImportError as exc:
+        out["onnx_inf"] = f"skipped: the onnx package is needed to rewrite the graph ({exc})"
+        return workers
+    out["onnx_inf_masks_replaced"] = changed
+    if changed == 0:
+        # Timing an unchanged graph twice would report a meaningless anchor; say so instead.
+        out["onnx_inf"] = "problem: no 0/-100 shift-mask tensor found in the exported graph; onnxruntime-inf not timed"
+        print(f"{key}: {out['onnx_inf']}", file=sys.stderr)
+        return workers
+    workers["onnxruntime-inf"] = _Worker("onnx", str(inf_path), name, H, args.threads, str(workdir),
+                                         name="onnxruntime-inf")
+    return workers
+
+
 def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
     import numpy as np
 
@@ -382,26 +476,20 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
 
     # Timing: one worker process per runtime, called in alternating order.
     workers = {"swinref": _Worker("swinref", str(ckpt), name, H, args.threads, str(workdir))}
-    if torch_net is not None:
-        workers["torch"] = _Worker("torch", str(ckpt), name, H, args.threads, str(workdir))
-        if not args.no_onnx:
-            onnx_path = workdir / f"{key}.onnx"
-            problem = _export_onnx(torch_net, cfg, onnx_path)
-            if problem:
-                out["onnx"] = problem
-            else:
-                workers["onnxruntime"] = _Worker("onnx", str(onnx_path), name, H, args.threads, str(workdir))
-        torch_net = True  # the module itself is no longer needed here
+    # Started inside the try below, so a failing export or worker start still closes the workers already running.
     try:
-        outs = {}
-        for k, w in workers.items():
-            w.ask("out", b0)
-            outs[k] = np.load(workdir / f"{'onnx' if k == 'onnxruntime' else k}-{b0}.npy")
+        if torch_net is not None:
+            workers["torch"] = _Worker("torch", str(ckpt), name, H, args.threads, str(workdir))
+            if not args.no_onnx:
+                workers.update(_onnx_workers(key, torch_net, cfg, args, workdir, out))
+            torch_net = True  # the module itself is no longer needed here
+        outs = {k: w.logits(b0) for k, w in workers.items()}
         if "torch" in outs:
-            out["swinref_vs_torch_max_abs"] = float(np.abs(outs["swinref"] - outs["torch"]).max())
+            for k, field in (("swinref", "swinref_vs_torch_max_abs"), ("onnxruntime", "onnx_vs_torch_max_abs"),
+                             ("onnxruntime-inf", "onnx_inf_vs_torch_max_abs")):
+                if k in outs:
+                    out[field] = float(np.abs(outs[k] - outs["torch"]).max())
             out["logit_scale"] = float(np.abs(outs["torch"]).max())
-        if "onnxruntime" in outs:
-            out["onnx_vs_torch_max_abs"] = float(np.abs(outs["onnxruntime"] - outs["torch"]).max())
         out["batches"] = _time_paired(workers, args)
     finally:
         for w in workers.values():
@@ -430,27 +518,49 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
     return out
 
 
-def _time_paired(workers: dict, args: argparse.Namespace) -> dict:
-    """Per batch size: warm-ups, then args.repeat rounds calling every worker, the order reversed every other round,
-    so that a load change on a shared machine hits each runtime alike."""
+# The runtimes swinref is compared with, each as swinref's time over theirs (below 1: swinref is faster).
+ANCHORS = ("torch", "onnxruntime", "onnxruntime-inf")
+
+
+def _rounds(workers: dict, batch: int, rounds: int, pause: float) -> dict[str, list[float]]:
+    """`rounds` rounds calling every worker once; round r starts at the r-th runtime (a rotation), so over
+    len(workers) rounds each runtime takes each position once and a load change hits every runtime alike."""
+    names = list(workers)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        start = r % len(names)
+        for k in names[start:] + names[:start]:
+            time.sleep(pause)
+            times[k].append(float(workers[k].ask("run", batch)))
+    return times
+
+
+def _ratios(times: dict[str, list[float]]) -> dict:
+    """swinref over each anchor present: ratio of the medians and median of the per-round ratios."""
     import statistics
 
-    names, out = list(workers), {}
+    sw = times.get("swinref")
+    return {a: {"medians": statistics.median(sw) / statistics.median(times[a]),
+                "paired_median": statistics.median(s / t for s, t in zip(sw, times[a]))}
+            for a in ANCHORS if sw and a in times}
+
+
+def _time_paired(workers: dict, args: argparse.Namespace) -> dict:
+    """Per batch size: warm-ups, then args.repeat rotated rounds (_rounds); with --contention the same rounds again
+    beside a busy neighbour process (_contention)."""
+    out = {}
     for b in args.batches:
         for _ in range(args.warmup):
             for w in workers.values():
                 w.ask("run", b)
-        times: dict[str, list[float]] = {k: [] for k in names}
-        for r in range(args.repeat):
-            for k in (names if r % 2 == 0 else names[::-1]):
-                time.sleep(args.pause)
-                times[k].append(float(workers[k].ask("run", b)))
-        row = {k: _stats(v) for k, v in times.items()}
-        for k in names:
+        times = _rounds(workers, b, args.repeat, args.pause)
+        row: dict = {k: _stats(v) for k, v in times.items()}
+        for k in times:
             row[k]["images_per_s"] = b / row[k]["median_s"]
-        if "torch" in times:
-            row["ratio_swinref_over_torch"] = row["swinref"]["median_s"] / row["torch"]["median_s"]
-            row["paired_ratio_median"] = statistics.median(s / t for s, t in zip(times["swinref"], times["torch"]))
+        row["ratios"] = _ratios(times)
+        if "torch" in row["ratios"]:  # the fields earlier result files have
+            row["ratio_swinref_over_torch"] = row["ratios"]["torch"]["medians"]
+            row["paired_ratio_median"] = row["ratios"]["torch"]["paired_median"]
         out[str(b)] = row
     return out
 
@@ -482,10 +592,7 @@ def _bench_video(args: argparse.Namespace, workdir: pathlib.Path) -> dict:
                for k in ("swinref", "torch")}
     try:
         b0 = args.batches[0]
-        outs = {}
-        for k, w in workers.items():
-            w.ask("out", b0)
-            outs[k] = np.load(workdir / f"{k}-{b0}.npy")
+        outs = {k: w.logits(b0) for k, w in workers.items()}
         out["swinref_vs_torch_max_abs"] = float(np.abs(outs["swinref"] - outs["torch"]).max())
         out["logit_scale"] = float(np.abs(outs["torch"]).max())
         out["fast_vs_plain_max_abs"] = float("nan")  # the image models' check; tests/test_kernels covers video
@@ -532,15 +639,24 @@ def _table(results: dict) -> str:
                      f"fast-vs-plain max|diff| {m['fast_vs_plain_max_abs']:.2e}"
                      + (f", vs torch {m['swinref_vs_torch_max_abs']:.2e} (logits up to {m['logit_scale']:.1f})"
                         if "swinref_vs_torch_max_abs" in m else ""))
-        lines.append(f"  {'batch':>5} {'runtime':<12} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'img/s':>8}")
+        onnx = [f"{k} {m[f]:.2e}" for k, f in (("onnxruntime", "onnx_vs_torch_max_abs"),
+                                               ("onnxruntime-inf", "onnx_inf_vs_torch_max_abs")) if f in m]
+        if onnx:
+            lines.append(f"  vs torch: {', '.join(onnx)}"
+                         + (f"; {m['onnx_inf_masks_replaced']} shift-mask tensors set to -inf"
+                            if "onnx_inf_masks_replaced" in m else ""))
+        for k in ("onnx", "onnx_inf"):
+            if k in m:
+                lines.append(f"  {k}: {m[k]}")
+        lines.append(f"  {'batch':>5} {'runtime':<16} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'img/s':>8}")
         for b, row in m["batches"].items():
             for k, s in row.items():
-                if isinstance(s, dict):
-                    lines.append(f"  {b:>5} {k:<12} {s['median_s'] * 1e3:10.1f} {s['min_s'] * 1e3:9.1f} "
+                if isinstance(s, dict) and "median_s" in s:
+                    lines.append(f"  {b:>5} {k:<16} {s['median_s'] * 1e3:10.1f} {s['min_s'] * 1e3:9.1f} "
                                  f"{s['max_s'] * 1e3:9.1f} {s['images_per_s']:8.2f}")
-            if "ratio_swinref_over_torch" in row:
-                lines.append(f"  {b:>5} swinref/torch: {row['ratio_swinref_over_torch']:.3f} (medians), "
-                             f"{row['paired_ratio_median']:.3f} (median of paired ratios)")
+            for anchor, r in row.get("ratios", {}).items():
+                lines.append(f"  {b:>5} swinref/{anchor}: {r['medians']:.3f} (medians), "
+                             f"{r['paired_median']:.3f} (median of paired ratios)")
         for k, p in m.get("processes", {}).items():
             if "error" in p:
                 lines.append(f"  process {k:<26} error: {p['error']}")
