@@ -25,6 +25,7 @@ sets OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before NumPy loads, and torch.set_num_th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -95,6 +96,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-processes", action="store_true", help="skip the memory / cold-start subprocesses")
     ap.add_argument("--cold-runs", type=_count(1), default=3, help="fresh processes per runtime for cold start and memory")
     ap.add_argument("--json", type=pathlib.Path, help="write all figures to this file")
+    ap.add_argument("--contention", action="store_true",
+                    help="after each batch's quiet rounds, time the same rounds beside a busy 2-thread NumPy "
+                         "neighbour process, once at the benchmark's priority and once at nice 19")
+    ap.add_argument("--contention-rounds", type=_count(1), default=None,
+                    help="rounds per neighbour priority (default: --repeat)")
     ap.add_argument("--video", action="store_true",
                     help="Video Swin instead: swinref against torchvision's swin3d_t (--clip, default 32x224x224)")
     ap.add_argument("--clip", default=None, metavar="TxHxW", help="--video: the clip size (default 32x224x224)")
@@ -105,12 +111,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", choices=["swinref", "torch", "onnx"], help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", default="", help=argparse.SUPPRESS)
+    # Internal: the --contention neighbour; --neighbour-nice: the niceness it sets itself before starting threads.
+    ap.add_argument("--neighbour", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--neighbour-nice", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out-name", default="", help=argparse.SUPPRESS)  # the runtime's name in the logits file
     ap.add_argument("--pause", type=float, default=0.2,
                     help="seconds of idle between timed calls, so no runtime's spinning threads linger into the next")
     args = ap.parse_args(argv)
     if args.batches is None:
         args.batches = [1] if args.video else [1, 8]
+    if args.contention_rounds is None:
+        args.contention_rounds = args.repeat
     return args
 
 
@@ -165,6 +176,38 @@ def _child(args: argparse.Namespace) -> None:
     t_run = time.perf_counter()
     print(json.dumps({"rss_mb": _peak_rss_mb(), "import_s": t_import - t0, "load_s": t_load - t_import,
                       "first_run_s": t_run - t_load, "checksum": float(np.asarray(y, dtype=np.float64).sum())}))
+
+
+def _neighbour_loop(nice: int | None) -> None:
+    """--neighbour: NumPy work on 2 threads until killed, or until its parent is gone (a benchmark ended by SIGKILL
+    cannot run the `finally` that kills this)."""
+    if nice is not None:
+        # Before NumPy starts OpenBLAS's threads: Linux niceness is per thread and new threads inherit it.
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    import concurrent.futures
+
+    import numpy as np
+
+    parent = os.getppid()
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal((512, 512), dtype=np.float32) for _ in range(2))
+    product = np.empty_like(a)
+    halves = np.split(0.1 * rng.standard_normal(1 << 21, dtype=np.float32), 2)  # 8 MB for np.exp
+    exps = [np.empty_like(h) for h in halves]
+
+    def exp_passes(i: int) -> None:
+        for _ in range(8):  # memory-bound work, about a third of each round beside the compute-bound product
+            np.exp(halves[i], out=exps[i])
+
+    helper = concurrent.futures.ThreadPoolExecutor(1)
+    print("ready", os.getpriority(os.PRIO_PROCESS, 0), flush=True)
+    while os.getppid() == parent:
+        np.matmul(a, b, out=product)  # OpenBLAS on OPENBLAS_NUM_THREADS=2 threads
+        # np.exp runs on the calling thread only; half of the array on a helper thread keeps both cores busy
+        # (NumPy releases the GIL inside the loop).
+        other = helper.submit(exp_passes, 0)
+        exp_passes(1)
+        other.result()
 
 
 def _peak_rss_mb() -> float:
@@ -281,6 +324,51 @@ class _Worker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+
+
+# --contention's neighbour priorities: at the benchmark's own niceness (None: inherited), and at the lowest.
+NEIGHBOURS = (("nice0", None), ("nice19", 19))
+NEIGHBOUR_WARM_S = 1.0  # the neighbour runs this long before timing starts, so its threads and caches are busy
+
+
+@contextlib.contextmanager
+def _neighbour(nice: int | None):
+    """A busy neighbour process for the duration of the `with` block, killed on the way out whatever happens
+    (exception, Ctrl-C). Yields the niceness it and the benchmark run at."""
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--neighbour"]
+    cmd += [] if nice is None else ["--neighbour-nice", str(nice)]
+    env = _env_for("neighbour", {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    try:
+        ready = proc.stdout.readline().split()
+        if not ready or ready[0] != "ready":
+            raise RuntimeError(f"the contention neighbour failed to start (exit {proc.poll()})")
+        time.sleep(NEIGHBOUR_WARM_S)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the contention neighbour stopped (exit {proc.returncode})")
+        yield {"nice": int(ready[1]), "benchmark_nice": os.getpriority(os.PRIO_PROCESS, 0), "threads": 2}
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _contention(workers: dict, batch: int, quiet: dict[str, list[float]], args: argparse.Namespace) -> dict:
+    """The quiet rounds again beside each neighbour of NEIGHBOURS: per runtime the quiet and contended medians and
+    the slowdown (contended / quiet), and swinref's ratios to the anchors under contention."""
+    import statistics
+
+    out = {}
+    for label, nice in NEIGHBOURS:
+        with _neighbour(nice) as neighbour:
+            times = _rounds(workers, batch, args.contention_rounds, args.pause)
+        runtimes = {}
+        for k, contended in times.items():
+            q, c = statistics.median(quiet[k]), statistics.median(contended)
+            runtimes[k] = {"quiet_median_s": q, "contended_median_s": c, "slowdown": c / q}
+        out[label] = {"neighbour": neighbour, "rounds": args.contention_rounds, "runtimes": runtimes,
+                      "ratios": _ratios(times)}
+    return out
 
 
 def _spawn(kind: str, checkpoint: str, config: str, size: int, threads: int, env_extra: dict | None = None) -> dict:
@@ -561,6 +649,8 @@ def _time_paired(workers: dict, args: argparse.Namespace) -> dict:
         if "torch" in row["ratios"]:  # the fields earlier result files have
             row["ratio_swinref_over_torch"] = row["ratios"]["torch"]["medians"]
             row["paired_ratio_median"] = row["ratios"]["torch"]["paired_median"]
+        if args.contention:
+            row["contention"] = _contention(workers, b, times, args)
         out[str(b)] = row
     return out
 
@@ -632,6 +722,28 @@ def _big(args: argparse.Namespace, workdir: pathlib.Path) -> dict:
     return res
 
 
+def _contention_table(batch: str, row: dict) -> list[str]:
+    contention = row["contention"]
+    labels = list(contention)
+    first = contention[labels[0]]
+    niceness = {k: c["neighbour"]["nice"] for k, c in contention.items()}
+    own = first["neighbour"]["benchmark_nice"]
+    lines = [f"  contention b{batch}, {first['rounds']} rounds, 2-thread NumPy neighbour: "
+             + ", ".join(f"{k} at nice {n}" for k, n in niceness.items()) + f" (benchmark at nice {own})"]
+    if len(set(niceness.values())) < len(niceness):
+        # A benchmark started under `nice` passes its niceness on to the nice0 neighbour.
+        lines.append("    (neighbours at the same niceness: run the benchmark at nice 0 to tell them apart)")
+    lines.append(f"    {'runtime':<16} {'quiet ms':>9}" + "".join(f" {k + ' ms':>10} {'slowdown':>8}" for k in labels))
+    for runtime, r in first["runtimes"].items():
+        lines.append(f"    {runtime:<16} {r['quiet_median_s'] * 1e3:9.1f}"
+                     + "".join(f" {contention[k]['runtimes'][runtime]['contended_median_s'] * 1e3:10.1f}"
+                               f" {contention[k]['runtimes'][runtime]['slowdown']:8.2f}" for k in labels))
+    for anchor, quiet in row.get("ratios", {}).items():
+        lines.append(f"    swinref/{anchor} paired: quiet {quiet['paired_median']:.3f}"
+                     + "".join(f", {k} {contention[k]['ratios'][anchor]['paired_median']:.3f}" for k in labels))
+    return lines
+
+
 def _table(results: dict) -> str:
     lines = []
     for m in results["models"]:
@@ -657,6 +769,8 @@ def _table(results: dict) -> str:
             for anchor, r in row.get("ratios", {}).items():
                 lines.append(f"  {b:>5} swinref/{anchor}: {r['medians']:.3f} (medians), "
                              f"{r['paired_median']:.3f} (median of paired ratios)")
+            if "contention" in row:
+                lines += _contention_table(b, row)
         for k, p in m.get("processes", {}).items():
             if "error" in p:
                 lines.append(f"  process {k:<26} error: {p['error']}")
@@ -688,6 +802,9 @@ def _table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.neighbour:
+        _neighbour_loop(args.neighbour_nice)
+        return 0
     if not (args.child or args.worker):
         _set_threads(args.threads, args.blas_timeout)
     if args.child:
