@@ -148,6 +148,7 @@ def _child(args: argparse.Namespace) -> None:
         else:
             y = model(x)
     elif args.child == "torch":
+        import timm  # noqa: F401 - all of timm's models load here, so their time counts as import, not load
         import torch
 
         sys.path.insert(0, str(ROOT))
@@ -603,7 +604,18 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
             for kind in (kinds if r % 2 == 0 else kinds[::-1]):
                 runs[kind].append(spawners[kind]())
         out["processes"] = {k: _median_run(v) for k, v in runs.items()}
+        out["process_ratios"] = _process_ratios(out["processes"])
     return out
+
+
+def _process_ratios(procs: dict) -> dict:
+    """swinref's peak RSS and cold start over torch's and onnxruntime's (the targets: at or under onnxruntime's)."""
+    sw = procs.get("swinref", {})
+    empty = procs.get("swinref_empty_numba_cache", {}).get("cold_start_s", float("nan"))
+    return {anchor: {"rss": sw["rss_mb"] / procs[anchor]["rss_mb"],
+                     "cold_start": sw["cold_start_s"] / procs[anchor]["cold_start_s"],
+                     "cold_start_empty_numba_cache": empty / procs[anchor]["cold_start_s"]}
+            for anchor in ("torch", "onnxruntime") if "rss_mb" in sw and "rss_mb" in procs.get(anchor, {})}
 
 
 # The runtimes swinref is compared with, each as swinref's time over theirs (below 1: swinref is faster).
@@ -779,13 +791,9 @@ def _table(results: dict) -> str:
                 lines.append(f"  process {k:<26} peak RSS {p['rss_mb']:7.0f} MB   "
                              f"cold start {p['cold_start_s']:6.2f} s (imports {p['import_s']:.2f}, "
                              f"load {p['load_s']:.2f}, first run {p['first_run_s']:.2f}; runs {runs})")
-        procs = m.get("processes", {})
-        sw, th = procs.get("swinref", {}), procs.get("torch", {})
-        if "rss_mb" in sw and "rss_mb" in th:
-            empty = procs.get("swinref_empty_numba_cache", {}).get("cold_start_s", float("nan"))
-            lines.append(f"  swinref/torch: peak RSS {sw['rss_mb'] / th['rss_mb']:.2f}, "
-                         f"cold start {sw['cold_start_s'] / th['cold_start_s']:.2f} "
-                         f"(empty Numba cache: {empty / th['cold_start_s']:.2f})")
+        for anchor, r in m.get("process_ratios", {}).items():
+            lines.append(f"  swinref/{anchor}: peak RSS {r['rss']:.2f}, cold start {r['cold_start']:.2f} "
+                         f"(empty Numba cache: {r['cold_start_empty_numba_cache']:.2f})")
     if "big" in results:
         big = results["big"]
         for k in ("swinref", "swinref-plain"):
