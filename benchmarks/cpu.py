@@ -1,25 +1,41 @@
 """CPU benchmark: swinref (NumPy + Numba) against PyTorch eager running timm's Swin, and onnxruntime when present.
 
     python benchmarks/cpu.py                       # Swin-T, batches 1 and 8, 2 threads
-    python benchmarks/cpu.py --models T S B B-384 --json out.json
+    python benchmarks/cpu.py --models T S B B-384 V2-T --json out.json
+    python benchmarks/cpu.py --models V2-T         # Swin V2-T 256 (timm's swinv2_tiny_window8_256)
+    python benchmarks/cpu.py --contention          # also the same rounds beside a busy neighbour process
     python benchmarks/cpu.py --big 1536            # also peak RSS at 1536 x 1536 (fast and plain path)
     python benchmarks/cpu.py --video               # Video Swin: swinref vs torchvision swin3d_t, 32x224x224
 
-One random-weight model per config is built in timm (tools/peers.py), saved as a .pth, and loaded by swinref from
-that file, so both run the same weights; their logits are compared before anything is timed. Then:
+One random-weight model per config is built in timm (tools/peers.py: SwinTransformer, or SwinTransformerV2 for
+V2-T), saved as a .pth, and loaded by swinref from that file, so both run the same weights. The model is exported
+to ONNX for onnxruntime, and a second time with its shifted-window masks rewritten for `onnxruntime-inf`: timm
+masks with -100 where swinref masks with -inf, so every 0/-100 mask tensor of the graph (initializers and
+Constant nodes) gets -inf instead, and swinref is also compared with the graph that masks as it does; the number
+of tensors rewritten is recorded (none found is reported as a problem, and onnxruntime-inf is then left out). All
+logits are compared with torch's before anything is timed. Then:
 
-- latency: warm-ups, then paired repetitions that alternate the order (swinref, torch / torch, swinref, ...), so a
-  load change on a shared machine hits both; medians, min, max, the ratio of medians and the median of the
-  per-pair ratios;
+- latency: one worker process per runtime; warm-ups, then paired rounds calling every runtime once, the order
+  rotated each round (swinref, torch, onnxruntime, onnxruntime-inf / torch, onnxruntime, ..., swinref / ...), so
+  over a multiple of the runtime count each takes each position equally often and a load change on a shared
+  machine hits all alike; medians, min, max, and swinref's ratio to each of torch, onnxruntime and
+  onnxruntime-inf (ratio of medians and median of the per-round ratios);
+- contention (--contention): after a batch size's quiet rounds, the same rounds (--contention-rounds, default
+  --repeat) again while a neighbour process runs NumPy on 2 threads (512 x 512 float32 products and np.exp over
+  8 MB, in a loop, started 1 s before timing), first at the benchmark's own niceness, then at nice 19; per runtime
+  the quiet and contended medians and the slowdown (contended / quiet). The neighbour inherits the benchmark's
+  niceness, so run the benchmark itself at nice 0 to see the two priorities differ;
 - peak memory: a fresh process per library loads the checkpoint and runs batch 1; the peak RSS of that process;
 - cold start: wall time of that fresh process from spawn to the first prediction (interpreter, imports, load,
   JIT compilation or Numba cache load, first run). swinref is measured twice: with its Numba cache as installed
   and with an empty NUMBA_CACHE_DIR (everything compiled, as at the first start after installing). Each kind of
-  process runs --cold-runs times (default 3) in alternating order; the median run is reported;
+  process runs --cold-runs times (default 3) in alternating order; the median run is reported, with swinref's
+  peak RSS and cold start over torch's and over onnxruntime's;
 - the thread settings in force (environment, BLAS via threadpoolctl if installed, Numba, torch).
 
-The torch side is skipped with a message when torch or timm is missing. Set the thread count with --threads (it
-sets OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before NumPy loads, and torch.set_num_threads).
+The torch side is skipped with a message when torch or timm is missing (swinref is then timed alone), onnxruntime
+when it is missing or --no-onnx, onnxruntime-inf when the onnx package is missing. Set the thread count with
+--threads (it sets OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before NumPy loads, and torch.set_num_threads).
 """
 
 from __future__ import annotations
