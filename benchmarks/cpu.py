@@ -504,32 +504,32 @@ def _inf_masks(src: pathlib.Path, dst: pathlib.Path) -> int:
     return changed
 
 
-def _onnx_workers(key: str, torch_net, cfg, args: argparse.Namespace, workdir: pathlib.Path, out: dict) -> dict:
-    """onnxruntime on the exported graph, and onnxruntime-inf on the same graph with -inf shift masks; problems
-    (export failed, onnx package missing, no mask found) are recorded in `out` and that runtime is left out."""
+def _add_onnx_workers(workers: dict, key: str, torch_net, cfg, args: argparse.Namespace, workdir: pathlib.Path,
+                      out: dict) -> None:
+    """Adds onnxruntime on the exported graph, and onnxruntime-inf on the same graph with -inf shift masks, to
+    `workers` as each starts (so the caller closes whichever did); problems (export failed, onnx package missing,
+    no mask found) are recorded in `out` and that runtime is left out."""
     name, H = MODELS[key], cfg.img_size[0]
     onnx_path = workdir / f"{key}.onnx"
     problem = _export_onnx(torch_net, cfg, onnx_path)
     if problem:
         out["onnx"] = problem
-        return {}
-    workers = {"onnxruntime": _Worker("onnx", str(onnx_path), name, H, args.threads, str(workdir),
-                                      name="onnxruntime")}
+        return
+    workers["onnxruntime"] = _Worker("onnx", str(onnx_path), name, H, args.threads, str(workdir), name="onnxruntime")
     inf_path = workdir / f"{key}-inf.onnx"
     try:
         changed = _inf_masks(onnx_path, inf_path)
     except ImportError as exc:
         out["onnx_inf"] = f"skipped: the onnx package is needed to rewrite the graph ({exc})"
-        return workers
+        return
     out["onnx_inf_masks_replaced"] = changed
     if changed == 0:
         # Timing an unchanged graph twice would report a meaningless anchor; say so instead.
         out["onnx_inf"] = "problem: no 0/-100 shift-mask tensor found in the exported graph; onnxruntime-inf not timed"
         print(f"{key}: {out['onnx_inf']}", file=sys.stderr)
-        return workers
+        return
     workers["onnxruntime-inf"] = _Worker("onnx", str(inf_path), name, H, args.threads, str(workdir),
                                          name="onnxruntime-inf")
-    return workers
 
 
 def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
@@ -586,7 +586,7 @@ def _bench_model(key: str, args: argparse.Namespace, workdir: pathlib.Path) -> d
         if torch_net is not None:
             workers["torch"] = _Worker("torch", str(ckpt), name, H, args.threads, str(workdir))
             if not args.no_onnx:
-                workers.update(_onnx_workers(key, torch_net, cfg, args, workdir, out))
+                _add_onnx_workers(workers, key, torch_net, cfg, args, workdir, out)
             torch_net = True  # the module itself is no longer needed here
         outs = {k: w.logits(b0) for k, w in workers.items()}
         if "torch" in outs:
