@@ -156,19 +156,26 @@ def _check_policy(policy: str | None, padding: str | None = None) -> str:
 
 
 def _place(params: dict[str, Any], cfg: SwinConfig, dtype: str, device: str, be: Backend, policy: str,
-           report: LoadReport | None = None, max_memory: int | float | str | None = None) -> Model:
+           report: LoadReport | None = None, max_memory: int | float | str | None = None,
+           consume: bool = False) -> Model:
     """Cast every param to `dtype` and move it to the resolved backend's device once.
 
     On the CPU the weights of the linear layers are kept column-major: the same [out, in] array, whose transpose
     W^T, the operand of x @ W^T, is then contiguous, X
-    shapes, benchmarks/gemm_layout.py)."""
+    shapes, benchmarks/gemm_layout.py).
+
+    `consume`: params is swinref's own (a loader's), emptied as it goes, so each array the placing copies is
+    freed at once and the weights are not held twice."""
     import numpy as np
 
-    placed = {k: be.asarray(np.asarray(v, dtype=dtype)) for k, v in params.items()}
-    if be.name == "numpy":
-        for name in params:
-            if is_linear_weight(name) and placed[name].ndim == 2:
-                placed[name] = np.asfortranarray(placed[name])
+    placed = {}
+    for name in list(params):
+        source = params.pop(name) if consume else params[name]
+        value = be.asarray(np.asarray(source, dtype=dtype))
+        if be.name == "numpy" and value.ndim == 2 and is_linear_weight(name):
+            value = np.asfortranarray(value)
+        placed[name] = value
+        del source
     if max_memory is not None:
         from swinref.budget import parse_bytes
 
@@ -236,7 +243,7 @@ def load(path: str | PathLike, *, config: SwinConfig | str | None = None, dtype:
     params, cfg, report = load_checkpoint(path, config=config, **overrides)
     if chosen is None:
         chosen = _default_policy(params, cfg, report)
-    return _place(params, cfg, dtype, device, be, chosen, report, max_memory=max_memory)
+    return _place(params, cfg, dtype, device, be, chosen, report, max_memory=max_memory, consume=True)
 
 
 def _default_policy(params: dict[str, Any], cfg: SwinConfig, report: LoadReport) -> str:

@@ -33,6 +33,7 @@ import itertools
 import math
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -92,11 +93,25 @@ def _derived(anchor: np.ndarray, key: tuple, build: Any) -> Any:
 # Lanes: the calling thread and lanes - 1 team threads, taking items from one counter.
 #
 # A team thread stays on its core between the parts of a forward pass: it spins (kernels.spin_while_equal, without
-# the GIL) for up to SPINS loads waiting for the next part, and only then blocks. Blocking after every part would
+# the GIL) for up to SPIN_SECONDS waiting for the next part, and only then blocks. Blocking after every part would
 # hand the core to any other process and wait, at every part, for the scheduler to give it back: on a busy machine
 # a time slice each time. The caller waits for the items already taken the same way.
 
-SPINS = 500_000  # about 0.15 ms of loads from the cache before a lane blocks
+# A wait spins in rounds of SPIN_ROUND loads (a few microseconds), offering the core to other runnable threads
+# (sched_yield) between rounds, for up to SPIN_SECONDS; then it blocks. The budget outlasts the gaps between the
+# parts of a pass and the tail of its longest item, not the idle time between passes.
+SPIN_ROUND = 20_000
+SPIN_SECONDS = 0.002
+
+
+def _spin(ready: Callable[[], bool]) -> bool:
+    """Re-check `ready` (a GIL-free spin of SPIN_ROUND loads) until it holds or SPIN_SECONDS pass."""
+    deadline = time.perf_counter() + SPIN_SECONDS
+    while not ready():
+        if time.perf_counter() > deadline:
+            return False
+        os.sched_yield()
+    return True
 
 
 def _lanes() -> int:
@@ -131,7 +146,7 @@ class _Job:
 
     def wait(self, wake: threading.Condition) -> None:
         """Until every item is finished (the caller has taken the last one, others may still run theirs)."""
-        if not kernels.spin_until_all_set(self.finished, SPINS // 8):
+        if not _spin(lambda: kernels.spin_until_all_set(self.finished, SPIN_ROUND)):
             with wake:
                 while not self.finished.all():
                     wake.wait(0.001)
@@ -154,13 +169,11 @@ class _Team:
     def _serve(self) -> None:
         seen = 0
         while True:
-            current = int(kernels.spin_while_equal(self.generation, seen, SPINS))
-            if current == seen:
+            if not _spin(lambda: kernels.spin_while_equal(self.generation, seen, SPIN_ROUND) != seen):
                 with self.wake:
                     while int(self.generation[0]) == seen:
                         self.wake.wait()
-                current = int(self.generation[0])
-            seen = current
+            seen = int(self.generation[0])
             job = self.job
             if job is not None:
                 job.work()
