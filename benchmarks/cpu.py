@@ -58,7 +58,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "OPENBLAS_THREAD_TIMEOUT")
 
 
-_BLAS_TIMEOUT: list[int] = [4]  # --blas-timeout; `import swinref` in this process would otherwise set it again
+_BLAS_TIMEOUT: list[int] = [4]  # --blas-timeout
 
 
 def _env_for(kind: str, extra: dict | None = None) -> dict:
@@ -74,8 +74,9 @@ def _env_for(kind: str, extra: dict | None = None) -> dict:
 def _set_threads(n: int, blas_timeout: int) -> None:
     for var in THREAD_VARS[:4]:
         os.environ[var] = str(n)
-    # What `import swinref` sets when it comes before NumPy (see swinref/__init__.py); the workers import NumPy
-    # first, so it is set here for every process (torch and onnxruntime do not use OpenBLAS). 0: leave it unset.
+    # Short, so that OpenBLAS's idle threads (the plain path's, the parent's) stop spinning soon after a product;
+    # swinref's fast path runs BLAS on one thread and does not wake them, torch and onnxruntime do not use
+    # OpenBLAS. Set for every process before NumPy loads; 0: leave it unset.
     _BLAS_TIMEOUT[0] = blas_timeout
     if blas_timeout:
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(blas_timeout)

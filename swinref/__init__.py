@@ -7,15 +7,7 @@ forward pass, the loaders) is imported on first use, so `swinref trace` and `swi
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
-
-# OpenBLAS's idle threads spin for a while after every product, and here products alternate with Numba kernels
-# that need the same cores. Swin-T 224, 2 threads (`python benchmarks/cpu.py --no-processes --no-onnx --repeat 8`,
-# with and without `--blas-timeout 0`): batch 1 119 ms with the timeout, 145 ms with OpenBLAS's default; batch 8
-# 749 against 912 ms. Read when NumPy loads OpenBLAS, so it only takes effect if swinref is imported first; an
-# explicit setting wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from swinref.config import ALIASES, REGISTRY, SwinConfig, get_config, list_configs, list_models
 from swinref.plan import POLICIES, plan

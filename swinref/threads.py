@@ -1,9 +1,10 @@
 """How many threads one swinref process runs: a worker's share of the cores.
 
-Three pools can run at once in a forward pass: BLAS's (OpenBLAS, or MKL), the lanes of the accelerated block
-(swinref.fast: its own Python threads around serial Numba kernels, which use no Numba thread pool) and OpenMP's
-when a library brings it. A node that runs several workers gives each a share of the cores; without a limit every
-worker starts one thread per core in each pool and they oversubscribe the machine.
+A NumPy forward pass runs on the lanes of the accelerated block (swinref.fast: its own threads around serial
+Numba kernels and single-threaded BLAS products); the plain block and the caller's own NumPy work use BLAS's pool
+(OpenBLAS, or MKL), and OpenMP's when a library brings it. A node that runs several workers gives each a share of
+the cores; without a limit every worker starts one thread per core in each pool and they oversubscribe the
+machine.
 
 Environment variables only take effect before the library that reads them is loaded, and a worker of Ray, Dask
 or Spark has usually loaded NumPy (and with it OpenBLAS) before it builds a Predictor. So the limit is applied
