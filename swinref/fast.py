@@ -430,9 +430,13 @@ def _attend(qkv: np.ndarray, w0: int, nw: int, h0: int, h1: int, at: _Attention,
     if at.scale is None:
         logits = np.matmul(q * dtype.type(d ** -0.5), k)
     else:
-        qn = q / np.maximum(np.linalg.vector_norm(q, axis=-1, keepdims=True), dtype.type(1e-12))
-        kn = k / np.maximum(np.linalg.vector_norm(k, axis=-2, keepdims=True), dtype.type(1e-12))
-        logits = np.matmul(qn, kn) * at.scale[h0:h1]
+        # Cosine attention: q and k rows normalised where they lie in qkv (contiguous d-vectors, one pass each),
+        # and each head's temperature folded into its q, so the logits need no pass of their own.
+        qk = t[:, :, :2]  # nw, N, 2, h, d: a view of qkv, which is this item's own array
+        norms = np.sqrt(np.einsum("wnqhd,wnqhd->wnqh", qk, qk))
+        qk /= np.maximum(norms, dtype.type(1e-12))[..., None]
+        qk[:, :, 0] *= at.scale[h0:h1].reshape(1, 1, h1 - h0, 1)
+        logits = np.matmul(q, k)
     kernels.attention_softmax(logits, at.rel_bias[h0:h1], at.mask, w0, at.floor)
     if at.probs is not None:
         at.probs[w0:w0 + nw, h0:h1] = logits
