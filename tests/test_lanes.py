@@ -129,3 +129,26 @@ def test_linear_weights_are_column_major_with_the_checkpoint_values(tmp_path) ->
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64))
     with plain():
         np.testing.assert_allclose(back(x), model(x), rtol=0, atol=1e-12)
+
+
+def test_placing_a_loaders_params_reorders_weights_in_their_own_buffers_and_leaves_shared_ones_right() -> None:
+    """swinref.load hands its loader's dict over (consume): a weight with a buffer of its own is reordered in
+    place; one array reached from two entries (tied weights, or a view of another entry) is copied instead,
+    so neither entry sees the other's reordering."""
+    from swinref import api
+    from swinref.backend import numpy_backend
+    from swinref.params import init_params
+
+    model = random_model("T", seed=4)
+    params = {k: np.array(v, order="C") for k, v in init_params(model.config, seed=4, dtype="float32").items()}
+    want = {k: v.copy() for k, v in params.items()}
+    tied = "layers.0.blocks.1.attn.proj.weight"
+    params[tied] = params["layers.0.blocks.0.attn.proj.weight"]  # the same array twice
+    want[tied] = want["layers.0.blocks.0.attn.proj.weight"]
+    own = params["layers.1.blocks.0.mlp.fc1.weight"]
+    placed = api._place(params, model.config, "float32", "cpu", numpy_backend(), "timm", consume=True).params
+    assert not params  # consumed
+    for name, value in placed.items():
+        np.testing.assert_array_equal(value, want[name], err_msg=name)
+    assert np.shares_memory(placed["layers.1.blocks.0.mlp.fc1.weight"], own)  # reordered where it lay
+    assert placed["layers.1.blocks.0.mlp.fc1.weight"].T.flags.c_contiguous
