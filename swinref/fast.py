@@ -102,6 +102,29 @@ def _derived(anchor: np.ndarray, key: tuple, build: Any) -> Any:
 # parts of a pass and the tail of its longest item, not the idle time between passes.
 SPIN_ROUND = 20_000
 SPIN_SECONDS = 0.002
+# SWINREF_SPIN_MS overrides the budget, like OMP_WAIT_POLICY for OpenMP runtimes: a service answering one image
+# at a time with idle gaps can keep its lanes spinning through the gaps (a core busy meanwhile) and skip the
+# slow first blocks of a pass that follows an idle machine (benchmarks/results/README.md).
+
+
+def _spin_budget(text: str | None) -> float:
+    """SPIN_SECONDS from SWINREF_SPIN_MS: milliseconds, 0 to 10000; anything else warns and keeps 2 ms."""
+    if text is None or not text.strip():
+        return SPIN_SECONDS
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = -1.0
+    if not 0.0 <= ms <= 10_000.0:
+        import warnings
+
+        warnings.warn(f"SWINREF_SPIN_MS={text!r} is not a number of milliseconds from 0 to 10000; spinning for "
+                      f"{SPIN_SECONDS * 1e3:g} ms", RuntimeWarning, stacklevel=2)
+        return SPIN_SECONDS
+    return ms / 1e3
+
+
+SPIN_SECONDS = _spin_budget(os.environ.get("SWINREF_SPIN_MS"))
 
 
 def _spin(ready: Callable[[], bool]) -> bool:

@@ -152,3 +152,20 @@ def test_placing_a_loaders_params_reorders_weights_in_their_own_buffers_and_leav
         np.testing.assert_array_equal(value, want[name], err_msg=name)
     assert np.shares_memory(placed["layers.1.blocks.0.mlp.fc1.weight"], own)  # reordered where it lay
     assert placed["layers.1.blocks.0.mlp.fc1.weight"].T.flags.c_contiguous
+
+
+def test_spin_budget_comes_from_swinref_spin_ms_and_a_bad_value_keeps_the_default() -> None:
+    assert fast._spin_budget(None) == fast._spin_budget("") == 0.002
+    assert fast._spin_budget("300") == 0.3 and fast._spin_budget("0") == 0.0
+    for bad in ("fast", "-1", "1e9", "nan"):
+        with pytest.warns(RuntimeWarning, match="SWINREF_SPIN_MS"):
+            assert fast._spin_budget(bad) == 0.002
+
+
+def test_with_no_spinning_the_lanes_still_finish_every_job(monkeypatch) -> None:
+    """SWINREF_SPIN_MS=0: lanes block between jobs at once; nothing is lost or left waiting."""
+    monkeypatch.setattr(fast, "SPIN_SECONDS", 0.0)
+    for _ in range(50):
+        seen = np.zeros(64, dtype=np.int64)
+        fast._parallel(lambda i: seen.__setitem__(i, 1), 64, 2)
+        assert seen.all()
