@@ -7,8 +7,8 @@ block's own parameters under the checkpoint's names, blk its BlockPlan (swinref.
     x = x + mlp_branch(x)            pre-norm:      mlp(norm2(x))       res-post-norm: norm2(mlp(x))
 
 (the additions by add_residual; `block` is the two together), and the products outside the blocks go through
-linear. The accelerated NumPy block (swinref.fast) has the same six functions; the backend carries whichever was chosen (Backend.block), so
-neither module imports the other.
+linear. The forward pass calls block, layer_norm and linear, which the accelerated NumPy block (swinref.fast) has
+too; the backend carries whichever was chosen (Backend.block), so neither module imports the other.
 """
 
 from __future__ import annotations

@@ -1,28 +1,29 @@
 """The accelerated NumPy block: BLAS for the products, Numba kernels (swinref.kernels) for the rest, and all of a
 block's parallelism on swinref's own thread lanes.
 
-The twin of the reference block swinref.blocks, with the same functions (attention_branch, mlp_branch,
-add_residual, layer_norm) reading the same BlockPlan; the backend chooses one of the two once (swinref.backend:
-NumPy arrays get this block unless Numba is missing or the reference is asked for with
-`with swinref.backend.plain():` or SWINREF_KERNELS=plain). Results agree with the reference to float32 rounding
-(tests/test_kernels.py); traces record the same points.
+The twin of the reference block swinref.blocks for what the forward pass calls (block, layer_norm, linear),
+reading the same BlockPlan; the backend chooses one of the two once (swinref.backend: NumPy arrays get this block
+unless Numba is missing or the reference is asked for with `with swinref.backend.plain():` or
+SWINREF_KERNELS=plain). Results agree with the reference to float32 rounding (tests/test_kernels.py); traces record
+the same points.
 
 What differs from the reference block, and why:
 - no pad / roll / window partition / reverse passes: windows gather their tokens' rows through one cached index
   (geometry.window_token_index, computed once per block plan and batch) and scatter their outputs back the same
   way; a padding position is a zero row, whose qkv is the bias;
-- the block is cut into work items that each stay in the cache from start to end: an attention item is a few
-  windows taken through gather, LayerNorm, qkv, attention, proj and scatter; an MLP item is a block of rows
-  taken through LayerNorm, fc1, GELU and fc2, its [rows, 4C] hidden layer never leaving the cache. Where a stage
-  has too few windows or rows to share out (the last stages of a small batch), the items are the tiles of each
-  product (rows x columns) and the window x head-group pairs of the attention instead (`_schedule`);
+- the block is cut into work items that each stay in the cache from start to end: an item is a few windows taken
+  through gather, LayerNorm, qkv, attention, proj, residual, LayerNorm, fc1, GELU, fc2 and scatter, its
+  [rows, 4C] hidden layer never leaving the cache. Where a stage has too few windows to share out (the last
+  stages of a small batch), the items are the tiles of each product (rows x columns), the window x head-group
+  pairs of the attention and blocks of MLP rows instead (`_schedule`);
 - no [B*nW, nH, N, N] tensors: an attention item's logits take at most ATTN_CHUNK_BYTES, so memory stays
   O(tokens) however large the image; bias, mask and softmax are one Numba pass (kernels.attention_softmax);
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
-- one kind of thread: BLAS runs single-threaded inside a block, and the calling thread plus lanes - 1 pool threads
-  take items from a shared counter until none are left. A lane that the machine's other work deschedules
-  simply takes fewer items; nothing spins, and the only wait is for the items already started (OpenBLAS's own
-  threads wait at a barrier after every product, so one descheduled BLAS thread stalls every product).
+- one kind of thread: BLAS runs single-threaded inside a block, and the calling thread plus lanes - 1 team
+  threads take items from a shared counter until none are left. A lane that the machine's other work
+  deschedules simply takes fewer items; the lanes spin only briefly between parts (SPIN_SECONDS), and the only
+  wait is for the items already started (OpenBLAS's own threads wait at a barrier after every product, so one
+  descheduled BLAS thread stalls every product).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from swinref.namespace import Backend
 from swinref.plan import BlockPlan
 
 
-__all__ = ["block", "attention_branch", "mlp_branch", "add_residual", "layer_norm", "linear", "ATTN_CHUNK_BYTES", "TILE_ROWS",
-           "MIN_TILE_ROWS", "MIN_TILE_COLS", "SHARES", "LANES"]
+__all__ = ["block", "layer_norm", "linear", "ATTN_CHUNK_BYTES", "TILE_ROWS", "MIN_TILE_ROWS", "MIN_TILE_COLS",
+           "SHARES", "LANES"]
 
 # An item's rows: enough for BLAS to run at full speed on its products, few enough that the item's activations
 # (for Swin-T stage 1: 245 rows x (C + 3C + C + 4C) floats) stay in a core's L2 cache.
@@ -101,16 +102,16 @@ def _derived(anchor: np.ndarray, key: tuple, build: Any) -> Any:
 # (sched_yield) between rounds, for up to SPIN_SECONDS; then it blocks. The budget outlasts the gaps between the
 # parts of a pass and the tail of its longest item, not the idle time between passes.
 SPIN_ROUND = 20_000
-SPIN_SECONDS = 0.002
+DEFAULT_SPIN_SECONDS = 0.002
 # SWINREF_SPIN_MS overrides the budget, like OMP_WAIT_POLICY for OpenMP runtimes: a service answering one image
 # at a time with idle gaps can keep its lanes spinning through the gaps (a core busy meanwhile) and skip the
 # slow first blocks of a pass that follows an idle machine (benchmarks/results/README.md).
 
 
 def _spin_budget(text: str | None) -> float:
-    """SPIN_SECONDS from SWINREF_SPIN_MS: milliseconds, 0 to 10000; anything else warns and keeps 2 ms."""
+    """SPIN_SECONDS from SWINREF_SPIN_MS: milliseconds, 0 to 10000; anything else warns and keeps the default."""
     if text is None or not text.strip():
-        return SPIN_SECONDS
+        return DEFAULT_SPIN_SECONDS
     try:
         ms = float(text)
     except ValueError:
@@ -119,8 +120,8 @@ def _spin_budget(text: str | None) -> float:
         import warnings
 
         warnings.warn(f"SWINREF_SPIN_MS={text!r} is not a number of milliseconds from 0 to 10000; spinning for "
-                      f"{SPIN_SECONDS * 1e3:g} ms", RuntimeWarning, stacklevel=2)
-        return SPIN_SECONDS
+                      f"{DEFAULT_SPIN_SECONDS * 1e3:g} ms", RuntimeWarning, stacklevel=2)
+        return DEFAULT_SPIN_SECONDS
     return ms / 1e3
 
 
@@ -295,7 +296,7 @@ def _blas_libs() -> tuple:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The schedule: how a block is cut into items, decided once per (batch, block plan, lanes, dtype size).
+# The schedule: how a block is cut into items, decided once per (batch, block plan, dtype size).
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ class _Schedule:
     fused: bool  # True: items of windows taken through the whole block; False: tiles of each product
     windows_per_item: int  # windows per item (fused), or per window chunk (tiled attention)
     head_groups: int  # tiled attention: groups of heads per window chunk
-    mlp_rows: int  # rows per item of an MLP branch on its own (a trace runs the branches one by one)
+    mlp_rows: int  # tiled blocks: rows per item of the MLP branch (0: fc1 and fc2 in tiles)
 
 
 def _share(units: int, cap: int, unit_rows: int) -> int:
@@ -379,11 +380,11 @@ def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: f
     rows = x.shape[0]
     step = max(ROW_BLOCK_MIN, -(-rows // lanes))
 
-    def block(i: int) -> None:
+    def row_block(i: int) -> None:
         r0, r1 = i * step, min(rows, (i + 1) * step)
         kernels.layer_norm_rows(x[r0:r1], weight, bias, eps, out[r0:r1])
 
-    _parallel(block, -(-rows // step), lanes)
+    _parallel(row_block, -(-rows // step), lanes)
 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, be: Backend | None = None) -> np.ndarray:
@@ -541,18 +542,29 @@ def block(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend, keep_probs: bool 
     probabilities of the same pass that computes the output, so traced and untraced outputs are the same bits.
 
     With windows to share out, each item takes its windows' tokens through both branches: the MLP is token-wise,
-    so the tokens an item's windows produce are all it needs."""
+    so the tokens an item's windows produce are all it needs. Otherwise the attention branch, then the MLP branch,
+    each in tiles."""
     lanes = _lanes()
     plan = _schedule(x.shape[0], blk, x.dtype.itemsize)
-    if not plan.fused:
-        attn, probs = attention_branch(x, p, blk, be, keep_probs)
-        kept = attn.copy() if keep_branch else None  # add_residual reuses the branch's buffer
-        x = add_residual(attn, x)
-        return add_residual(mlp_branch(x, p, blk, be), x), kept, probs
     x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    at = _attention_setup(x, p, blk, be, keep_probs)
+    with _one_blas_thread(lanes > 1):
+        if plan.fused:
+            out, branch = _block_fused(x2d, p, blk, at, plan, lanes, keep_branch)
+        else:
+            branch = _attention_tiled(x2d, p, blk, at, plan, lanes)
+            hidden = np.add(branch, x2d)
+            out = _mlp_branch(hidden, p, blk, plan, lanes)
+            np.add(out, hidden, out=out)
+    kept = branch.reshape(x.shape) if keep_branch else None
+    return out.reshape(x.shape), kept, at.probs
+
+
+def _block_fused(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan: _Schedule, lanes: int,
+                 keep_branch: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Items of windows, each gathered, attended, added, taken through the MLP and scattered back."""
     out = np.empty_like(x2d)
     branch = np.empty_like(x2d) if keep_branch else None
-    at = _attention_setup(x, p, blk, be, keep_probs)
     step = plan.windows_per_item
 
     def item(i: int) -> None:
@@ -565,41 +577,14 @@ def block(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend, keep_probs: bool 
         y += xs
         out[rows] = _mlp_rows(y, p, blk, residual=True)
 
-    with _one_blas_thread(lanes > 1):
-        _parallel(item, -(-_window_rows(x.shape[0], blk)[0].shape[0] // step), lanes)
-    return out.reshape(x.shape), None if branch is None else branch.reshape(x.shape), at.probs
+    _parallel(item, -(-_window_rows(x2d.shape[0] // blk.tokens, blk)[0].shape[0] // step), lanes)
+    return out, branch
 
 
-def attention_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend,
-                     keep_probs: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """The attention residual branch on [B, *S, C] NumPy arrays (twin: swinref.blocks.attention_branch)."""
-    x2d = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
-    lanes = _lanes()
-    plan = _schedule(x.shape[0], blk, x.dtype.itemsize)
-    at = _attention_setup(x, p, blk, be, keep_probs)
-    out = np.empty_like(x2d)
-    step = plan.windows_per_item
-    windows = _window_rows(x.shape[0], blk)[0].shape[0]
-
-    def item(i: int) -> None:
-        rows, pad, _, y = _window_branch(x2d, p, blk, at, i * step, step)
-        if pad is None:
-            out[rows] = y
-        else:
-            keep = ~pad
-            out[rows[keep]] = y[keep]
-
-    with _one_blas_thread(lanes > 1):
-        if plan.fused:
-            _parallel(item, -(-windows // step), lanes)
-        else:
-            _attention_tiled(x2d, p, blk, at, plan, lanes, out)
-    return out.reshape(x.shape), at.probs
-
-
-def _attention_tiled(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan: _Schedule, lanes: int,
-                     out: np.ndarray) -> None:
-    """Few windows: qkv in tiles, then (window chunk, head group) items, then proj in tiles."""
+def _attention_tiled(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan: _Schedule,
+                     lanes: int) -> np.ndarray:
+    """The attention branch [T, C] where there are few windows: qkv in tiles, then (window chunk, head group)
+    items, then proj in tiles."""
     a, norm1 = p["attn"], p["norm1"]
     T, C = x2d.shape
     src = np.empty((T + 1, C), dtype=x2d.dtype)  # row T: the zero padding token
@@ -632,41 +617,28 @@ def _attention_tiled(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, p
     y = _linear_tiled(heads[:T], a["proj"]["weight"], a["proj"]["bias"], lanes)
     if blk.norm == "res-post":
         _layer_norm_rows(y, norm1["weight"], norm1["bias"], blk.eps, y, lanes)
-    out[:] = y
+    return y
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# MLP and the residual.
-
-
-def add_residual(branch: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """x + branch, written into the branch's buffer, which the block made for this (twin: swinref.blocks)."""
-    np.add(branch, x, out=branch)
-    return branch
-
-
-def mlp_branch(x: np.ndarray, p: dict, blk: BlockPlan, be: Backend) -> np.ndarray:
-    """The MLP residual branch on [B, *S, C] NumPy arrays (twin: swinref.blocks.mlp_branch)."""
-    C = x.shape[-1]
-    x2d = np.ascontiguousarray(x).reshape(-1, C)
+def _mlp_branch(x2d: np.ndarray, p: dict, blk: BlockPlan, plan: _Schedule, lanes: int) -> np.ndarray:
+    """The MLP branch [T, C] of rows x2d: items of rows through the whole MLP where there are enough rows, else
+    fc1 and fc2 in tiles."""
     m, norm2 = p["mlp"], p["norm2"]
-    lanes = _lanes()
-    rows = _schedule(x.shape[0], blk, x.dtype.itemsize).mlp_rows
-    with _one_blas_thread(lanes > 1):
-        if rows:
-            out = np.empty_like(x2d)
+    rows = plan.mlp_rows
+    if rows:
+        out = np.empty_like(x2d)
 
-            def item(i: int) -> None:
-                out[i * rows:(i + 1) * rows] = _mlp_rows(x2d[i * rows:(i + 1) * rows], p, blk, residual=False)
+        def item(i: int) -> None:
+            out[i * rows:(i + 1) * rows] = _mlp_rows(x2d[i * rows:(i + 1) * rows], p, blk, residual=False)
 
-            _parallel(item, -(-x2d.shape[0] // rows), lanes)
-        else:
-            src = x2d
-            if blk.norm == "pre":
-                src = np.empty_like(x2d)
-                _layer_norm_rows(x2d, norm2["weight"], norm2["bias"], blk.eps, src, lanes)
-            h = _linear_tiled(src, m["fc1"]["weight"], m["fc1"]["bias"], lanes, gelu=True)
-            out = _linear_tiled(h, m["fc2"]["weight"], m["fc2"]["bias"], lanes)
-            if blk.norm == "res-post":
-                _layer_norm_rows(out, norm2["weight"], norm2["bias"], blk.eps, out, lanes)
-    return out.reshape(x.shape)
+        _parallel(item, -(-x2d.shape[0] // rows), lanes)
+        return out
+    src = x2d
+    if blk.norm == "pre":
+        src = np.empty_like(x2d)
+        _layer_norm_rows(x2d, norm2["weight"], norm2["bias"], blk.eps, src, lanes)
+    h = _linear_tiled(src, m["fc1"]["weight"], m["fc1"]["bias"], lanes, gelu=True)
+    out = _linear_tiled(h, m["fc2"]["weight"], m["fc2"]["bias"], lanes)
+    if blk.norm == "res-post":
+        _layer_norm_rows(out, norm2["weight"], norm2["bias"], blk.eps, out, lanes)
+    return out

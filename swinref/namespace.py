@@ -20,8 +20,8 @@ class Backend:
     erf: Callable[[Any], Any]
     device: Any = None
     gather_rows: Callable[[Any, Any], Any] | None = None
-    # The block implementation: a module with attention_branch, mlp_branch and layer_norm (swinref.blocks, the
-    # reference, or swinref.fast, NumPy with Numba kernels), chosen once here.
+    # The block implementation: a module with block, layer_norm and linear (swinref.blocks, the reference, or
+    # swinref.fast, NumPy with Numba kernels), chosen once here.
     block: Any = None
 
     def take_rows(self, table: Any, index: Any) -> Any:
