@@ -23,7 +23,8 @@ What differs from the reference block, and why:
   threads take items from a shared counter until none are left. A lane that the machine's other work
   deschedules simply takes fewer items; the lanes spin only briefly between parts (SPIN_SECONDS), and the only
   wait is for the items already started (OpenBLAS's own threads wait at a barrier after every product, so one
-  descheduled BLAS thread stalls every product).
+  descheduled BLAS thread stalls every product). While a part runs, the caller keeps to its core and the team
+  threads keep off it (_Apart), so two lanes never share one core while another idles.
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ def _lanes() -> int:
 class _Job:
     """One part of a pass: fn(i) for i in range(items), items taken in order by whichever lane is free."""
 
-    def __init__(self, fn: Callable[[int], None], items: int):
+    def __init__(self, fn: Callable[[int], None], items: int, helpers: int = 0):
         self.fn, self.items = fn, items
+        self.helpers = helpers  # team threads that join (the first ones of a larger team)
         self.next_item = itertools.count()  # next() on it is atomic under the GIL
         self.finished = np.zeros(items, dtype=np.int8)
         self.errors: list[BaseException] = []
@@ -187,30 +189,99 @@ class _Team:
         self.job: _Job | None = None
         self.wake = threading.Condition()
         self.busy = threading.Lock()
-        for _ in range(threads):
-            threading.Thread(target=self._serve, name="swinref-lane", daemon=True).start()
+        self.caller_cpu = -1
+        for rank in range(1, threads + 1):
+            threading.Thread(target=self._serve, args=(rank,), name="swinref-lane", daemon=True).start()
 
-    def _serve(self) -> None:
+    def _serve(self, rank: int) -> None:
         seen = 0
+        apart = _Apart()
         while True:
             if not _spin(lambda: kernels.spin_while_equal(self.generation, seen, SPIN_ROUND) != seen):
+                apart.restore()
                 with self.wake:
                     while int(self.generation[0]) == seen:
                         self.wake.wait()
             seen = int(self.generation[0])
             job = self.job
-            if job is not None:
+            if job is not None and rank <= job.helpers:
+                apart.avoid(self.caller_cpu)
                 job.work()
                 with self.wake:
                     self.wake.notify_all()  # a caller blocked in wait()
 
     def run(self, job: _Job) -> None:
         self.job = job
-        with self.wake:
-            self.generation[0] += 1
-            self.wake.notify_all()
-        job.work()
-        job.wait(self.wake)
+        caller = _Apart()
+        self.caller_cpu = caller.stay()
+        try:
+            with self.wake:
+                self.generation[0] += 1
+                self.wake.notify_all()
+            job.work()
+            job.wait(self.wake)
+        finally:
+            caller.restore()
+
+
+# While a job runs, the caller stays on its core and the team threads keep off it. Two threads that both slept
+# through an idle gap are often woken onto the same core (the one that took the caller's timer), and every GIL
+# hand-off re-places a thread; the load balancer takes tens of milliseconds to part two busy threads, so the
+# first blocks of a pass would run at one core's speed. Each thread gets its own CPU set back when the job ends
+# (the caller) or before it blocks (a team thread).
+
+
+def _current_cpu_fn() -> Callable[[], int]:
+    try:
+        import ctypes
+
+        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+        getcpu.restype = ctypes.c_int
+        getcpu.argtypes = []
+        return getcpu
+    except (OSError, AttributeError):  # pragma: no cover - not glibc / musl
+        return lambda: -1
+
+
+_current_cpu = _current_cpu_fn()
+_AFFINITY = hasattr(os, "sched_setaffinity")
+
+
+class _Apart:
+    """The calling thread's CPU set, narrowed for a job (stay on the current CPU, or avoid one) and restored."""
+
+    def __init__(self):
+        self.saved: set[int] | None = None  # the thread's own CPU set while it is narrowed
+        self.avoiding = -1
+
+    def _narrow(self, keep: Callable[[set[int]], set[int]]) -> None:
+        try:
+            cores = self.saved if self.saved is not None else os.sched_getaffinity(0)
+            narrowed = keep(cores)
+            if narrowed and narrowed != cores:
+                os.sched_setaffinity(0, narrowed)
+                self.saved = cores
+        except OSError:  # pragma: no cover - the CPU set changed under us: leave it to the scheduler
+            pass
+
+    def stay(self) -> int:
+        """Keep to the CPU the thread runs on now; that CPU (-1 when unknown or not settable)."""
+        cpu = _current_cpu() if _AFFINITY else -1
+        if cpu >= 0:
+            self._narrow(lambda cores: {cpu} if cpu in cores else cores)
+        return cpu
+
+    def avoid(self, cpu: int) -> None:
+        if cpu < 0 or cpu == self.avoiding or not _AFFINITY:
+            return
+        self.avoiding = cpu
+        self._narrow(lambda cores: cores - {cpu})
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self.saved)
+            self.saved, self.avoiding = None, -1
 
 
 _TEAM: _Team | None = None
@@ -247,7 +318,7 @@ def _parallel(fn: Callable[[int], None], items: int, lanes: int) -> None:
             fn(i)
         return
     try:
-        team.run(_Job(fn, items))
+        team.run(_Job(fn, items, lanes - 1))
     finally:
         team.job = None
         team.busy.release()

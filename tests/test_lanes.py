@@ -5,8 +5,10 @@ item, hang, swallow an error or leave the caller's threads changed."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -48,6 +50,14 @@ def test_every_item_runs_once_whoever_takes_it(lanes) -> None:
     seen = np.zeros(1000, dtype=np.int64)
     fast._parallel(lambda i: seen.__setitem__(i, seen[i] + 1), 1000, lanes)
     assert (seen == 1).all()
+
+
+def test_a_job_uses_no_more_lanes_than_asked_when_a_larger_team_exists() -> None:
+    """limit_threads can lower the lanes after a larger team started: the extra threads sit the job out."""
+    fast._parallel(lambda i: time.sleep(0.0005), 40, 5)  # a team of 4
+    takers: set[int] = set()
+    fast._parallel(lambda i: (time.sleep(0.0005), takers.add(threading.get_native_id())), 200, 2)
+    assert len(takers) == 2
 
 
 def test_an_error_in_any_item_reaches_the_caller_after_the_others_finish() -> None:
@@ -169,3 +179,83 @@ def test_with_no_spinning_the_lanes_still_finish_every_job(monkeypatch) -> None:
         seen = np.zeros(64, dtype=np.int64)
         fast._parallel(lambda i: seen.__setitem__(i, 1), 64, 2)
         assert seen.all()
+
+
+needs_two_cpus = pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                                    reason="CPU affinity needs Linux and at least two CPUs this process may use")
+
+
+def _where(record: list, lock: threading.Lock) -> Callable[[int], None]:
+    def item(i: int) -> None:
+        time.sleep(0.0005)  # long enough that both lanes take items
+        with lock:
+            record.append((threading.get_native_id(), fast._current_cpu(), frozenset(os.sched_getaffinity(0))))
+    return item
+
+
+@needs_two_cpus
+def test_during_a_job_the_caller_keeps_its_core_and_the_team_keeps_off_it() -> None:
+    """After an idle gap the kernel may wake the caller and a team thread onto one core; while a job runs the
+    caller is held to the core it started on and team threads to the others. Each gets its own CPU set back."""
+    mine = os.sched_getaffinity(0)
+    record: list = []
+    fast._parallel(_where(record, threading.Lock()), 200, 2)
+    caller = threading.get_native_id()
+    cpus = {tid: affinity for tid, _, affinity in record}
+    assert caller in cpus and len(cpus) == 2, "both lanes took items"
+    (team_thread,) = set(cpus) - {caller}
+    caller_cpus = {cpu for tid, cpu, _ in record if tid == caller}
+    assert len(caller_cpus) == 1 and cpus[caller] == frozenset(caller_cpus)
+    assert not caller_cpus & {cpu for tid, cpu, _ in record if tid == team_thread}
+    assert not caller_cpus & cpus[team_thread]
+    assert os.sched_getaffinity(0) == mine  # the caller's own set, back after the job
+
+
+@needs_two_cpus
+def test_a_team_thread_gets_its_cpus_back_before_it_blocks(monkeypatch) -> None:
+    monkeypatch.setattr(fast, "SPIN_SECONDS", 0.0)  # block right after the job
+    record: list = []
+    fast._parallel(_where(record, threading.Lock()), 200, 2)
+    team = {tid for tid, _, _ in record} - {threading.get_native_id()}
+    assert team
+    deadline = time.monotonic() + 5
+    while any(os.sched_getaffinity(tid) != os.sched_getaffinity(0) for tid in team):
+        assert time.monotonic() < deadline, "a blocked team thread kept a narrowed CPU set"
+        time.sleep(0.01)
+
+
+@needs_two_cpus
+def test_a_caller_with_its_own_cpu_set_gets_exactly_that_back_also_after_an_error() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    mine = set(cpus[:2])
+    result: dict = {}
+
+    def caller() -> None:
+        os.sched_setaffinity(0, mine)
+
+        def item(i: int) -> None:
+            time.sleep(0.0002)
+            if i == 17:
+                raise ValueError("item 17")
+
+        try:
+            fast._parallel(item, 40, 2)
+        except ValueError as exc:
+            result["error"] = str(exc)
+        result["after"] = os.sched_getaffinity(0)
+
+    t = threading.Thread(target=caller)
+    t.start()
+    t.join(timeout=60)
+    assert result == {"error": "item 17", "after": mine}
+
+
+def test_a_single_cpu_caller_is_left_as_it_is(monkeypatch) -> None:
+    """Nothing to narrow (one CPU, or no affinity calls on this system): the job runs as before."""
+    monkeypatch.setattr(fast, "_current_cpu", lambda: -1)
+    seen = np.zeros(100, dtype=np.int64)
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    fast._parallel(lambda i: seen.__setitem__(i, seen[i] + 1), 100, 2)
+    assert (seen == 1).all()
+    if before is not None:
+        assert os.sched_getaffinity(0) == before
