@@ -23,8 +23,8 @@ What differs from the reference block, and why:
   threads take items from a shared counter until none are left. A lane that the machine's other work
   deschedules simply takes fewer items; the lanes spin only briefly between parts (SPIN_SECONDS), and the only
   wait is for the items already started (OpenBLAS's own threads wait at a barrier after every product, so one
-  descheduled BLAS thread stalls every product). While a part runs, the caller keeps to its core and the team
-  threads keep off it (_Apart), so two lanes never share one core while another idles.
+  descheduled BLAS thread stalls every product). While a part runs, the caller and the team threads keep off
+  each other's CPUs (_Apart), so two lanes do not share one core while another idles.
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ class _Team:
         self.wake = threading.Condition()
         self.busy = threading.Lock()
         self.caller_cpu = -1
+        self.team_cpus = [-1] * threads  # the CPU each team thread last started a job on
         for rank in range(1, threads + 1):
             threading.Thread(target=self._serve, args=(rank,), name="swinref-lane", daemon=True).start()
 
@@ -205,7 +206,8 @@ class _Team:
             seen = int(self.generation[0])
             job = self.job
             if job is not None and rank <= job.helpers:
-                apart.avoid(self.caller_cpu)
+                apart.avoid({self.caller_cpu})
+                self.team_cpus[rank - 1] = _current_cpu()
                 job.work()
                 with self.wake:
                     self.wake.notify_all()  # a caller blocked in wait()
@@ -213,7 +215,8 @@ class _Team:
     def run(self, job: _Job) -> None:
         self.job = job
         caller = _Apart()
-        self.caller_cpu = caller.stay()
+        caller.avoid(set(self.team_cpus[:job.helpers]))
+        self.caller_cpu = _current_cpu()
         try:
             with self.wake:
                 self.generation[0] += 1
@@ -224,11 +227,13 @@ class _Team:
             caller.restore()
 
 
-# While a job runs, the caller stays on its core and the team threads keep off it. Two threads that both slept
-# through an idle gap are often woken onto the same core (the one that took the caller's timer), and every GIL
-# hand-off re-places a thread; the load balancer takes tens of milliseconds to part two busy threads, so the
-# first blocks of a pass would run at one core's speed. Each thread gets its own CPU set back when the job ends
-# (the caller) or before it blocks (a team thread).
+# While a job runs, the caller keeps off the CPUs its team threads last worked on and the team threads keep off
+# the caller's. Two threads that both slept through an idle gap are often woken onto the same core (the one that
+# took the caller's timer), and every GIL hand-off re-places a thread; the load balancer takes tens of
+# milliseconds to part two busy threads, so the first blocks of a pass would run at one core's speed. Only the
+# lanes' own CPUs are excluded, so on a machine with more CPUs than lanes the scheduler still moves a lane away
+# from another process. Each thread gets its own CPU set back when the job ends (the caller) or before it blocks
+# (a team thread).
 
 
 def _current_cpu_fn() -> Callable[[], int]:
@@ -248,40 +253,40 @@ _AFFINITY = hasattr(os, "sched_setaffinity")
 
 
 class _Apart:
-    """The calling thread's CPU set, narrowed for a job (stay on the current CPU, or avoid one) and restored."""
+    """The calling thread's CPU set, narrowed for a job (some CPUs avoided) and restored."""
 
     def __init__(self):
         self.saved: set[int] | None = None  # the thread's own CPU set while it is narrowed
-        self.avoiding = -1
+        self.avoiding: set[int] = set()
 
     def _narrow(self, keep: Callable[[set[int]], set[int]]) -> None:
         try:
             cores = self.saved if self.saved is not None else os.sched_getaffinity(0)
             narrowed = keep(cores)
-            if narrowed and narrowed != cores:
-                os.sched_setaffinity(0, narrowed)
-                self.saved = cores
+            if not narrowed or narrowed == cores:
+                self.restore()
+                return
+            os.sched_setaffinity(0, narrowed)
+            self.saved = cores
         except OSError:  # pragma: no cover - the CPU set changed under us: leave it to the scheduler
             pass
 
-    def stay(self) -> int:
-        """Keep to the CPU the thread runs on now; that CPU (-1 when unknown or not settable)."""
-        cpu = _current_cpu() if _AFFINITY else -1
-        if cpu >= 0:
-            self._narrow(lambda cores: {cpu} if cpu in cores else cores)
-        return cpu
-
-    def avoid(self, cpu: int) -> None:
-        if cpu < 0 or cpu == self.avoiding or not _AFFINITY:
+    def avoid(self, cpus: set[int]) -> None:
+        """Keep off `cpus` (unknown ones, -1, are ignored), unless that leaves the thread nowhere to run."""
+        cpus = cpus - {-1}
+        if cpus == self.avoiding or not _AFFINITY:
             return
-        self.avoiding = cpu
-        self._narrow(lambda cores: cores - {cpu})
+        if cpus:
+            self._narrow(lambda cores: cores - cpus)
+        else:
+            self.restore()
+        self.avoiding = cpus
 
     def restore(self) -> None:
         if self.saved is not None:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, self.saved)
-            self.saved, self.avoiding = None, -1
+            self.saved, self.avoiding = None, set()
 
 
 _TEAM: _Team | None = None
