@@ -35,7 +35,6 @@ import itertools
 import math
 import os
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -94,10 +93,10 @@ def _derived(anchor: np.ndarray, key: tuple, build: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 # Lanes: the calling thread and lanes - 1 team threads, taking items from one counter.
 #
-# A team thread stays on its core between the parts of a forward pass: it spins (kernels.spin_while_equal, without
-# the GIL) for up to SPIN_SECONDS waiting for the next part, and only then blocks. Blocking after every part would
-# hand the core to any other process and wait, at every part, for the scheduler to give it back: on a busy machine
-# a time slice each time. The caller waits for the items already taken the same way.
+# A team thread stays on its core between the parts of a forward pass: it spins (kernels.spin_while_equal, one
+# call without the GIL) for up to SPIN_SECONDS waiting for the next part, and only then blocks. Blocking after every
+# part would hand the core to any other process and wait, at every part, for the scheduler to give it back: on a
+# busy machine a time slice each time. The caller waits for the items already taken the same way.
 
 # A wait spins in rounds of SPIN_ROUND loads (a few microseconds), offering the core to other runnable threads
 # (sched_yield) between rounds, for up to SPIN_SECONDS; then it blocks. The budget outlasts the gaps between the
@@ -105,8 +104,8 @@ def _derived(anchor: np.ndarray, key: tuple, build: Any) -> Any:
 SPIN_ROUND = 20_000
 DEFAULT_SPIN_SECONDS = 0.002
 # SWINREF_SPIN_MS overrides the budget, like OMP_WAIT_POLICY for OpenMP runtimes: a service answering one image
-# at a time with idle gaps can keep its lanes spinning through the gaps (a core busy meanwhile) and skip the
-# slow first blocks of a pass that follows an idle machine (benchmarks/results/README.md).
+# at a time with idle gaps can keep its lanes spinning through the gaps (a core busy meanwhile) and save the
+# wake-ups of the first parts of a pass (benchmarks/idle_gaps.py).
 
 
 def _spin_budget(text: str | None) -> float:
@@ -129,14 +128,8 @@ def _spin_budget(text: str | None) -> float:
 SPIN_SECONDS = _spin_budget(os.environ.get("SWINREF_SPIN_MS"))
 
 
-def _spin(ready: Callable[[], bool]) -> bool:
-    """Re-check `ready` (a GIL-free spin of SPIN_ROUND loads) until it holds or SPIN_SECONDS pass."""
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while not ready():
-        if time.perf_counter() > deadline:
-            return False
-        os.sched_yield()
-    return True
+def _spin_ns() -> int:
+    return int(SPIN_SECONDS * 1e9)
 
 
 def _lanes() -> int:
@@ -172,7 +165,7 @@ class _Job:
 
     def wait(self, wake: threading.Condition) -> None:
         """Until every item is finished (the caller has taken the last one, others may still run theirs)."""
-        if not _spin(lambda: kernels.spin_until_all_set(self.finished, SPIN_ROUND)):
+        if not kernels.spin_until_all_set(self.finished, _spin_ns(), SPIN_ROUND):
             with wake:
                 while not self.finished.all():
                     wake.wait(0.001)
@@ -198,7 +191,7 @@ class _Team:
         seen = 0
         apart = _Apart()
         while True:
-            if not _spin(lambda: kernels.spin_while_equal(self.generation, seen, SPIN_ROUND) != seen):
+            if kernels.spin_while_equal(self.generation, seen, _spin_ns(), SPIN_ROUND) == seen:
                 apart.restore()
                 with self.wake:
                     while int(self.generation[0]) == seen:

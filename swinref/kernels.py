@@ -31,6 +31,7 @@ import warnings
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -320,8 +321,10 @@ def attention_softmax(logits: np.ndarray, rel_bias: np.ndarray, mask: np.ndarray
 # ----------------------------------------------------------------------------------------------------------------
 # Spin waits for swinref.fast's lanes: between the parts of one forward pass a lane waits a few microseconds for the
 # next part; blocking on a lock there would hand its core to any other process and wait for the scheduler to give
-# it back (up to a time slice on a busy machine), for every part. Both waits are bounded by `spins` loads and
-# release the GIL; the caller blocks on a lock after a timed-out spin.
+# it back (up to a time slice on a busy machine), for every part. A wait re-reads memory in rounds of `round_loads`
+# loads, offers the core to other runnable threads (sched_yield) between rounds, and gives up after `budget_ns`
+# nanoseconds of CLOCK_MONOTONIC; the caller then blocks on a lock. The whole wait is one call without the GIL: a
+# wait that came back to Python between rounds took the GIL every few microseconds from the lane doing the work.
 
 
 @intrinsic
@@ -338,24 +341,62 @@ def _load_acquire(typingctx, array, index):
     return sig, codegen
 
 
+@intrinsic
+def _yield_core(typingctx):
+    """libc's sched_yield()."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        return builder.call(fn, [])
+
+    return numba.types.int32(), codegen
+
+
+@intrinsic
+def _monotonic_ns(typingctx):
+    """clock_gettime(CLOCK_MONOTONIC) in nanoseconds (the clock of Python's time.monotonic on Linux)."""
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        timespec = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))  # struct timespec on LP64 systems
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, timespec.type]),
+                                            "clock_gettime")
+        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), timespec])
+        seconds = builder.load(builder.gep(timespec, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
+        nanoseconds = builder.load(builder.gep(timespec, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
+        return builder.add(builder.mul(seconds, ir.Constant(i64, 1_000_000_000)), nanoseconds)
+
+    return numba.types.int64(), codegen
+
+
+CLOCK_MONOTONIC = 1  # Linux's value (time.CLOCK_MONOTONIC)
+
+
 @_jit()
-def spin_while_equal(word, value, spins):  # pragma: no cover - compiled
-    """Re-read word[0] until it differs from value, at most `spins` times; returns the last value read."""
-    current = _load_acquire(word, 0)
-    for _ in range(spins):
-        if current != value:
+def spin_while_equal(word, value, budget_ns, round_loads):  # pragma: no cover - compiled
+    """Re-read word[0] until it differs from value or budget_ns pass; returns the last value read."""
+    deadline = _monotonic_ns() + budget_ns
+    while True:
+        for _ in range(round_loads):
+            current = _load_acquire(word, 0)
+            if current != value:
+                return current
+        if _monotonic_ns() >= deadline:
             return current
-        current = _load_acquire(word, 0)
-    return current
+        _yield_core()
 
 
 @_jit()
-def spin_until_all_set(flags, spins):  # pragma: no cover - compiled
-    """Re-read flags until every one is non-zero, at most `spins` passes; True when they all are."""
+def spin_until_all_set(flags, budget_ns, round_loads):  # pragma: no cover - compiled
+    """Re-read flags until every one is non-zero (True) or budget_ns pass (False)."""
+    deadline = _monotonic_ns() + budget_ns
     first = 0
-    for _ in range(spins):
-        while first < flags.shape[0] and _load_acquire(flags, first) != 0:
-            first += 1
-        if first == flags.shape[0]:
-            return True
-    return False
+    while True:
+        for _ in range(round_loads):
+            while first < flags.shape[0] and _load_acquire(flags, first) != 0:
+                first += 1
+            if first == flags.shape[0]:
+                return True
+        if _monotonic_ns() >= deadline:
+            return False
+        _yield_core()

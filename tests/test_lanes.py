@@ -20,29 +20,56 @@ from swinref.api import random_model  # noqa: E402
 from swinref.backend import plain  # noqa: E402
 
 
-def test_spin_while_equal_sees_another_threads_store_and_times_out_without_one() -> None:
+def test_spin_while_equal_sees_another_threads_store_and_gives_up_after_its_budget() -> None:
     word = np.zeros(1, dtype=np.int64)
-    assert kernels.spin_while_equal(word, 0, 1000) == 0  # nothing changed: the last value read
+    start = time.monotonic()
+    assert kernels.spin_while_equal(word, 0, 20_000_000, 100) == 0  # nothing changed: the last value read
+    assert 0.02 <= time.monotonic() - start < 5
 
     def store() -> None:
         time.sleep(0.01)
         word[0] = 7
 
     threading.Thread(target=store).start()
-    assert kernels.spin_while_equal(word, 0, 10**12) == 7  # would spin for minutes if the load were hoisted
+    start = time.monotonic()
+    assert kernels.spin_while_equal(word, 0, 60 * 10**9, 100) == 7  # would spin for a minute if the load were hoisted
+    assert time.monotonic() - start < 30
 
 
 def test_spin_until_all_set_waits_for_the_last_flag() -> None:
     flags = np.zeros(5, dtype=np.int8)
     flags[:4] = 1
-    assert not kernels.spin_until_all_set(flags, 100)
+    assert not kernels.spin_until_all_set(flags, 0, 100)  # one round, then the budget is spent
 
     def store() -> None:
         time.sleep(0.01)
         flags[4] = 1
 
     threading.Thread(target=store).start()
-    assert kernels.spin_until_all_set(flags, 10**12)
+    assert kernels.spin_until_all_set(flags, 60 * 10**9, 100)
+
+
+def test_a_spinning_lane_leaves_the_gil_to_the_lane_doing_python_work() -> None:
+    """The whole wait is one call that holds no GIL: a Python loop beside it runs at its own speed (a wait holding
+    the GIL would stall it for the whole budget)."""
+    word = np.zeros(1, dtype=np.int64)
+
+    def python_work() -> float:
+        start = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i % 7
+        return time.perf_counter() - start
+
+    alone = min(python_work() for _ in range(3))
+    spinner = threading.Thread(target=kernels.spin_while_equal, args=(word, 0, 3 * 10**9, 20_000))
+    spinner.start()
+    try:
+        beside = min(python_work() for _ in range(3))
+    finally:
+        word[0] = 1
+        spinner.join()
+    assert beside < 1.3 * alone + 0.01
 
 
 @pytest.mark.parametrize("lanes", [2, 3, 5])
