@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import warnings
 
 import numba
@@ -352,30 +353,40 @@ def _yield_core(typingctx):
     return numba.types.int32(), codegen
 
 
+# The system's own value (1 on Linux, 6 on macOS).
+CLOCK_MONOTONIC = getattr(time, "CLOCK_MONOTONIC", 1)
+
+
 @intrinsic
 def _monotonic_ns(typingctx):
-    """clock_gettime(CLOCK_MONOTONIC) in nanoseconds (the clock of Python's time.monotonic on Linux)."""
+    """clock_gettime(CLOCK_MONOTONIC) in nanoseconds (time.monotonic's clock); -1 if the call fails."""
 
     def codegen(context, builder, signature, args):
         i32, i64 = ir.IntType(32), ir.IntType(64)
         timespec = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))  # struct timespec on LP64 systems
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, timespec.type]),
                                             "clock_gettime")
-        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), timespec])
+        failed = builder.icmp_signed("!=", builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), timespec]),
+                                     ir.Constant(i32, 0))
         seconds = builder.load(builder.gep(timespec, [ir.Constant(i32, 0), ir.Constant(i32, 0)]))
         nanoseconds = builder.load(builder.gep(timespec, [ir.Constant(i32, 0), ir.Constant(i32, 1)]))
-        return builder.add(builder.mul(seconds, ir.Constant(i64, 1_000_000_000)), nanoseconds)
+        now = builder.add(builder.mul(seconds, ir.Constant(i64, 1_000_000_000)), nanoseconds)
+        return builder.select(failed, ir.Constant(i64, -1), now)
 
     return numba.types.int64(), codegen
 
 
-CLOCK_MONOTONIC = 1  # Linux's value (time.CLOCK_MONOTONIC)
+@_jit(inline="always")
+def _deadline(budget_ns):  # pragma: no cover - compiled
+    """When a wait of budget_ns started now ends; -1 (ended after one round) when there is no clock."""
+    now = _monotonic_ns()
+    return now + budget_ns if now >= 0 else -1
 
 
 @_jit()
 def spin_while_equal(word, value, budget_ns, round_loads):  # pragma: no cover - compiled
     """Re-read word[0] until it differs from value or budget_ns pass; returns the last value read."""
-    deadline = _monotonic_ns() + budget_ns
+    deadline = _deadline(budget_ns)
     while True:
         for _ in range(round_loads):
             current = _load_acquire(word, 0)
@@ -389,7 +400,7 @@ def spin_while_equal(word, value, budget_ns, round_loads):  # pragma: no cover -
 @_jit()
 def spin_until_all_set(flags, budget_ns, round_loads):  # pragma: no cover - compiled
     """Re-read flags until every one is non-zero (True) or budget_ns pass (False)."""
-    deadline = _monotonic_ns() + budget_ns
+    deadline = _deadline(budget_ns)
     first = 0
     while True:
         for _ in range(round_loads):
