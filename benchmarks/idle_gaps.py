@@ -2,10 +2,13 @@
 
     python benchmarks/idle_gaps.py                                   # Swin-T 224, gaps 0 / 20 / 200 ms
     python benchmarks/idle_gaps.py --spin-ms 2 50 300 --gaps 0 0.2 --repeat 20
+    PYTHONPATH=/path/to/other/checkout python benchmarks/idle_gaps.py   # another commit's swinref
 
 Each spin budget runs in its own process (2 threads, random weights); within it, every gap is timed --repeat
-times in alternating order after warm-ups, and the median is printed. swinref alone: a lane that spins through a
-gap keeps a core busy meanwhile, which would be charged to whatever else ran then.
+times in alternating order after warm-ups, and the median is printed with the process's median context switches
+per pass (getrusage: voluntary ones are waits, mostly for the GIL between two NumPy calls; involuntary ones are
+preemptions). swinref alone: a lane that spins through a gap keeps a core busy meanwhile, which would be charged
+to whatever else ran then.
 """
 
 from __future__ import annotations
@@ -27,14 +30,24 @@ m = random_model(model)
 x = np.random.default_rng(0).standard_normal((1, 3, *m.config.img_size)).astype(np.float32)
 for _ in range(3):
     m(x)
+import resource
+
 times = {g: [] for g in gaps}
+switches = {g: [] for g in gaps}
 for r in range(repeat):
     for g in (gaps if r % 2 == 0 else gaps[::-1]):
         time.sleep(g)
+        before = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         m(x)
         times[g].append(time.perf_counter() - t)
-print(json.dumps({str(g): statistics.median(v) for g, v in times.items()}))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        switches[g].append((after.ru_nvcsw - before.ru_nvcsw, after.ru_nivcsw - before.ru_nivcsw))
+import swinref
+print(json.dumps({"swinref": os.path.dirname(swinref.__file__),
+                  "median_s": {str(g): statistics.median(v) for g, v in times.items()},
+                  "switches": {str(g): [statistics.median(s[i] for s in v) for i in (0, 1)]
+                               for g, v in switches.items()}}))
 """
 
 
@@ -55,13 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
             env[var] = str(args.threads)
         done = subprocess.run([sys.executable, "-c", CHILD, args.model, ",".join(map(str, args.gaps)),
-                               str(args.repeat)], capture_output=True, text=True, env=env)
+                               str(args.repeat)], capture_output=True, text=True, env=env,
+                              cwd=os.path.dirname(os.path.abspath(__file__)))  # `-c` puts the cwd first on sys.path
         if done.returncode != 0:
             print(done.stderr[-2000:], file=sys.stderr)
             return 1
-        medians = json.loads(done.stdout.strip().splitlines()[-1])
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        medians = child["median_s"]
+        results["swinref"] = child["swinref"]
         results["median_ms"][str(spin)] = {g: v * 1e3 for g, v in medians.items()}
-        print(f"{spin:8g} " + " ".join(f"{medians[str(g)] * 1e3:9.1f}" for g in args.gaps))
+        results.setdefault("context_switches_per_pass", {})[str(spin)] = {
+            g: {"voluntary": v, "involuntary": i} for g, (v, i) in child["switches"].items()}
+        print(f"{spin:8g} " + " ".join(f"{medians[str(g)] * 1e3:9.1f}" for g in args.gaps)
+              + "   switches per pass (voluntary / involuntary): "
+              + ", ".join("{:.0f} / {:.0f}".format(*child["switches"][str(g)]) for g in args.gaps))
         time.sleep(0.5)
     results["loadavg_end"] = os.getloadavg()
     if args.json:
