@@ -233,7 +233,7 @@ def _current_cpu_fn() -> Callable[[], int]:
     try:
         import ctypes
 
-        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+        getcpu = ctypes.PyDLL(None).sched_getcpu  # PyDLL: a call this short keeps the GIL
         getcpu.restype = ctypes.c_int
         getcpu.argtypes = []
         return getcpu
