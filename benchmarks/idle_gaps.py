@@ -22,7 +22,7 @@ import sys
 import time
 
 CHILD = r"""
-import json, os, statistics, sys, time
+import json, os, resource, statistics, sys, time
 import numpy as np
 from swinref.api import random_model
 model, gaps, repeat = sys.argv[1], [float(g) for g in sys.argv[2].split(",")], int(sys.argv[3])
@@ -30,8 +30,6 @@ m = random_model(model)
 x = np.random.default_rng(0).standard_normal((1, 3, *m.config.img_size)).astype(np.float32)
 for _ in range(3):
     m(x)
-import resource
-
 times = {g: [] for g in gaps}
 switches = {g: [] for g in gaps}
 for r in range(repeat):

@@ -252,27 +252,21 @@ class _Apart:
         self.saved: set[int] | None = None  # the thread's own CPU set while it is narrowed
         self.avoiding: set[int] = set()
 
-    def _narrow(self, keep: Callable[[set[int]], set[int]]) -> None:
-        try:
-            cores = self.saved if self.saved is not None else os.sched_getaffinity(0)
-            narrowed = keep(cores)
-            if not narrowed or narrowed == cores:
-                self.restore()
-                return
-            os.sched_setaffinity(0, narrowed)
-            self.saved = cores
-        except OSError:  # pragma: no cover - the CPU set changed under us: leave it to the scheduler
-            pass
-
     def avoid(self, cpus: set[int]) -> None:
         """Keep off `cpus` (unknown ones, -1, are ignored), unless that leaves the thread nowhere to run."""
         cpus = cpus - {-1}
         if cpus == self.avoiding or not _AFFINITY:
             return
-        if cpus:
-            self._narrow(lambda cores: cores - cpus)
-        else:
-            self.restore()
+        try:
+            cores = self.saved if self.saved is not None else os.sched_getaffinity(0)
+            narrowed = cores - cpus
+            if narrowed and narrowed != cores:
+                os.sched_setaffinity(0, narrowed)
+                self.saved = cores
+            else:
+                self.restore()
+        except OSError:  # pragma: no cover - the CPU set changed under us: leave it to the scheduler
+            pass
         self.avoiding = cpus
 
     def restore(self) -> None:
