@@ -1,0 +1,233 @@
+"""x @ W^T for the fast block's linear layers, as one Numba kernel without the GIL (plain twin: np.matmul).
+
+Why not BLAS: OpenBLAS re-packs W at every call and tunes its blocking for large products, while the fast block's
+items multiply 49 to 256 rows by the same few weights again and again (benchmarks/gemm_layout.py compares the two
+at Swin's shapes). This kernel reads W where it lies and keeps a tile of the output in vector registers:
+
+- W is column-major ([N, K] whose transpose W^T [K, N] is C-contiguous: swinref.api places every linear weight
+  so), so a row k of W^T is contiguous and a panel of NR output columns reads 2 vectors per k, with no packing;
+- the inner tile is MR rows x NR columns: 2 * MR accumulator vectors, each row's x[m, k] broadcast once per k
+  into two fused multiply-adds. It is written in LLVM IR with explicit vector types (intrinsics below), because
+  Numba has no vector type and LLVM's auto-vectoriser does not keep 16 accumulators in registers;
+- K is walked in blocks of KC so that a panel's [KC, NR] block of W^T stays in the L1 cache while every row tile
+  of x passes over it; the output tile is stored after the first block and added to after the others;
+- where W^T's row stride is a multiple of 4 KiB (N = 1024, 2048, 3072, 4096 in float32), its rows share a few L1
+  cache sets and evict each other: the panel is first copied into a contiguous [K, NR] buffer.
+
+The vector width is the compile target's (Numba's: the host's CPU, or NUMBA_CPU_NAME / NUMBA_CPU_FEATURES):
+16 floats with AVX-512, 8 with AVX, 4 otherwise; MR = 8 where there are 32 vector registers, 6 where there are 16
+(x86 without AVX-512). float32 only: float64 models keep np.matmul, as does any operand that does not fit the
+layout (`fits`).
+
+Numerics: each output element is a sum over k in increasing order, in float32, with multiply-adds fused where the
+target has FMA (llvm.fmuladd); BLAS sums in its own order, so the two differ by float32 rounding (tests/test_gemm.py
+bounds the difference). Row and column blocks never change an element's order of summation, so a product cut
+into tiles between lanes gives the same bits as one call.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.core import config as numba_config
+from numba.core.codegen import get_host_cpu_features
+from numba.extending import intrinsic
+
+from swinref.kernels import _jit
+
+__all__ = ["VECTOR", "MR", "NR", "KC", "fits", "times_weight_t", "vector_shape"]
+
+
+def vector_shape(features: str) -> tuple[int, int]:
+    """(floats per vector, rows per tile) for an LLVM feature string such as '+avx2,+fma,-avx512f'."""
+    flags = set(features.split(","))
+    if "+avx512f" in flags:
+        return 16, 8
+    x86 = "+sse2" in flags
+    if "+avx" in flags:
+        return 8, 6
+    return 4, 6 if x86 else 8
+
+
+def _target_features() -> str:
+    """The features Numba compiles for (numba.core.codegen's own rule)."""
+    return numba_config.CPU_FEATURES if numba_config.CPU_FEATURES is not None else get_host_cpu_features()
+
+
+VECTOR, MR = vector_shape(_target_features())
+NR = 2 * VECTOR  # output columns per panel
+KC = 256  # rows of W^T per block
+ALIASING_STRIDE = 4096  # bytes: a row stride that is a multiple of this maps every row onto the same L1 sets
+
+
+def _tile_kernel(rows: int):
+    """An intrinsic: out[0:rows, 0:NR] (+)= x[0:rows, 0:kc] @ b[0:kc, 0:NR], addresses and strides in floats."""
+
+    @intrinsic
+    def tile(typingctx, x, ldx, b, ldb, out, ldo, kc, accumulate):
+        i64 = numba.types.int64
+        sig = numba.types.void(i64, i64, i64, i64, i64, i64, i64, numba.types.boolean)
+
+        def codegen(context, builder, signature, args):
+            x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, kc_, add = args
+            f32, i32, int64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+            vec = ir.VectorType(f32, VECTOR)
+            x_p = builder.inttoptr(x_addr, f32.as_pointer())
+            b_p = builder.inttoptr(b_addr, f32.as_pointer())
+            out_p = builder.inttoptr(out_addr, f32.as_pointer())
+            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                                     f"llvm.fmuladd.v{VECTOR}f32")
+            zero = ir.Constant(vec, [0.0] * VECTOR)
+            undef = ir.Constant(vec, ir.Undefined)
+            splat = ir.Constant(ir.VectorType(i32, VECTOR), [0] * VECTOR)
+
+            def vector_at(base, offset):
+                return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
+
+            def const(v):
+                return ir.Constant(int64, v)
+
+            entry, fn = builder.block, builder.function
+            loop, done = fn.append_basic_block("tile.k"), fn.append_basic_block("tile.done")
+            builder.cbranch(builder.icmp_signed(">", kc_, const(0)), loop, done)
+
+            builder.position_at_end(loop)  # one k: two vectors of b, a broadcast of each row's x, 2 * rows FMAs
+            k = builder.phi(int64)
+            acc = [builder.phi(vec) for _ in range(2 * rows)]
+            b_row = builder.mul(k, ldb_)
+            b_lo = builder.load(vector_at(b_p, b_row), align=4)
+            b_hi = builder.load(vector_at(b_p, builder.add(b_row, const(VECTOR))), align=4)
+            summed = []
+            for r in range(rows):
+                scalar = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(r), ldx_), k)]), align=4)
+                broadcast = builder.shuffle_vector(builder.insert_element(undef, scalar, ir.Constant(i32, 0)),
+                                                   undef, splat)
+                summed.append(builder.call(fmuladd, [broadcast, b_lo, acc[2 * r]]))
+                summed.append(builder.call(fmuladd, [broadcast, b_hi, acc[2 * r + 1]]))
+            k_next = builder.add(k, const(1))
+            k.add_incoming(const(0), entry)
+            k.add_incoming(k_next, loop)
+            for phi, value in zip(acc, summed):
+                phi.add_incoming(zero, entry)
+                phi.add_incoming(value, loop)
+            builder.cbranch(builder.icmp_signed("<", k_next, kc_), loop, done)
+
+            builder.position_at_end(done)
+            total = []
+            for value in summed:
+                phi = builder.phi(vec)
+                phi.add_incoming(zero, entry)
+                phi.add_incoming(value, loop)
+                total.append(phi)
+            with builder.if_else(add) as (then_add, then_store):
+                for adding in (then_add, then_store):
+                    with adding:
+                        for r in range(rows):
+                            row = builder.mul(const(r), ldo_)
+                            for half in range(2):
+                                target = vector_at(out_p, builder.add(row, const(half * VECTOR)))
+                                value = total[2 * r + half]
+                                if adding is then_add:
+                                    value = builder.fadd(builder.load(target, align=4), value)
+                                builder.store(value, target, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile1, _tile2, _tile3, _tile4, _tile5, _tile6, _tile7, _tile8 = (_tile_kernel(rows) for rows in range(1, 9))
+
+
+@intrinsic
+def _copy_panel(typingctx, src, lds, dst, rows):
+    """dst[r, 0:NR] = src[r * lds: r * lds + NR] for r < rows (float32 addresses, strides in floats)."""
+    i64 = numba.types.int64
+    sig = numba.types.void(i64, i64, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        src_addr, lds_, dst_addr, rows_ = args
+        f32, int64 = ir.FloatType(), ir.IntType(64)
+        vec = ir.VectorType(f32, VECTOR)
+        src_p = builder.inttoptr(src_addr, f32.as_pointer())
+        dst_p = builder.inttoptr(dst_addr, f32.as_pointer())
+        with cgutils.for_range(builder, rows_) as loop:
+            src_row = builder.mul(loop.index, lds_)
+            dst_row = builder.mul(loop.index, ir.Constant(int64, NR))
+            for half in range(2):
+                offset = ir.Constant(int64, half * VECTOR)
+                value = builder.load(builder.bitcast(builder.gep(src_p, [builder.add(src_row, offset)]),
+                                                     vec.as_pointer()), align=4)
+                builder.store(value, builder.bitcast(builder.gep(dst_p, [builder.add(dst_row, offset)]),
+                                                     vec.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit(inline="always")
+def _tile(rows, x, ldx, b, ldb, out, ldo, kc, accumulate):  # pragma: no cover - compiled
+    if rows >= 8:
+        _tile8(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    elif rows == 7:
+        _tile7(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    elif rows == 6:
+        _tile6(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    elif rows == 5:
+        _tile5(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    elif rows == 4:
+        _tile4(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    elif rows == 3:
+        _tile3(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    elif rows == 2:
+        _tile2(x, ldx, b, ldb, out, ldo, kc, accumulate)
+    else:
+        _tile1(x, ldx, b, ldb, out, ldo, kc, accumulate)
+
+
+@_jit()
+def _panels(x, wt, out, first, last, copy):  # pragma: no cover - compiled
+    """out[:, first*NR:last*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous)."""
+    M, K = x.shape
+    ldx, ldb, ldo = x.strides[0] // 4, wt.strides[0] // 4, out.strides[0] // 4
+    x0, b0, o0 = x.ctypes.data, wt.ctypes.data, out.ctypes.data
+    panel = np.empty((K if copy else 0, NR), np.float32)
+    for p in range(first, last):
+        b, ld = b0 + p * NR * 4, ldb
+        if copy:
+            _copy_panel(b, ldb, panel.ctypes.data, K)
+            b, ld = panel.ctypes.data, NR
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
+            for m0 in range(0, M, MR):
+                _tile(min(MR, M - m0), x0 + (m0 * ldx + k0) * 4, ldx, b + k0 * ld * 4, ld,
+                      o0 + (m0 * ldo + p * NR) * 4, ldo, kc, k0 > 0)
+
+
+def _rows_contiguous(a: np.ndarray) -> bool:
+    """A 2-D float32 array whose rows are contiguous and lie at a positive whole number of floats apart."""
+    rows, cols = a.shape
+    return (a.dtype == np.float32 and (cols <= 1 or a.strides[1] == 4)
+            and (rows <= 1 or (a.strides[0] >= 4 * cols and a.strides[0] % 4 == 0)))
+
+
+def fits(x: np.ndarray, weight: np.ndarray, out: np.ndarray, c0: int, c1: int) -> bool:
+    """Whether the kernel takes out[:, c0:c1] = x @ weight[c0:c1].T: float32 throughout, weight column-major,
+    rows of x and out contiguous, whole panels, and something to sum."""
+    return (x.ndim == weight.ndim == out.ndim == 2 and x.shape[0] == out.shape[0] > 0
+            and x.shape[1] == weight.shape[1] > 0 and out.shape[1] == weight.shape[0]
+            and c0 % NR == 0 and c1 % NR == 0 and 0 <= c0 < c1 <= weight.shape[0]
+            and _rows_contiguous(x) and _rows_contiguous(weight.T) and _rows_contiguous(out))
+
+
+def times_weight_t(x: np.ndarray, weight: np.ndarray, out: np.ndarray, c0: int = 0, c1: int | None = None) -> None:
+    """out[:, c0:c1] = x @ weight[c0:c1].T: the kernel where it `fits`, else np.matmul (its plain twin)."""
+    c1 = weight.shape[0] if c1 is None else c1
+    if fits(x, weight, out, c0, c1):
+        wt = weight.T
+        _panels(x, wt, out, c0 // NR, c1 // NR, (wt.strides[0] % ALIASING_STRIDE) == 0)
+    else:
+        np.matmul(x, weight[c0:c1].T, out=out[:, c0:c1])
