@@ -1,5 +1,6 @@
-"""The accelerated NumPy block: BLAS for the products, Numba kernels (swinref.kernels) for the rest, and all of a
-block's parallelism on swinref's own thread lanes.
+"""The accelerated NumPy block: swinref.gemm's kernel for the linear layers (BLAS where a product does not fit it,
+and for attention's per-window products), Numba kernels (swinref.kernels) for the rest, and all of a block's
+parallelism on swinref's own thread lanes.
 
 The twin of the reference block swinref.blocks for what the forward pass calls (block, layer_norm, linear),
 reading the same BlockPlan; the backend chooses one of the two once (swinref.backend: NumPy arrays get this block
@@ -19,7 +20,7 @@ What differs from the reference block, and why:
 - no [B*nW, nH, N, N] tensors: an attention item's logits take at most ATTN_CHUNK_BYTES, so memory stays
   O(tokens) however large the image; bias, mask and softmax are one Numba pass (kernels.attention_softmax);
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
-- one kind of thread: BLAS runs single-threaded inside a block, and the calling thread plus lanes - 1 team
+- one kind of thread: products run single-threaded inside a block (the kernel, and BLAS on one thread), and the calling thread plus lanes - 1 team
   threads take items from a shared counter until none are left. A lane that the machine's other work
   deschedules simply takes fewer items; the lanes spin only briefly between parts (SPIN_SECONDS), and the only
   wait is for the items already started (OpenBLAS's own threads wait at a barrier after every product, so one
@@ -41,7 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinref import geometry, kernels
+from swinref import gemm, geometry, kernels
 from swinref.layers import device_constant, logit_scale, position_bias, qkv_bias, shift_mask
 from swinref.namespace import Backend
 from swinref.plan import BlockPlan
@@ -405,7 +406,7 @@ def _tiles(M: int, N: int) -> tuple[int, int]:
         return rows, N
     row_tiles = max(1, M // MIN_TILE_ROWS)
     cols = max(MIN_TILE_COLS, -(-N // -(-SHARES[0] // row_tiles)))
-    return -(-M // row_tiles), min(N, -(-cols // 16) * 16)
+    return -(-M // row_tiles), min(N, -(-cols // gemm.NR) * gemm.NR)
 
 
 @functools.lru_cache(maxsize=64)
@@ -472,9 +473,9 @@ def _linear_tiled(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
         r0, r1, c0, c1 = r * rows, min(M, (r + 1) * rows), c * cols, min(N, (c + 1) * cols)
         if col_tiles == 1:
             out = y[r0:r1]
-            np.matmul(x2d[r0:r1], weight.T, out=out)
         else:  # a contiguous tile for the kernels, then copied into its columns
-            out = np.matmul(x2d[r0:r1], weight[c0:c1].T)
+            out = np.empty((r1 - r0, c1 - c0), dtype=y.dtype)
+        gemm.times_weight_t(x2d[r0:r1], weight[c0:c1], out)
         b = None if bias is None else bias[c0:c1]
         if gelu:
             kernels.gelu_bias_rows(out, b)
@@ -485,6 +486,13 @@ def _linear_tiled(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
 
     _parallel(tile, -(-M // rows) * col_tiles, lanes)
     return y
+
+
+def _times_weight_t(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """x [M, K] @ weight [N, K]^T in a new array (swinref.gemm)."""
+    out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    gemm.times_weight_t(x, weight, out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -566,13 +574,13 @@ def _window_branch(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, w0:
     pad = None if padding is None else padding[w0:w0 + step].reshape(-1)
     if pad is not None:
         src[pad] = 0  # padding follows the norm, as in every peer: its qkv is the bias
-    qkv = np.matmul(src, a["qkv"]["weight"].T)
+    qkv = _times_weight_t(src, a["qkv"]["weight"])
     bias = qkv_bias(a, np)
     if bias is not None:
         qkv += bias
     heads = src  # src is spent: the heads' outputs take its place
     _attend(qkv, w0, nw, 0, at.heads, at, heads)
-    y = np.matmul(heads, a["proj"]["weight"].T)
+    y = _times_weight_t(heads, a["proj"]["weight"])
     y += a["proj"]["bias"]
     if blk.norm == "res-post":
         kernels.layer_norm_rows(y, norm1["weight"], norm1["bias"], blk.eps, y)
@@ -587,9 +595,9 @@ def _mlp_rows(xs: np.ndarray, p: dict, blk: BlockPlan, residual: bool) -> np.nda
     if blk.norm == "pre":
         src = np.empty_like(xs)
         kernels.layer_norm_rows(xs, norm2["weight"], norm2["bias"], blk.eps, src)
-    hidden = np.matmul(src, m["fc1"]["weight"].T)
+    hidden = _times_weight_t(src, m["fc1"]["weight"])
     kernels.gelu_bias_rows(hidden, m["fc1"]["bias"])
-    y = np.matmul(hidden, m["fc2"]["weight"].T)
+    y = _times_weight_t(hidden, m["fc2"]["weight"])
     y += m["fc2"]["bias"]
     if blk.norm == "res-post":
         kernels.layer_norm_rows(y, norm2["weight"], norm2["bias"], blk.eps, y)
