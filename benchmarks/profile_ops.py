@@ -7,10 +7,11 @@ One random-weight timm model per config (tools/peers.py) is saved as a .pth for 
 onnxruntime, with the shift masks' -100 set to -inf (benchmarks/cpu.py's anchor). Both run on --threads threads
 (default 1: with more, operations overlap and their times no longer add up to the pass).
 
-- swinref: every matrix product (numpy.matmul inside swinref.fast), every Numba kernel and every block is timed by
-  wrapping it; what the blocks spend outside those is "other" (gathers, scatters, copies, Python). Products are
-  grouped by shape [M, K] x [K, N] (2-D: the linear layers) or counted together (the stacked per-window products
-  of attention), with their multiply-adds and GMAC/s.
+- swinref: every matrix product (swinref.gemm's x @ W^T and numpy.matmul inside swinref.fast), every Numba kernel
+  and every block is timed by wrapping it; what the blocks spend outside those is "other" (gathers, scatters,
+  copies, Python). Products are grouped by shape [M, K] x [K, N] (the linear layers: "gemm" where swinref.gemm's
+  kernel takes them, "matmul 2-D" where NumPy's BLAS does) or counted together (the stacked per-window products of
+  attention), with their multiply-adds and GMAC/s.
 - onnxruntime: its own profiler (SessionOptions.enable_profiling), kernel time per node, by operator type; MatMul,
   Gemm and FusedMatMul nodes with their input shapes, multiply-adds and GMAC/s.
 
@@ -73,7 +74,7 @@ class _TimedNumpy:
 
 
 def _profile_swinref(model, x, args) -> dict:
-    from swinref import fast, kernels
+    from swinref import fast, gemm, kernels
 
     events: dict = collections.defaultdict(lambda: [0.0, 0, 0])  # key -> [seconds, calls, MACs]
 
@@ -96,6 +97,15 @@ def _profile_swinref(model, x, args) -> dict:
     saved = {"np": fast.np, "block": fast.block, "linear": fast.linear, "layer_norm": fast.layer_norm}
     kernel_names = ("layer_norm_rows", "gelu_bias_rows", "attention_softmax")
     saved_kernels = {k: getattr(kernels, k) for k in kernel_names}
+    saved_product = gemm.times_weight_t
+
+    def product(x, weight, out, c0=0, c1=None):
+        c1 = weight.shape[0] if c1 is None else c1
+        kind = "gemm" if gemm.fits(x, weight, out, c0, c1) else "matmul 2-D"
+        t = time.perf_counter()
+        saved_product(x, weight, out, c0, c1)
+        M, K = x.shape
+        record((kind, (M, K, c1 - c0)), time.perf_counter() - t, M * K * (c1 - c0))
     passes = []
     try:
         for _ in range(args.warmup):
@@ -106,6 +116,7 @@ def _profile_swinref(model, x, args) -> dict:
         fast.layer_norm = timed(saved["layer_norm"], ("layer_norm outside blocks", None))
         for k in kernel_names:
             setattr(kernels, k, timed(saved_kernels[k], ("kernel " + k, None)))
+        gemm.times_weight_t = product
         per_pass = []
         for _ in range(args.repeat):
             events.clear()
@@ -118,11 +129,12 @@ def _profile_swinref(model, x, args) -> dict:
         fast.block, fast.linear, fast.layer_norm = saved["block"], saved["linear"], saved["layer_norm"]
         for k, fn in saved_kernels.items():
             setattr(kernels, k, fn)
+        gemm.times_weight_t = saved_product
     median = sorted(range(len(passes)), key=passes.__getitem__)[len(passes) // 2]
     ev = per_pass[median]
     total = passes[median]
     inside = ev.get(("block", None), [0, 0, 0])[0] + ev.get(("linear outside blocks", None), [0, 0, 0])[0]
-    measured = sum(v[0] for (kind, _), v in ev.items() if kind.startswith(("matmul", "kernel")))
+    measured = sum(v[0] for (kind, _), v in ev.items() if kind.startswith(("matmul", "gemm", "kernel")))
     kinds: dict = collections.defaultdict(lambda: [0.0, 0, 0])
     shapes = []
     for (kind, shape), (sec, calls, macs) in ev.items():
@@ -133,7 +145,7 @@ def _profile_swinref(model, x, args) -> dict:
         k[1] += calls
         k[2] += macs
         if shape is not None:
-            shapes.append({"shape": list(shape), "ms": sec * 1e3, "calls": calls, "gmac": macs / 1e9,
+            shapes.append({"op": kind.split()[0], "shape": list(shape), "ms": sec * 1e3, "calls": calls, "gmac": macs / 1e9,
                            "gmac_per_s": macs / sec / 1e9 if sec else 0.0})
     rows = [{"kind": kind, "ms": sec * 1e3, "calls": calls, "gmac": macs / 1e9,
              "gmac_per_s": (macs / sec / 1e9) if macs and sec else None} for kind, (sec, calls, macs) in kinds.items()]
