@@ -9,8 +9,12 @@ at Swin's shapes). This kernel reads W where it lies and keeps a tile of the out
 - the inner tile is MR rows x NR columns: 2 * MR accumulator vectors, each row's x[m, k] broadcast once per k
   into two fused multiply-adds. It is written in LLVM IR with explicit vector types (intrinsics below), because
   Numba has no vector type and LLVM's auto-vectoriser does not keep 16 accumulators in registers;
-- K is walked in blocks of KC so that a panel's [KC, NR] block of W^T stays in the L1 cache while every row tile
-  of x passes over it; the output tile is stored after the first block and added to after the others;
+- K is walked in blocks of KC, and each block panel by panel, so that a panel's [KC, NR] block of W^T stays in
+  the cache while every row tile of x passes over it; the output tile is stored after the first block and added
+  to after the others;
+- in a forward pass W is never in the cache (the model's weights outgrow it), and W^T's rows lie too far apart
+  for the hardware prefetchers to follow: the first row tile over a panel's block asks for the next panel's
+  block (llvm.prefetch into L2), so the later panels arrive while the earlier ones are computed;
 - where W^T's row stride is a multiple of 4 KiB (N = 1024, 2048, 3072, 4096 in float32), its rows share a few L1
   cache sets and evict each other: the panel is first copied into a contiguous [K, NR] buffer.
 
@@ -63,15 +67,16 @@ ALIASING_STRIDE = 4096  # bytes: a row stride that is a multiple of this maps ev
 
 
 def _tile_kernel(rows: int):
-    """An intrinsic: out[0:rows, 0:NR] (+)= x[0:rows, 0:kc] @ b[0:kc, 0:NR], addresses and strides in floats."""
+    """An intrinsic: out[0:rows, 0:NR] (+)= x[0:rows, 0:kc] @ b[0:kc, 0:NR], addresses and strides in floats,
+    prefetching b[0:kc, ahead:ahead + NR] into L2 on the way."""
 
     @intrinsic
-    def tile(typingctx, x, ldx, b, ldb, out, ldo, kc, accumulate):
+    def tile(typingctx, x, ldx, b, ldb, out, ldo, kc, accumulate, ahead):
         i64 = numba.types.int64
-        sig = numba.types.void(i64, i64, i64, i64, i64, i64, i64, numba.types.boolean)
+        sig = numba.types.void(i64, i64, i64, i64, i64, i64, i64, numba.types.boolean, i64)
 
         def codegen(context, builder, signature, args):
-            x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, kc_, add = args
+            x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, kc_, add, ahead_ = args
             f32, i32, int64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
             vec = ir.VectorType(f32, VECTOR)
             x_p = builder.inttoptr(x_addr, f32.as_pointer())
@@ -79,6 +84,9 @@ def _tile_kernel(rows: int):
             out_p = builder.inttoptr(out_addr, f32.as_pointer())
             fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
                                                      f"llvm.fmuladd.v{VECTOR}f32")
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+                "llvm.prefetch.p0i8")
             zero = ir.Constant(vec, [0.0] * VECTOR)
             undef = ir.Constant(vec, ir.Undefined)
             splat = ir.Constant(ir.VectorType(i32, VECTOR), [0] * VECTOR)
@@ -97,6 +105,10 @@ def _tile_kernel(rows: int):
             k = builder.phi(int64)
             acc = [builder.phi(vec) for _ in range(2 * rows)]
             b_row = builder.mul(k, ldb_)
+            soon = builder.bitcast(builder.gep(b_p, [builder.add(b_row, ahead_)]), ir.IntType(8).as_pointer())
+            for line in range(0, NR * 4, 64):
+                builder.call(prefetch, [builder.gep(soon, [const(line)]), ir.Constant(i32, 0),
+                                        ir.Constant(i32, 2), ir.Constant(i32, 1)])
             b_lo = builder.load(vector_at(b_p, b_row), align=4)
             b_hi = builder.load(vector_at(b_p, builder.add(b_row, const(VECTOR))), align=4)
             summed = []
@@ -169,42 +181,46 @@ def _copy_panel(typingctx, src, lds, dst, rows):
 
 
 @_jit(inline="always")
-def _tile(rows, x, ldx, b, ldb, out, ldo, kc, accumulate):  # pragma: no cover - compiled
+def _tile(rows, x, ldx, b, ldb, out, ldo, kc, accumulate, ahead):  # pragma: no cover - compiled
     if rows >= 8:
-        _tile8(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile8(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     elif rows == 7:
-        _tile7(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile7(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     elif rows == 6:
-        _tile6(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile6(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     elif rows == 5:
-        _tile5(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile5(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     elif rows == 4:
-        _tile4(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile4(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     elif rows == 3:
-        _tile3(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile3(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     elif rows == 2:
-        _tile2(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile2(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
     else:
-        _tile1(x, ldx, b, ldb, out, ldo, kc, accumulate)
+        _tile1(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
 
 
 @_jit()
 def _panels(x, wt, out, first, last, copy):  # pragma: no cover - compiled
-    """out[:, first*NR:last*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous)."""
+    """out[:, :(last - first)*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous)."""
     M, K = x.shape
     ldx, ldb, ldo = x.strides[0] // 4, wt.strides[0] // 4, out.strides[0] // 4
     x0, b0, o0 = x.ctypes.data, wt.ctypes.data, out.ctypes.data
-    panel = np.empty((K if copy else 0, NR), np.float32)
-    for p in range(first, last):
-        b, ld = b0 + p * NR * 4, ldb
-        if copy:
-            _copy_panel(b, ldb, panel.ctypes.data, K)
-            b, ld = panel.ctypes.data, NR
-        for k0 in range(0, K, KC):
-            kc = min(KC, K - k0)
+    if copy:
+        panel = np.empty((K, NR), np.float32)
+        for p in range(first, last):
+            _copy_panel(b0 + p * NR * 4, ldb, panel.ctypes.data, K)
+            for k0 in range(0, K, KC):
+                for m0 in range(0, M, MR):
+                    _tile(min(MR, M - m0), x0 + (m0 * ldx + k0) * 4, ldx, panel.ctypes.data + k0 * NR * 4, NR,
+                          o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, 0)
+        return
+    for k0 in range(0, K, KC):
+        for p in range(first, last):
             for m0 in range(0, M, MR):
-                _tile(min(MR, M - m0), x0 + (m0 * ldx + k0) * 4, ldx, b + k0 * ld * 4, ld,
-                      o0 + (m0 * ldo + p * NR) * 4, ldo, kc, k0 > 0)
+                # The first row tile over a block asks for the next panel's block (NR floats on in each row).
+                _tile(min(MR, M - m0), x0 + (m0 * ldx + k0) * 4, ldx, b0 + (k0 * ldb + p * NR) * 4, ldb,
+                      o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, NR if m0 == 0 else 0)
 
 
 def _rows_contiguous(a: np.ndarray) -> bool:
@@ -215,19 +231,22 @@ def _rows_contiguous(a: np.ndarray) -> bool:
 
 
 def fits(x: np.ndarray, weight: np.ndarray, out: np.ndarray, c0: int, c1: int) -> bool:
-    """Whether the kernel takes out[:, c0:c1] = x @ weight[c0:c1].T: float32 throughout, weight column-major,
-    rows of x and out contiguous, whole panels, and something to sum."""
+    """Whether the kernel takes out = x @ weight[c0:c1].T: float32 throughout, weight column-major, rows of x and
+    out contiguous, whole panels, and something to sum."""
     return (x.ndim == weight.ndim == out.ndim == 2 and x.shape[0] == out.shape[0] > 0
-            and x.shape[1] == weight.shape[1] > 0 and out.shape[1] == weight.shape[0]
+            and x.shape[1] == weight.shape[1] > 0 and out.shape[1] == c1 - c0
             and c0 % NR == 0 and c1 % NR == 0 and 0 <= c0 < c1 <= weight.shape[0]
             and _rows_contiguous(x) and _rows_contiguous(weight.T) and _rows_contiguous(out))
 
 
 def times_weight_t(x: np.ndarray, weight: np.ndarray, out: np.ndarray, c0: int = 0, c1: int | None = None) -> None:
-    """out[:, c0:c1] = x @ weight[c0:c1].T: the kernel where it `fits`, else np.matmul (its plain twin)."""
+    """out [M, c1 - c0] = x [M, K] @ weight[c0:c1].T: the kernel where it `fits`, else np.matmul (its plain twin).
+
+    The kernel always receives the whole W^T and a range of panels, so that one compiled signature serves every
+    column tile."""
     c1 = weight.shape[0] if c1 is None else c1
     if fits(x, weight, out, c0, c1):
         wt = weight.T
         _panels(x, wt, out, c0 // NR, c1 // NR, (wt.strides[0] % ALIASING_STRIDE) == 0)
     else:
-        np.matmul(x, weight[c0:c1].T, out=out[:, c0:c1])
+        np.matmul(x, weight[c0:c1].T, out=out)
