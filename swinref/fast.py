@@ -14,14 +14,17 @@ What differs from the reference block, and why:
   way; a padding position is a zero row, whose qkv is the bias;
 - the block is cut into work items that each stay in the cache from start to end: an item is a few windows taken
   through gather, LayerNorm, qkv, attention, proj, residual, LayerNorm, fc1, GELU, fc2 and scatter, its
-  [rows, 4C] hidden layer never leaving the cache. Where a stage has too few windows to share out (the last
-  stages of a small batch), the items are the tiles of each product (rows x columns), the window x head-group
-  pairs of the attention and blocks of MLP rows instead (`_schedule`);
+  [rows, 4C] hidden layer never leaving the cache. Such an item is one Numba call without the GIL
+  (swinref.window_item) wherever the block fits it (float32, column-major weights), so lanes never wait for each
+  other's Python between its steps. Where a stage has too few windows to share out (the last stages of a small
+  batch), the items are the tiles of each product (rows x columns), the window x head-group pairs of the
+  attention and blocks of MLP rows instead (`_schedule`);
 - no [B*nW, nH, N, N] tensors: an attention item's logits take at most ATTN_CHUNK_BYTES, so memory stays
   O(tokens) however large the image; bias, mask and softmax are one Numba pass (kernels.attention_softmax);
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
-- one kind of thread: products run single-threaded inside a block (the kernel, and BLAS on one thread), and the calling thread plus lanes - 1 team
-  threads take items from a shared counter until none are left. A lane that the machine's other work
+- one kind of thread: products run single-threaded inside a block (the kernel, and BLAS on one thread), and the
+  calling thread plus lanes - 1 team threads take items from a shared counter until none are left. A lane that
+  the machine's other work
   deschedules simply takes fewer items; the lanes spin only briefly between parts (SPIN_SECONDS), and the only
   wait is for the items already started (OpenBLAS's own threads wait at a barrier after every product, so one
   descheduled BLAS thread stalls every product). While a part runs, the caller and the team threads keep off
@@ -42,7 +45,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinref import gemm, geometry, kernels
+from swinref import gemm, geometry, kernels, window_item
 from swinref.layers import device_constant, logit_scale, position_bias, qkv_bias, shift_mask
 from swinref.namespace import Backend
 from swinref.plan import BlockPlan
@@ -475,7 +478,7 @@ def _linear_tiled(x2d: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
             out = y[r0:r1]
         else:  # a contiguous tile for the kernels, then copied into its columns
             out = np.empty((r1 - r0, c1 - c0), dtype=y.dtype)
-        gemm.times_weight_t(x2d[r0:r1], weight[c0:c1], out)
+        gemm.times_weight_t(x2d[r0:r1], weight, out, c0, c1)
         b = None if bias is None else bias[c0:c1]
         if gelu:
             kernels.gelu_bias_rows(out, b)
@@ -637,6 +640,15 @@ def _block_fused(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan:
     out = np.empty_like(x2d)
     branch = np.empty_like(x2d) if keep_branch else None
     step = plan.windows_per_item
+    windows = _window_rows(x2d.shape[0] // blk.tokens, blk)[0].shape[0]
+    native = _native_item(x2d, p, blk, at, out, branch)
+    if native is not None:
+        def native_item(i: int) -> None:
+            w0 = i * step
+            window_item.windows_through_block(*native[0], w0, min(step, windows - w0), *native[1])
+
+        _parallel(native_item, -(-windows // step), lanes)
+        return out, branch
 
     def item(i: int) -> None:
         rows, pad, xs, y = _window_branch(x2d, p, blk, at, i * step, step)
@@ -648,8 +660,38 @@ def _block_fused(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan:
         y += xs
         out[rows] = _mlp_rows(y, p, blk, residual=True)
 
-    _parallel(item, -(-_window_rows(x2d.shape[0] // blk.tokens, blk)[0].shape[0] // step), lanes)
+    _parallel(item, -(-windows // step), lanes)
     return out, branch
+
+
+# Fused items as one Numba call each (swinref.window_item) wherever the block fits it; tests switch it off to compare
+# with the NumPy item, its twin.
+NATIVE_ITEMS = True
+
+
+def _native_item(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, out: np.ndarray,
+                 branch: np.ndarray | None) -> tuple[tuple, tuple] | None:
+    """window_item.windows_through_block's arguments before and after (w0, nw), or None where it does not fit."""
+    a, m, norm1, norm2 = p["attn"], p["mlp"], p["norm1"], p["norm2"]
+    weights = (a["qkv"]["weight"], a["proj"]["weight"], m["fc1"]["weight"], m["fc2"]["weight"])
+    if not NATIVE_ITEMS or not window_item.fits(x2d, weights, at.head_dim):
+        return None
+    f32 = np.float32
+    index, padding = _window_rows(x2d.shape[0] // blk.tokens, blk)
+    qkv_b = qkv_bias(a, np)
+    if at.scale is None:
+        q_scale = np.full(at.heads, at.head_dim ** -0.5, dtype=f32)
+    else:
+        q_scale = np.ascontiguousarray(at.scale.reshape(-1), dtype=f32)
+    before = (x2d, index, np.zeros((0, 0), dtype=bool) if padding is None else padding)
+    after = (norm1["weight"], norm1["bias"], weights[0].T,
+             np.zeros(3 * x2d.shape[1], dtype=f32) if qkv_b is None else qkv_b,
+             at.rel_bias, at.mask, q_scale, at.scale is not None, at.floor,
+             weights[1].T, a["proj"]["bias"], norm2["weight"], norm2["bias"],
+             weights[2].T, m["fc1"]["bias"], weights[3].T, m["fc2"]["bias"], blk.eps, blk.norm == "res-post",
+             at.heads, out, np.empty((0, x2d.shape[1]), dtype=f32) if branch is None else branch, branch is not None,
+             np.empty((0, 0, 0, 0), dtype=f32) if at.probs is None else at.probs, at.probs is not None)
+    return before, after
 
 
 def _attention_tiled(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan: _Schedule,

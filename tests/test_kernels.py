@@ -295,6 +295,50 @@ def test_trace_points_equal_features_and_plain_trace() -> None:
                                   points["layers.0.blocks.0"])
 
 
+@pytest.mark.parametrize("name,policy,size,build", [
+    ("T", "detection", (100, 84), None),  # padding in every stage; shifted and unshifted blocks
+    ("swinv2_tiny_patch4_window8_256", "pad", (64, 96), (64, 96)),  # cosine attention, res-post norms, q, v biases
+])
+@pytest.mark.parametrize("keep", [False, True])
+def test_native_item_equals_numpy_item(monkeypatch, name, policy, size, build, keep) -> None:
+    """swinref.window_item (one Numba call per item) against its twin, fast's NumPy item, block by block: outputs,
+    the attention branch and the probabilities a trace keeps."""
+    from swinref import window_item
+    from swinref.config import get_config
+    from swinref.layout import nest
+    from swinref.plan import plan
+
+    cfg = get_config(name, depths=(2, 2, 2, 2), **({"img_size": build} if build else {}))
+    params = _column_major(init_params(cfg, seed=6, dtype="float32"))
+    calls = []
+    native = window_item.windows_through_block
+    monkeypatch.setattr(window_item, "windows_through_block", lambda *a: calls.append(1) or native(*a))
+    be = backend_for(np.zeros(1, dtype=np.float32))
+    rng = _rng(4)
+    tree = nest(params)
+    padded_native = 0
+    for sp in plan(cfg, size, policy).stages:
+        for blk in sp.blocks:
+            p = tree["layers"][sp.index]["blocks"][blk.index]
+            x = rng.standard_normal((2, *blk.resolution, blk.dim)).astype(np.float32)
+            monkeypatch.setattr(fast, "NATIVE_ITEMS", True)
+            before = len(calls)
+            got = fast.block(x, p, blk, be, keep_probs=keep, keep_branch=keep)
+            if not fast._schedule(2, blk, 4).fused:
+                assert len(calls) == before
+                continue
+            assert len(calls) > before
+            padded_native += fast._window_rows(2, blk)[1] is not None
+            monkeypatch.setattr(fast, "NATIVE_ITEMS", False)
+            want = fast.block(x, p, blk, be, keep_probs=keep, keep_branch=keep)
+            for g, w in zip(got, want):
+                if w is None:
+                    assert g is None
+                    continue
+                np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * max(1.0, float(np.abs(w).max())))
+    assert calls and (padded_native or policy != "detection")
+
+
 def test_v2_block_equals_plain() -> None:
     from swinref.config import get_config
 
@@ -313,7 +357,7 @@ _CHILD = textwrap.dedent("""
     warnings.simplefilter("always")
     with warnings.catch_warnings(record=True) as caught:
         from swinref.api import random_model
-        from swinref import kernels
+        from swinref import gemm, kernels, window_item
         from swinref.backend import plain
         from swinref.config import get_config
         cfg = get_config("T", img_size=(64, 64), depths=(1, 1, 1, 1), window_size=4)
@@ -323,7 +367,8 @@ _CHILD = textwrap.dedent("""
         with plain():
             b = m(x)
     ours = [str(w.message) for w in caught if "Numba cache" in str(w.message)]
-    used = [kernels.layer_norm_rows, kernels.gelu_bias_rows_f32, kernels.attention_softmax_f32]
+    used = [kernels.layer_norm_rows, kernels.gelu_bias_rows_f32, kernels.attention_softmax_f32, gemm._panels,
+            window_item.windows_through_block]
     stats = {f.__name__: [sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())] for f in used}
     print(json.dumps({"warnings": len(ours), "diff": float(np.abs(a - b).max()), "hits_misses": stats,
                       "kernels_file": kernels.__file__}))
