@@ -24,11 +24,10 @@ What differs from the reference block, and why:
 - the relative position bias [nH, N, N] is gathered once per parameter array, not at every call;
 - one kind of thread: products run single-threaded inside a block (the kernel, and BLAS on one thread), and the
   calling thread plus lanes - 1 team threads take items from a shared counter until none are left. A lane that
-  the machine's other work
-  deschedules simply takes fewer items; the lanes spin only briefly between parts (SPIN_SECONDS), and the only
-  wait is for the items already started (OpenBLAS's own threads wait at a barrier after every product, so one
-  descheduled BLAS thread stalls every product). While a part runs, the caller and the team threads keep off
-  each other's CPUs (_Apart), so two lanes do not share one core while another idles.
+  the machine's other work deschedules simply takes fewer items; the lanes spin only briefly between parts
+  (SPIN_SECONDS), and the only wait is for the items already started (OpenBLAS's own threads wait at a barrier
+  after every product, so one descheduled BLAS thread stalls every product). While a part runs, the caller and
+  the team threads keep off each other's CPUs (_Apart), so two lanes do not share one core while another idles.
 """
 
 from __future__ import annotations

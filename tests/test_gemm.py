@@ -48,14 +48,12 @@ def test_kernel_equals_the_product(M, K, panels, first, x_pad, out_pad, seed) ->
     N = (first + panels + 1) * NR
     weight = _weight(rng, N, K)
     x = rng.standard_normal((M, K + x_pad), dtype=np.float32)[:, :K]
-    out = np.full((M, N + out_pad), np.nan, dtype=np.float32)
     c0, c1 = first * NR, (first + panels) * NR
-    assert gemm.fits(x, weight, out[:, :N], c0, c1)
-    gemm.times_weight_t(x, weight, out[:, :N], c0, c1)
-    _assert_is_the_product(out[:, c0:c1], x, weight[c0:c1])
-    untouched = np.ones(N + out_pad, dtype=bool)
-    untouched[c0:c1] = False
-    assert np.isnan(out[:, untouched]).all()
+    out = np.full((M, c1 - c0 + out_pad), np.nan, dtype=np.float32)
+    assert gemm.fits(x, weight, out[:, :c1 - c0], c0, c1)
+    gemm.times_weight_t(x, weight, out[:, :c1 - c0], c0, c1)
+    _assert_is_the_product(out[:, :c1 - c0], x, weight[c0:c1])
+    assert np.isnan(out[:, c1 - c0:]).all()
 
 
 @pytest.mark.parametrize("N", [1024 // 4 * 4, 2048, 3072])  # W^T row strides of 4, 8 and 12 KiB
@@ -82,7 +80,7 @@ def test_tiles_of_a_product_give_the_bits_of_the_whole() -> None:
     tiles = np.empty_like(whole)
     for r0, r1 in ((0, 9), (9, 40), (40, 53)):
         for c0, c1 in ((0, NR), (NR, 4 * NR), (4 * NR, 6 * NR)):
-            gemm.times_weight_t(x[r0:r1], weight, tiles[r0:r1], c0, c1)
+            gemm.times_weight_t(x[r0:r1], weight, tiles[r0:r1, c0:c1], c0, c1)
     np.testing.assert_array_equal(tiles, whole)
 
 
@@ -99,13 +97,13 @@ def test_what_does_not_fit_goes_to_numpy(case) -> None:
     weight = np.asfortranarray(rng.standard_normal((N, x.shape[1])).astype(dtype))
     if case == "row-major W":
         weight = np.ascontiguousarray(weight)
-    out = np.full((M, 2 * N if case == "strided out" else N), np.nan, dtype=dtype)
+    c1 = N - NR // 2 if case == "partial panel" else N
+    out = np.full((M, 2 * c1 if case == "strided out" else c1), np.nan, dtype=dtype)
     if case == "strided out":
         out = out[:, ::2]
-    c1 = N - NR // 2 if case == "partial panel" else N
     assert not gemm.fits(x, weight, out, 0, c1)
     gemm.times_weight_t(x, weight, out, 0, c1)
-    np.testing.assert_allclose(out[:, :c1], x.astype(np.float64) @ weight[:c1].T.astype(np.float64),
+    np.testing.assert_allclose(out, x.astype(np.float64) @ weight[:c1].T.astype(np.float64),
                                rtol=1e-5, atol=1e-5)
 
 
