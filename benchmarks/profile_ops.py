@@ -145,8 +145,8 @@ def _profile_swinref(model, x, args) -> dict:
         k[1] += calls
         k[2] += macs
         if shape is not None:
-            shapes.append({"op": kind.split()[0], "shape": list(shape), "ms": sec * 1e3, "calls": calls, "gmac": macs / 1e9,
-                           "gmac_per_s": macs / sec / 1e9 if sec else 0.0})
+            shapes.append({"op": kind.split()[0], "shape": list(shape), "ms": sec * 1e3, "calls": calls,
+                           "gmac": macs / 1e9, "gmac_per_s": macs / sec / 1e9 if sec else 0.0})
     rows = [{"kind": kind, "ms": sec * 1e3, "calls": calls, "gmac": macs / 1e9,
              "gmac_per_s": (macs / sec / 1e9) if macs and sec else None} for kind, (sec, calls, macs) in kinds.items()]
     rows.append({"kind": "other inside blocks (gathers, scatters, copies, Python)",
