@@ -11,7 +11,9 @@ onnxruntime, with the shift masks' -100 set to -inf (benchmarks/cpu.py's anchor)
   and every block is timed by wrapping it; what the blocks spend outside those is "other" (gathers, scatters,
   copies, Python). Products are grouped by shape [M, K] x [K, N] (the linear layers: "gemm" where swinref.gemm's
   kernel takes them, "matmul 2-D" where NumPy's BLAS does) or counted together (the stacked per-window products of
-  attention), with their multiply-adds and GMAC/s.
+  attention), with their multiply-adds and GMAC/s. A fused item that runs as one Numba call (swinref.window_item)
+  is timed whole: its products and kernels are inside it. --numpy-items times the NumPy items instead, step by
+  step.
 - onnxruntime: its own profiler (SessionOptions.enable_profiling), kernel time per node, by operator type; MatMul,
   Gemm and FusedMatMul nodes with their input shapes, multiply-adds and GMAC/s.
 
@@ -43,6 +45,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--top", type=int, default=12, help="product shapes listed per runtime")
     ap.add_argument("--json", type=pathlib.Path)
+    ap.add_argument("--numpy-items", action="store_true",
+                    help="swinref's fused items as NumPy calls (fast.NATIVE_ITEMS off), timed step by step")
     args = ap.parse_args(argv)
     if min(args.batch, args.threads, args.repeat) < 1 or args.warmup < 0:
         ap.error("--batch, --threads and --repeat must be at least 1, --warmup at least 0")
@@ -74,7 +78,7 @@ class _TimedNumpy:
 
 
 def _profile_swinref(model, x, args) -> dict:
-    from swinref import fast, gemm, kernels
+    from swinref import fast, gemm, kernels, window_item
 
     events: dict = collections.defaultdict(lambda: [0.0, 0, 0])  # key -> [seconds, calls, MACs]
 
@@ -98,6 +102,9 @@ def _profile_swinref(model, x, args) -> dict:
     kernel_names = ("layer_norm_rows", "gelu_bias_rows", "attention_softmax")
     saved_kernels = {k: getattr(kernels, k) for k in kernel_names}
     saved_product = gemm.times_weight_t
+    saved_item = window_item.windows_through_block
+    saved_native = fast.NATIVE_ITEMS
+    fast.NATIVE_ITEMS = not args.numpy_items
 
     def product(x, weight, out, c0=0, c1=None):
         c1 = weight.shape[0] if c1 is None else c1
@@ -117,6 +124,7 @@ def _profile_swinref(model, x, args) -> dict:
         for k in kernel_names:
             setattr(kernels, k, timed(saved_kernels[k], ("kernel " + k, None)))
         gemm.times_weight_t = product
+        window_item.windows_through_block = timed(saved_item, ("native item (one Numba call: all its steps)", None))
         per_pass = []
         for _ in range(args.repeat):
             events.clear()
@@ -130,11 +138,13 @@ def _profile_swinref(model, x, args) -> dict:
         for k, fn in saved_kernels.items():
             setattr(kernels, k, fn)
         gemm.times_weight_t = saved_product
+        window_item.windows_through_block = saved_item
+        fast.NATIVE_ITEMS = saved_native
     median = sorted(range(len(passes)), key=passes.__getitem__)[len(passes) // 2]
     ev = per_pass[median]
     total = passes[median]
     inside = ev.get(("block", None), [0, 0, 0])[0] + ev.get(("linear outside blocks", None), [0, 0, 0])[0]
-    measured = sum(v[0] for (kind, _), v in ev.items() if kind.startswith(("matmul", "gemm", "kernel")))
+    measured = sum(v[0] for (kind, _), v in ev.items() if kind.startswith(("matmul", "gemm", "kernel", "native")))
     kinds: dict = collections.defaultdict(lambda: [0.0, 0, 0])
     shapes = []
     for (kind, shape), (sec, calls, macs) in ev.items():

@@ -200,27 +200,38 @@ def _tile(rows, x, ldx, b, ldb, out, ldo, kc, accumulate, ahead):  # pragma: no 
         _tile1(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
 
 
+@_jit(inline="always")
+def _row_tile(t, M, tiles):  # pragma: no cover - compiled
+    """(first row, rows) of row tile t of M rows cut into `tiles` tiles of sizes as equal as can be: the rows of a
+    window item (multiples of 49) make whole tiles of 7 and 8 rows, not 8-row tiles and one nearly empty one."""
+    small, larger = M // tiles, M % tiles
+    return t * small + min(t, larger), small + (1 if t < larger else 0)
+
+
 @_jit()
 def _panels(x, wt, out, first, last, copy):  # pragma: no cover - compiled
     """out[:, :(last - first)*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous)."""
     M, K = x.shape
     ldx, ldb, ldo = x.strides[0] // 4, wt.strides[0] // 4, out.strides[0] // 4
     x0, b0, o0 = x.ctypes.data, wt.ctypes.data, out.ctypes.data
+    tiles = -(-M // MR)
     if copy:
         panel = np.empty((K, NR), np.float32)
         for p in range(first, last):
             _copy_panel(b0 + p * NR * 4, ldb, panel.ctypes.data, K)
             for k0 in range(0, K, KC):
-                for m0 in range(0, M, MR):
-                    _tile(min(MR, M - m0), x0 + (m0 * ldx + k0) * 4, ldx, panel.ctypes.data + k0 * NR * 4, NR,
+                for t in range(tiles):
+                    m0, rows = _row_tile(t, M, tiles)
+                    _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, panel.ctypes.data + k0 * NR * 4, NR,
                           o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, 0)
         return
     for k0 in range(0, K, KC):
         for p in range(first, last):
-            for m0 in range(0, M, MR):
+            for t in range(tiles):
+                m0, rows = _row_tile(t, M, tiles)
                 # The first row tile over a block asks for the next panel's block (NR floats on in each row).
-                _tile(min(MR, M - m0), x0 + (m0 * ldx + k0) * 4, ldx, b0 + (k0 * ldb + p * NR) * 4, ldb,
-                      o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, NR if m0 == 0 else 0)
+                _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, b0 + (k0 * ldb + p * NR) * 4, ldb,
+                      o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, NR if t == 0 else 0)
 
 
 def _rows_contiguous(a: np.ndarray) -> bool:
