@@ -13,8 +13,9 @@ at Swin's shapes). This kernel reads W where it lies and keeps a tile of the out
   the cache while every row tile of x passes over it; the output tile is stored after the first block and added
   to after the others;
 - in a forward pass W is never in the cache (the model's weights outgrow it), and W^T's rows lie too far apart
-  for the hardware prefetchers to follow: the first row tile over a panel's block asks for the next panel's
-  block (llvm.prefetch into L2), so the later panels arrive while the earlier ones are computed;
+  for the hardware prefetchers to follow: the first block is asked for (llvm.prefetch into L2) before the
+  products start, and the first row tile over each block asks for the block that comes next, so that later
+  blocks arrive while earlier ones are computed;
 - where W^T's row stride is a multiple of 4 KiB (N = 1024, 2048, 3072, 4096 in float32), its rows share a few L1
   cache sets and evict each other: the panel is first copied into a contiguous [K, NR] buffer.
 
@@ -155,6 +156,28 @@ _tile1, _tile2, _tile3, _tile4, _tile5, _tile6, _tile7, _tile8 = (_tile_kernel(r
 
 
 @intrinsic
+def _prefetch_panel(typingctx, src, lds, rows):
+    """Ask for src[r * lds: r * lds + NR], r < rows, in the L2 cache (float32 address, stride in floats)."""
+    i64 = numba.types.int64
+    sig = numba.types.void(i64, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        src_addr, lds_, rows_ = args
+        i8, i32, int64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
+        src_p = builder.inttoptr(src_addr, i8.as_pointer())
+        with cgutils.for_range(builder, rows_) as loop:
+            row = builder.gep(src_p, [builder.mul(builder.mul(loop.index, lds_), ir.Constant(int64, 4))])
+            for line in range(0, NR * 4, 64):
+                builder.call(prefetch, [builder.gep(row, [ir.Constant(int64, line)]), ir.Constant(i32, 0),
+                                        ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def _copy_panel(typingctx, src, lds, dst, rows):
     """dst[r, 0:NR] = src[r * lds: r * lds + NR] for r < rows (float32 addresses, strides in floats)."""
     i64 = numba.types.int64
@@ -225,13 +248,16 @@ def _panels(x, wt, out, first, last, copy):  # pragma: no cover - compiled
                     _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, panel.ctypes.data + k0 * NR * 4, NR,
                           o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, 0)
         return
+    _prefetch_panel(b0 + first * NR * 4, ldb, min(KC, K))
     for k0 in range(0, K, KC):
         for p in range(first, last):
+            # The first row tile over a block asks for the block that comes next: the next panel's, or after the
+            # last panel the first panel's in the next rows.
+            ahead = NR if p + 1 < last else (KC * ldb + (first - p) * NR if k0 + KC < K else 0)
             for t in range(tiles):
                 m0, rows = _row_tile(t, M, tiles)
-                # The first row tile over a block asks for the next panel's block (NR floats on in each row).
                 _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, b0 + (k0 * ldb + p * NR) * 4, ldb,
-                      o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, NR if t == 0 else 0)
+                      o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, ahead if t == 0 else 0)
 
 
 def _rows_contiguous(a: np.ndarray) -> bool:
