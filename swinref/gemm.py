@@ -17,7 +17,7 @@ at Swin's shapes). This kernel reads W where it lies and keeps a tile of the out
   products start, and the first row tile over each block asks for the block that comes next, so that later
   blocks arrive while earlier ones are computed;
 - where W^T's row stride is a multiple of 4 KiB (N = 1024, 2048, 3072, 4096 in float32), its rows share a few L1
-  cache sets and evict each other: the panel is first copied into a contiguous [K, NR] buffer.
+  cache sets and evict each other: each block is first copied into a contiguous [KC, NR] buffer.
 
 The vector width is the compile target's (Numba's: the host's CPU, or NUMBA_CPU_NAME / NUMBA_CPU_FEATURES):
 16 floats with AVX-512, 8 with AVX, 4 otherwise; MR = 8 where there are 32 vector registers, 6 where there are 16
@@ -231,33 +231,34 @@ def _row_tile(t, M, tiles):  # pragma: no cover - compiled
     return t * small + min(t, larger), small + (1 if t < larger else 0)
 
 
-@_jit()
+@_jit(inline="always")
 def _panels(x, wt, out, first, last, copy):  # pragma: no cover - compiled
     """out[:, :(last - first)*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous)."""
-    M, K = x.shape
-    ldx, ldb, ldo = x.strides[0] // 4, wt.strides[0] // 4, out.strides[0] // 4
-    x0, b0, o0 = x.ctypes.data, wt.ctypes.data, out.ctypes.data
+    _product(x.ctypes.data, x.strides[0] // 4, x.shape[0], x.shape[1], wt.ctypes.data, wt.strides[0] // 4,
+             out.ctypes.data, out.strides[0] // 4, np.int64(first), np.int64(last), copy)
+
+
+@_jit()
+def _product(x0, ldx, M, K, b0, ldb, o0, ldo, first, last, copy):  # pragma: no cover - compiled
+    """_panels on addresses and row strides (in floats): one compiled signature for every caller and layout."""
     tiles = -(-M // MR)
-    if copy:
-        panel = np.empty((K, NR), np.float32)
-        for p in range(first, last):
-            _copy_panel(b0 + p * NR * 4, ldb, panel.ctypes.data, K)
-            for k0 in range(0, K, KC):
-                for t in range(tiles):
-                    m0, rows = _row_tile(t, M, tiles)
-                    _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, panel.ctypes.data + k0 * NR * 4, NR,
-                          o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, 0)
-        return
+    block = np.empty((KC if copy else 0, NR), np.float32)
     _prefetch_panel(b0 + first * NR * 4, ldb, min(KC, K))
     for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
         for p in range(first, last):
+            b, ld = b0 + (k0 * ldb + p * NR) * 4, ldb
             # The first row tile over a block asks for the block that comes next: the next panel's, or after the
             # last panel the first panel's in the next rows.
             ahead = NR if p + 1 < last else (KC * ldb + (first - p) * NR if k0 + KC < K else 0)
+            if copy:
+                _copy_panel(b, ldb, block.ctypes.data, kc)
+                b, ld, ahead = block.ctypes.data, NR, 0
             for t in range(tiles):
                 m0, rows = _row_tile(t, M, tiles)
-                _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, b0 + (k0 * ldb + p * NR) * 4, ldb,
-                      o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, min(KC, K - k0), k0 > 0, ahead if t == 0 else 0)
+                _tile(rows, x0 + (m0 * ldx + k0) * 4, ldx, b, ld, o0 + (m0 * ldo + (p - first) * NR) * 4, ldo, kc,
+                      k0 > 0, ahead if t == 0 else 0)
+    return block.shape[0]  # block stays alive (and its address valid) until every tile has read it
 
 
 def _rows_contiguous(a: np.ndarray) -> bool:
