@@ -67,92 +67,98 @@ KC = 256  # rows of W^T per block
 ALIASING_STRIDE = 4096  # bytes: a row stride that is a multiple of this maps every row onto the same L1 sets
 
 
-def _tile_kernel(rows: int):
-    """An intrinsic: out[0:rows, 0:NR] (+)= x[0:rows, 0:kc] @ b[0:kc, 0:NR], addresses and strides in floats,
-    prefetching b[0:kc, ahead:ahead + NR] into L2 on the way."""
+def _emit_tile(builder, rows: int, x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, kc_, add, ahead_) -> None:
+    """LLVM IR for out[0:rows, 0:NR] (+)= x[0:rows, 0:kc] @ b[0:kc, 0:NR] (addresses and strides in floats),
+    prefetching b[0:kc, ahead:ahead + NR] into L2 on the way; the builder ends in the tile's last block."""
+    f32, i32, int64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    vec = ir.VectorType(f32, VECTOR)
+    x_p = builder.inttoptr(x_addr, f32.as_pointer())
+    b_p = builder.inttoptr(b_addr, f32.as_pointer())
+    out_p = builder.inttoptr(out_addr, f32.as_pointer())
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             f"llvm.fmuladd.v{VECTOR}f32")
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+        "llvm.prefetch.p0i8")
+    zero = ir.Constant(vec, [0.0] * VECTOR)
+    undef = ir.Constant(vec, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(i32, VECTOR), [0] * VECTOR)
 
-    @intrinsic
-    def tile(typingctx, x, ldx, b, ldb, out, ldo, kc, accumulate, ahead):
-        i64 = numba.types.int64
-        sig = numba.types.void(i64, i64, i64, i64, i64, i64, i64, numba.types.boolean, i64)
+    def vector_at(base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
 
-        def codegen(context, builder, signature, args):
-            x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, kc_, add, ahead_ = args
-            f32, i32, int64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
-            vec = ir.VectorType(f32, VECTOR)
-            x_p = builder.inttoptr(x_addr, f32.as_pointer())
-            b_p = builder.inttoptr(b_addr, f32.as_pointer())
-            out_p = builder.inttoptr(out_addr, f32.as_pointer())
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                                     f"llvm.fmuladd.v{VECTOR}f32")
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-                "llvm.prefetch.p0i8")
-            zero = ir.Constant(vec, [0.0] * VECTOR)
-            undef = ir.Constant(vec, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(i32, VECTOR), [0] * VECTOR)
+    def const(v):
+        return ir.Constant(int64, v)
 
-            def vector_at(base, offset):
-                return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
+    entry, fn = builder.block, builder.function
+    loop, done = fn.append_basic_block("tile.k"), fn.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", kc_, const(0)), loop, done)
 
-            def const(v):
-                return ir.Constant(int64, v)
+    builder.position_at_end(loop)  # one k: two vectors of b, a broadcast of each row's x, 2 * rows FMAs
+    k = builder.phi(int64)
+    acc = [builder.phi(vec) for _ in range(2 * rows)]
+    b_row = builder.mul(k, ldb_)
+    soon = builder.bitcast(builder.gep(b_p, [builder.add(b_row, ahead_)]), ir.IntType(8).as_pointer())
+    for line in range(0, NR * 4, 64):
+        builder.call(prefetch, [builder.gep(soon, [const(line)]), ir.Constant(i32, 0),
+                                ir.Constant(i32, 2), ir.Constant(i32, 1)])
+    b_lo = builder.load(vector_at(b_p, b_row), align=4)
+    b_hi = builder.load(vector_at(b_p, builder.add(b_row, const(VECTOR))), align=4)
+    summed = []
+    for r in range(rows):
+        scalar = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(r), ldx_), k)]), align=4)
+        broadcast = builder.shuffle_vector(builder.insert_element(undef, scalar, ir.Constant(i32, 0)),
+                                           undef, splat)
+        summed.append(builder.call(fmuladd, [broadcast, b_lo, acc[2 * r]]))
+        summed.append(builder.call(fmuladd, [broadcast, b_hi, acc[2 * r + 1]]))
+    k_next = builder.add(k, const(1))
+    k.add_incoming(const(0), entry)
+    k.add_incoming(k_next, loop)
+    for phi, value in zip(acc, summed):
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", k_next, kc_), loop, done)
 
-            entry, fn = builder.block, builder.function
-            loop, done = fn.append_basic_block("tile.k"), fn.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", kc_, const(0)), loop, done)
-
-            builder.position_at_end(loop)  # one k: two vectors of b, a broadcast of each row's x, 2 * rows FMAs
-            k = builder.phi(int64)
-            acc = [builder.phi(vec) for _ in range(2 * rows)]
-            b_row = builder.mul(k, ldb_)
-            soon = builder.bitcast(builder.gep(b_p, [builder.add(b_row, ahead_)]), ir.IntType(8).as_pointer())
-            for line in range(0, NR * 4, 64):
-                builder.call(prefetch, [builder.gep(soon, [const(line)]), ir.Constant(i32, 0),
-                                        ir.Constant(i32, 2), ir.Constant(i32, 1)])
-            b_lo = builder.load(vector_at(b_p, b_row), align=4)
-            b_hi = builder.load(vector_at(b_p, builder.add(b_row, const(VECTOR))), align=4)
-            summed = []
-            for r in range(rows):
-                scalar = builder.load(builder.gep(x_p, [builder.add(builder.mul(const(r), ldx_), k)]), align=4)
-                broadcast = builder.shuffle_vector(builder.insert_element(undef, scalar, ir.Constant(i32, 0)),
-                                                   undef, splat)
-                summed.append(builder.call(fmuladd, [broadcast, b_lo, acc[2 * r]]))
-                summed.append(builder.call(fmuladd, [broadcast, b_hi, acc[2 * r + 1]]))
-            k_next = builder.add(k, const(1))
-            k.add_incoming(const(0), entry)
-            k.add_incoming(k_next, loop)
-            for phi, value in zip(acc, summed):
-                phi.add_incoming(zero, entry)
-                phi.add_incoming(value, loop)
-            builder.cbranch(builder.icmp_signed("<", k_next, kc_), loop, done)
-
-            builder.position_at_end(done)
-            total = []
-            for value in summed:
-                phi = builder.phi(vec)
-                phi.add_incoming(zero, entry)
-                phi.add_incoming(value, loop)
-                total.append(phi)
-            with builder.if_else(add) as (then_add, then_store):
-                for adding in (then_add, then_store):
-                    with adding:
-                        for r in range(rows):
-                            row = builder.mul(const(r), ldo_)
-                            for half in range(2):
-                                target = vector_at(out_p, builder.add(row, const(half * VECTOR)))
-                                value = total[2 * r + half]
-                                if adding is then_add:
-                                    value = builder.fadd(builder.load(target, align=4), value)
-                                builder.store(value, target, align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile
+    builder.position_at_end(done)
+    total = []
+    for value in summed:
+        phi = builder.phi(vec)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, loop)
+        total.append(phi)
+    with builder.if_else(add) as (then_add, then_store):
+        for adding in (then_add, then_store):
+            with adding:
+                for r in range(rows):
+                    row = builder.mul(const(r), ldo_)
+                    for half in range(2):
+                        target = vector_at(out_p, builder.add(row, const(half * VECTOR)))
+                        value = total[2 * r + half]
+                        if adding is then_add:
+                            value = builder.fadd(builder.load(target, align=4), value)
+                        builder.store(value, target, align=4)
 
 
-_tile1, _tile2, _tile3, _tile4, _tile5, _tile6, _tile7, _tile8 = (_tile_kernel(rows) for rows in range(1, 9))
+@intrinsic
+def _tile(typingctx, rows, x, ldx, b, ldb, out, ldo, kc, accumulate, ahead):
+    """One tile of 1 to MR rows (more are taken as 8): a switch over the tile's IR for each row count."""
+    i64 = numba.types.int64
+    sig = numba.types.void(i64, i64, i64, i64, i64, i64, i64, i64, numba.types.boolean, i64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.function
+        end = fn.append_basic_block("tile.end")
+        bodies = [fn.append_basic_block(f"tile.rows{r}") for r in range(1, 9)]
+        switch = builder.switch(args[0], bodies[-1])
+        for r, body in enumerate(bodies, start=1):
+            switch.add_case(ir.Constant(ir.IntType(64), r), body)
+            builder.position_at_end(body)
+            _emit_tile(builder, r, *args[1:])
+            builder.branch(end)
+        builder.position_at_end(end)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -201,26 +207,6 @@ def _copy_panel(typingctx, src, lds, dst, rows):
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-@_jit(inline="always")
-def _tile(rows, x, ldx, b, ldb, out, ldo, kc, accumulate, ahead):  # pragma: no cover - compiled
-    if rows >= 8:
-        _tile8(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    elif rows == 7:
-        _tile7(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    elif rows == 6:
-        _tile6(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    elif rows == 5:
-        _tile5(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    elif rows == 4:
-        _tile4(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    elif rows == 3:
-        _tile3(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    elif rows == 2:
-        _tile2(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
-    else:
-        _tile1(x, ldx, b, ldb, out, ldo, kc, accumulate, ahead)
 
 
 @_jit(inline="always")
