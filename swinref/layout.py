@@ -93,12 +93,18 @@ def out_norm_shapes(cfg: SwinConfig) -> dict[str, tuple[int, ...]]:
     return {name: (stage.dim,) for stage in plan(cfg).stages for name in stage.out_norm}
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _name_path(name: str) -> tuple[Any, ...]:
+    """A param name's parts, numeric ones as ints (cached: every forward pass nests the same names)."""
+    return tuple(int(part) if part.isdigit() else part for part in name.split("."))
+
+
 def nest(params: dict[str, Any]) -> dict[Any, Any]:
     """Nested views of flat canonical params: nest(p)["layers"][0]["blocks"][1]["attn"]["qkv"]["weight"] is
     p["layers.0.blocks.1.attn.qkv.weight"] (the same array). Numeric name parts become int keys."""
     tree: dict[Any, Any] = {}
     for name, value in params.items():
-        *path, leaf = (int(part) if part.isdigit() else part for part in name.split("."))
+        *path, leaf = _name_path(name)
         node = tree
         for part in path:
             node = node.setdefault(part, {})
