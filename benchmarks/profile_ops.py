@@ -11,8 +11,8 @@ onnxruntime, with the shift masks' -100 set to -inf (benchmarks/cpu.py's anchor)
   and every block is timed by wrapping it; what the blocks spend outside those is "other" (gathers, scatters,
   copies, Python). Products are grouped by shape [M, K] x [K, N] (the linear layers: "gemm" where swinref.gemm's
   kernel takes them, "matmul 2-D" where NumPy's BLAS does) or counted together (the stacked per-window products of
-  attention), with their multiply-adds and GMAC/s. A fused item that runs as one Numba call (swinref.window_item)
-  is timed whole: its products and kernels are inside it. --numpy-items times the NumPy items instead, step by
+  attention), with their multiply-adds and GMAC/s. Fused items that run in Numba (swinref.window_item: each lane
+  takes a block's items inside one call) are timed whole: their products and kernels are inside. --numpy-items times the NumPy items instead, step by
   step.
 - onnxruntime: its own profiler (SessionOptions.enable_profiling), kernel time per node, by operator type; MatMul,
   Gemm and FusedMatMul nodes with their input shapes, multiply-adds and GMAC/s.
@@ -124,7 +124,7 @@ def _profile_swinref(model, x, args) -> dict:
         for k in kernel_names:
             setattr(kernels, k, timed(saved_kernels[k], ("kernel " + k, None)))
         gemm.times_weight_t = product
-        window_item.windows_through_block = timed(saved_item, ("native item (one Numba call: all its steps)", None))
+        window_item.windows_through_block = timed(saved_item, ("native items (one Numba call per lane and block)", None))
         per_pass = []
         for _ in range(args.repeat):
             events.clear()

@@ -641,12 +641,13 @@ def _block_fused(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan:
     step = plan.windows_per_item
     windows = _window_rows(x2d.shape[0] // blk.tokens, blk)[0].shape[0]
     native = _native_item(x2d, p, blk, at, out, branch)
-    if native is not None:
-        def native_item(i: int) -> None:
-            w0 = i * step
-            window_item.windows_through_block(*native[0], w0, min(step, windows - w0), *native[1])
+    if native is not None:  # each lane takes items inside one call
+        items, next_item = -(-windows // step), np.zeros(1, dtype=np.int64)
 
-        _parallel(native_item, -(-windows // step), lanes)
+        def lane(_: int) -> None:
+            window_item.windows_through_block(next_item, items, step, *native)
+
+        _parallel(lane, min(lanes, items), lanes)
         return out, branch
 
     def item(i: int) -> None:
@@ -669,8 +670,8 @@ NATIVE_ITEMS = True
 
 
 def _native_item(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, out: np.ndarray,
-                 branch: np.ndarray | None) -> tuple[tuple, tuple] | None:
-    """window_item.windows_through_block's arguments before and after (w0, nw), or None where it does not fit."""
+                 branch: np.ndarray | None) -> tuple | None:
+    """window_item.windows_through_block's arguments after the item counter, or None where it does not fit."""
     a, m, norm1, norm2 = p["attn"], p["mlp"], p["norm1"], p["norm2"]
     weights = (a["qkv"]["weight"], a["proj"]["weight"], m["fc1"]["weight"], m["fc2"]["weight"])
     if not NATIVE_ITEMS or not window_item.fits(x2d, weights, at.head_dim):
@@ -682,15 +683,14 @@ def _native_item(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, out: 
         q_scale = np.full(at.heads, at.head_dim ** -0.5, dtype=f32)
     else:
         q_scale = np.ascontiguousarray(at.scale.reshape(-1), dtype=f32)
-    before = (x2d, index, np.zeros((0, 0), dtype=bool) if padding is None else padding)
-    after = (norm1["weight"], norm1["bias"], weights[0].T,
-             np.zeros(3 * x2d.shape[1], dtype=f32) if qkv_b is None else qkv_b,
-             at.rel_bias, at.mask, q_scale, at.scale is not None, at.floor,
-             weights[1].T, a["proj"]["bias"], norm2["weight"], norm2["bias"],
-             weights[2].T, m["fc1"]["bias"], weights[3].T, m["fc2"]["bias"], blk.eps, blk.norm == "res-post",
-             at.heads, out, np.empty((0, x2d.shape[1]), dtype=f32) if branch is None else branch, branch is not None,
-             np.empty((0, 0, 0, 0), dtype=f32) if at.probs is None else at.probs, at.probs is not None)
-    return before, after
+    return (x2d, index, np.zeros((0, 0), dtype=bool) if padding is None else padding,
+            norm1["weight"], norm1["bias"], weights[0].T,
+            np.zeros(3 * x2d.shape[1], dtype=f32) if qkv_b is None else qkv_b,
+            at.rel_bias, at.mask, q_scale, at.scale is not None, at.floor,
+            weights[1].T, a["proj"]["bias"], norm2["weight"], norm2["bias"],
+            weights[2].T, m["fc1"]["bias"], weights[3].T, m["fc2"]["bias"], blk.eps, blk.norm == "res-post",
+            at.heads, out, np.empty((0, x2d.shape[1]), dtype=f32) if branch is None else branch, branch is not None,
+            np.empty((0, 0, 0, 0), dtype=f32) if at.probs is None else at.probs, at.probs is not None)
 
 
 def _attention_tiled(x2d: np.ndarray, p: dict, blk: BlockPlan, at: _Attention, plan: _Schedule,

@@ -51,6 +51,7 @@ __all__ = [
     "CACHE_WARNING",
     "spin_while_equal",
     "spin_until_all_set",
+    "fetch_add",
 ]
 
 CACHE_WARNING = "swinref: no writable Numba cache directory; kernels are compiled at every start"
@@ -338,6 +339,21 @@ def _load_acquire(typingctx, array, index):
         view = context.make_array(array_type)(context, builder, args[0])
         pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False)
         return builder.load_atomic(pointer, "acquire", array_type.dtype.bitwidth // 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def fetch_add(typingctx, array, index, value):
+    """array[index] += value as one atomic step (sequentially consistent); returns the value before."""
+    sig = array.dtype(array, index, value)
+
+    def codegen(context, builder, signature, args):
+        array_type, _, value_type = signature.args
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False)
+        addend = context.cast(builder, args[2], value_type, array_type.dtype)
+        return builder.atomic_rmw("add", pointer, addend, "seq_cst")
 
     return sig, codegen
 

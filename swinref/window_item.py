@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from swinref import gemm
-from swinref.kernels import _jit, attention_softmax_f32, gelu_bias_rows_f32, layer_norm_rows
+from swinref.kernels import _jit, attention_softmax_f32, fetch_add, gelu_bias_rows_f32, layer_norm_rows
 
 __all__ = ["fits", "windows_through_block"]
 
@@ -47,10 +47,30 @@ def _add_row(x, row):  # pragma: no cover - compiled
 
 
 @_jit()
-def windows_through_block(x2d, index, padding, w0, nw,
+def windows_through_block(next_item, items, step, x2d, index, padding,
                           norm1_w, norm1_b, qkv_wt, qkv_b, rel_bias, mask, q_scale, cosine, floor,
                           proj_wt, proj_b, norm2_w, norm2_b, fc1_wt, fc1_b, fc2_wt, fc2_b, eps, post_norm,
                           heads, out, branch, keep_branch, probs, keep_probs):  # pragma: no cover - compiled
+    """Items of `step` windows (item i: windows i*step ..) through a whole block, taken one after another from the
+    shared counter next_item[0] until `items` are taken: every lane calls this once per block, so a lane returns
+    to Python (and takes the GIL) once per block, not once per item. Which lane takes which item never changes a
+    result."""
+    windows = index.shape[0]
+    while True:
+        i = fetch_add(next_item, 0, 1)
+        if i >= items:
+            return
+        _windows(x2d, index, padding, i * step, min(step, windows - i * step),
+                 norm1_w, norm1_b, qkv_wt, qkv_b, rel_bias, mask, q_scale, cosine, floor,
+                 proj_wt, proj_b, norm2_w, norm2_b, fc1_wt, fc1_b, fc2_wt, fc2_b, eps, post_norm,
+                 heads, out, branch, keep_branch, probs, keep_probs)
+
+
+@_jit(inline="always")
+def _windows(x2d, index, padding, w0, nw,
+             norm1_w, norm1_b, qkv_wt, qkv_b, rel_bias, mask, q_scale, cosine, floor,
+             proj_wt, proj_b, norm2_w, norm2_b, fc1_wt, fc1_b, fc2_wt, fc2_b, eps, post_norm,
+             heads, out, branch, keep_branch, probs, keep_probs):  # pragma: no cover - compiled
     """Windows w0 .. w0 + nw - 1 of x2d [B*T, C] through a whole block into out (and the attention branch into
     branch, the probabilities into probs [windows, nH, N, N], when asked).
 

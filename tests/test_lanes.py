@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-pytest.importorskip("numba")
+numba = pytest.importorskip("numba")
 
 from swinref import fast, kernels  # noqa: E402
 from swinref.api import random_model  # noqa: E402
@@ -47,6 +47,30 @@ def test_spin_until_all_set_waits_for_the_last_flag() -> None:
 
     threading.Thread(target=store).start()
     assert kernels.spin_until_all_set(flags, 60 * 10**9, 100)
+
+
+def test_fetch_add_hands_every_number_out_once_between_threads() -> None:
+    """The native items' shared counter: two threads taking numbers at once, without the GIL, get every number
+    exactly once (a plain load and store would hand some out twice)."""
+
+    @numba.njit(nogil=True)
+    def take(counter, taken, n):
+        while True:
+            i = kernels.fetch_add(counter, 0, 1)
+            if i >= n:
+                return
+            taken[i] += 1
+
+    n = 2_000_000
+    counter, taken = np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    take(counter, taken, 0)  # compile first (it takes one number)
+    counter[0] = 0
+    threads = [threading.Thread(target=take, args=(counter, taken, n)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (taken == 1).all() and counter[0] == n + 2
 
 
 def test_a_spinning_lane_leaves_the_gil_to_the_lane_doing_python_work() -> None:
