@@ -454,7 +454,8 @@ def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: f
 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, be: Backend | None = None) -> np.ndarray:
-    """[..., in] @ [out, in]^T + [out] (twin: swinref.blocks.linear) in tiles on the lanes, BLAS on one thread."""
+    """[..., in] @ [out, in]^T + [out] (twin: swinref.blocks.linear) in tiles on the lanes, each tile one call of
+    swinref.gemm (BLAS on one thread where a tile does not fit it)."""
     lanes = _lanes()
     x2d = x.reshape(-1, x.shape[-1])
     with _one_blas_thread(lanes > 1):
