@@ -218,10 +218,12 @@ def _row_tile(t, M, tiles):  # pragma: no cover - compiled
 
 
 @_jit(inline="always")
-def _panels(x, wt, out, first, last, copy):  # pragma: no cover - compiled
-    """out[:, :(last - first)*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous)."""
+def _panels(x, wt, out, first, last):  # pragma: no cover - compiled
+    """out[:, :(last - first)*NR] = x @ wt[:, first*NR:last*NR] (float32; rows of x, wt and out contiguous); blocks
+    of a wt whose rows alias in L1 are copied first."""
     _product(x.ctypes.data, x.strides[0] // 4, x.shape[0], x.shape[1], wt.ctypes.data, wt.strides[0] // 4,
-             out.ctypes.data, out.strides[0] // 4, np.int64(first), np.int64(last), copy)
+             out.ctypes.data, out.strides[0] // 4, np.int64(first), np.int64(last),
+             wt.strides[0] % ALIASING_STRIDE == 0)
 
 
 @_jit()
@@ -270,7 +272,6 @@ def times_weight_t(x: np.ndarray, weight: np.ndarray, out: np.ndarray, c0: int =
     column tile."""
     c1 = weight.shape[0] if c1 is None else c1
     if fits(x, weight, out, c0, c1):
-        wt = weight.T
-        _panels(x, wt, out, c0 // NR, c1 // NR, (wt.strides[0] % ALIASING_STRIDE) == 0)
+        _panels(x, weight.T, out, c0 // NR, c1 // NR)
     else:
         np.matmul(x, weight[c0:c1].T, out=out)

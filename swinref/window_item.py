@@ -35,7 +35,7 @@ def fits(x2d: np.ndarray, weights: tuple[np.ndarray, ...], head_dim: int) -> boo
 @_jit(inline="always")
 def _product(x, wt, out):  # pragma: no cover - compiled
     """out = x @ wt, all of wt's panels."""
-    gemm._panels(x, wt, out, 0, wt.shape[1] // gemm.NR, wt.strides[0] % gemm.ALIASING_STRIDE == 0)
+    gemm._panels(x, wt, out, 0, wt.shape[1] // gemm.NR)
 
 
 @_jit(inline="always")
@@ -144,8 +144,7 @@ def _windows(x2d, index, padding, w0, nw,
             probs[w0 + w] = logits[0]
         for h in range(heads):
             v = qkv[base:base + N, 2 * C + h * d:2 * C + (h + 1) * d]
-            gemm._panels(logits[0, h], v, attended[base:base + N, h * d:(h + 1) * d], 0, d // gemm.NR,
-                         v.strides[0] % gemm.ALIASING_STRIDE == 0)
+            _product(logits[0, h], v, attended[base:base + N, h * d:(h + 1) * d])
 
     y = np.empty((n, C), f32)
     _product(attended, proj_wt, y)
