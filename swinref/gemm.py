@@ -67,6 +67,18 @@ KC = 256  # rows of W^T per block
 ALIASING_STRIDE = 4096  # bytes: a row stride that is a multiple of this maps every row onto the same L1 sets
 
 
+def _emit_prefetch_row(builder, row) -> None:
+    """LLVM IR asking for the NR floats at `row` (a float pointer) in the L2 cache (llvm.prefetch: read,
+    locality 2, data), one request per 64-byte line."""
+    i8, i32 = ir.IntType(8), ir.IntType(32)
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
+    start = builder.bitcast(row, i8.as_pointer())
+    for line in range(0, NR * 4, 64):
+        builder.call(prefetch, [builder.gep(start, [ir.Constant(ir.IntType(64), line)]), ir.Constant(i32, 0),
+                                ir.Constant(i32, 2), ir.Constant(i32, 1)])
+
+
 def _emit_tile(builder, rows: int, x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, kc_, add, ahead_) -> None:
     """LLVM IR for out[0:rows, 0:NR] (+)= x[0:rows, 0:kc] @ b[0:kc, 0:NR] (addresses and strides in floats),
     prefetching b[0:kc, ahead:ahead + NR] into L2 on the way; the builder ends in the tile's last block."""
@@ -77,9 +89,6 @@ def _emit_tile(builder, rows: int, x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, k
     out_p = builder.inttoptr(out_addr, f32.as_pointer())
     fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
                                              f"llvm.fmuladd.v{VECTOR}f32")
-    prefetch = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
-        "llvm.prefetch.p0i8")
     zero = ir.Constant(vec, [0.0] * VECTOR)
     undef = ir.Constant(vec, ir.Undefined)
     splat = ir.Constant(ir.VectorType(i32, VECTOR), [0] * VECTOR)
@@ -98,10 +107,7 @@ def _emit_tile(builder, rows: int, x_addr, ldx_, b_addr, ldb_, out_addr, ldo_, k
     k = builder.phi(int64)
     acc = [builder.phi(vec) for _ in range(2 * rows)]
     b_row = builder.mul(k, ldb_)
-    soon = builder.bitcast(builder.gep(b_p, [builder.add(b_row, ahead_)]), ir.IntType(8).as_pointer())
-    for line in range(0, NR * 4, 64):
-        builder.call(prefetch, [builder.gep(soon, [const(line)]), ir.Constant(i32, 0),
-                                ir.Constant(i32, 2), ir.Constant(i32, 1)])
+    _emit_prefetch_row(builder, builder.gep(b_p, [builder.add(b_row, ahead_)]))
     b_lo = builder.load(vector_at(b_p, b_row), align=4)
     b_hi = builder.load(vector_at(b_p, builder.add(b_row, const(VECTOR))), align=4)
     summed = []
@@ -169,15 +175,9 @@ def _prefetch_panel(typingctx, src, lds, rows):
 
     def codegen(context, builder, signature, args):
         src_addr, lds_, rows_ = args
-        i8, i32, int64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8.as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
-        src_p = builder.inttoptr(src_addr, i8.as_pointer())
+        src_p = builder.inttoptr(src_addr, ir.FloatType().as_pointer())
         with cgutils.for_range(builder, rows_) as loop:
-            row = builder.gep(src_p, [builder.mul(builder.mul(loop.index, lds_), ir.Constant(int64, 4))])
-            for line in range(0, NR * 4, 64):
-                builder.call(prefetch, [builder.gep(row, [ir.Constant(int64, line)]), ir.Constant(i32, 0),
-                                        ir.Constant(i32, 2), ir.Constant(i32, 1)])
+            _emit_prefetch_row(builder, builder.gep(src_p, [builder.mul(loop.index, lds_)]))
         return context.get_dummy_value()
 
     return sig, codegen
